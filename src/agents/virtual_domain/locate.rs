@@ -1,0 +1,113 @@
+//! Where is this resource's guest, and what state is it in?
+//!
+//! The answer must never be "not running" for a guest that may be running: a
+//! second copy started elsewhere would corrupt its disks. So:
+//! 1. With the config readable, ask libvirt about the domain of that name.
+//! 2. Without it (shared storage not mounted, file deleted), ask libvirt for the
+//!    domain carrying this resource's owner mark.
+//! 3. With libvirt unreachable, look for the guest's QEMU process in /proc (the
+//!    name from the config, or from the mark in libvirt's status files).
+//! 4. Anything that cannot be settled is `Unknown`, which fails the action.
+
+use std::path::Path;
+
+use crate::backend::libvirt::domxml::{self, OwnerMark};
+use crate::backend::libvirt::procscan::{self, Scan};
+use crate::backend::libvirt::{DomainState, Libvirt, LibvirtError};
+use crate::ocf::Deadline;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Whereabouts {
+    /// libvirt knows the domain here, in this state.
+    Here { name: String, state: DomainState },
+    /// Provably not on this node.
+    NotHere,
+    /// libvirt is unreachable, but the guest's QEMU process runs here.
+    ProcessOnly { name: String, pid: u32, why: String },
+    /// Cannot tell; the reason says why.
+    Unknown(String),
+}
+
+pub struct Finder<'a> {
+    pub libvirt: &'a Libvirt<'a>,
+    pub mark: &'a OwnerMark,
+    pub proc_root: &'a Path,
+    /// libvirt's QEMU status directory (normally /run/libvirt/qemu).
+    pub status_dir: &'a Path,
+}
+
+impl Finder<'_> {
+    /// Looks for the guest by name (when the config gave one), else by mark.
+    pub fn locate(&self, name: Option<&str>, deadline: Deadline) -> Whereabouts {
+        match name {
+            Some(n) => self.by_name(n, deadline),
+            None => self.by_mark(deadline),
+        }
+    }
+
+    fn by_name(&self, name: &str, deadline: Deadline) -> Whereabouts {
+        match self.libvirt.state(name, deadline) {
+            Ok(Some(state)) => Whereabouts::Here { name: name.to_string(), state },
+            Ok(None) => Whereabouts::NotHere,
+            Err(e) => self.without_libvirt(Some(name), e),
+        }
+    }
+
+    fn by_mark(&self, deadline: Deadline) -> Whereabouts {
+        match self.libvirt.list_with_xml(deadline) {
+            Ok(domains) => domains
+                .into_iter()
+                .find(|d| domxml::read_mark(&d.xml).as_ref() == Some(self.mark) && d.state.is_active())
+                .map(|d| Whereabouts::Here { name: d.name, state: d.state })
+                .unwrap_or(Whereabouts::NotHere),
+            Err(e) => {
+                let name = self.name_from_status_files();
+                match name {
+                    Ok(found) => self.without_libvirt(found.as_deref(), e),
+                    Err(why) => Whereabouts::Unknown(format!("{e}; {why}")),
+                }
+            }
+        }
+    }
+
+    /// The name of the running domain whose status file carries our mark.
+    /// `Ok(None)`: no running domain here carries it.
+    fn name_from_status_files(&self) -> Result<Option<String>, String> {
+        let entries = match std::fs::read_dir(self.status_dir) {
+            Ok(e) => e,
+            // No status directory: this node's libvirt runs no QEMU domains.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", self.status_dir.display())),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("xml") {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            if domxml::read_mark(&text).as_ref() == Some(self.mark) {
+                return Ok(path.file_stem().map(|s| s.to_string_lossy().into_owned()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// libvirt failed with `error`; decide from this node's processes.
+    fn without_libvirt(&self, name: Option<&str>, error: LibvirtError) -> Whereabouts {
+        let local = self.libvirt.is_local();
+        let unreachable = matches!(error, LibvirtError::Unreachable(_) | LibvirtError::TimedOut(_));
+        if !local || !unreachable {
+            return Whereabouts::Unknown(error.to_string());
+        }
+        let Some(name) = name else {
+            // Reachable status files named no domain of ours, and the daemon is
+            // down: no guest of this resource was running here.
+            return Whereabouts::NotHere;
+        };
+        match procscan::find_qemu_guest(self.proc_root, name) {
+            Scan::Found(pid) => Whereabouts::ProcessOnly { name: name.to_string(), pid, why: error.to_string() },
+            Scan::Absent => Whereabouts::NotHere,
+            Scan::Undecided(why) => Whereabouts::Unknown(format!("{error}; {why}")),
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! ocf:ferry:VirtualDomain — a libvirt guest as a cluster resource.
+//!
+//! The glue between the OCF protocol and the libvirt backend: it reads the
+//! parameters, finds the guest (`locate`), and turns what libvirt says into
+//! OCF answers. Where ocf:heartbeat:VirtualDomain is known to be wrong, this
+//! does otherwise:
+//! - an unreadable config never makes a running guest look stopped (#856);
+//! - libvirtd being down never makes a running guest look stopped (#546, #1613);
+//! - stop keeps a real reserve for destroy, and `shutdown_mode` works (#1018);
+//! - start never undefines the operator's persistent definition (#487);
+//! - no state on the node: the guest carries its owner mark in its own XML.
+
+mod locate;
+mod settings;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::backend::libvirt::domxml::{self, DomainInfo, OwnerMark};
+use crate::backend::libvirt::{default_uri, DomainState, Libvirt, LibvirtError};
+use crate::ocf::{log, Agent, Context, Deadline, Health, OcfError};
+use crate::process::{Cmd, Runner, SystemRunner};
+use locate::{Finder, Whereabouts};
+use settings::{Settings, UtilizationPolicy};
+
+pub const METADATA: &str = include_str!("../../../metadata/VirtualDomain.xml");
+
+/// How often to look again while waiting for a guest to come up or go down.
+const POLL: Duration = Duration::from_millis(250);
+
+pub struct VirtualDomain {
+    runner: Box<dyn Runner>,
+    proc_root: PathBuf,
+    libvirt_run_dir: PathBuf,
+    libvirt_conf: PathBuf,
+}
+
+impl VirtualDomain {
+    pub fn new() -> VirtualDomain {
+        VirtualDomain {
+            runner: Box::new(SystemRunner),
+            proc_root: PathBuf::from("/proc"),
+            libvirt_run_dir: PathBuf::from("/run/libvirt"),
+            libvirt_conf: PathBuf::from("/etc/libvirt/libvirt.conf"),
+        }
+    }
+}
+
+impl Default for VirtualDomain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The config file on this node, as far as it could be read.
+enum ConfigFile {
+    Read { xml: String, info: DomainInfo },
+    /// Unreadable or not a domain definition; the reason says which.
+    Unusable(String),
+}
+
+impl ConfigFile {
+    fn load(path: &Path) -> ConfigFile {
+        let xml = match std::fs::read_to_string(path) {
+            Ok(x) => x,
+            Err(e) => return ConfigFile::Unusable(format!("config file {} is not readable: {e}", path.display())),
+        };
+        match domxml::parse(&xml) {
+            Ok(info) => ConfigFile::Read { xml, info },
+            Err(e) => ConfigFile::Unusable(format!("config file {} is not a domain definition: {e}", path.display())),
+        }
+    }
+
+    fn name(&self) -> Option<&str> {
+        match self {
+            ConfigFile::Read { info, .. } => Some(&info.name),
+            ConfigFile::Unusable(_) => None,
+        }
+    }
+
+    /// The definition, or ERR_INSTALLED: this node's copy is missing or bad.
+    fn require(self) -> Result<(String, DomainInfo), OcfError> {
+        match self {
+            ConfigFile::Read { xml, info } => Ok((xml, info)),
+            ConfigFile::Unusable(why) => Err(OcfError::installed(why)),
+        }
+    }
+}
+
+fn lv_err(what: &str, e: LibvirtError) -> OcfError {
+    match e {
+        LibvirtError::Missing(m) => OcfError::installed(format!("{what}: {m}")),
+        other => OcfError::generic(format!("{what}: {other}")),
+    }
+}
+
+/// Whether `program` is an executable file on PATH (or at that path).
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(program))))
+        .unwrap_or(false)
+}
+
+/// A running guest must not also run elsewhere; a clone would be many copies.
+fn refuse_clone(ctx: &Context) -> Result<(), OcfError> {
+    if ctx.env.is_clone() {
+        return Err(OcfError::configured(
+            "VirtualDomain must not be a clone: two running copies of one guest corrupt its disks",
+        ));
+    }
+    Ok(())
+}
+
+impl VirtualDomain {
+    fn libvirt<'a>(&'a self, s: &Settings) -> Libvirt<'a> {
+        let uri = s.hypervisor.clone().unwrap_or_else(|| default_uri(std::fs::read_to_string(&self.libvirt_conf).ok().as_deref()));
+        Libvirt::with_run_dir(&uri, &*self.runner, &self.libvirt_run_dir)
+    }
+
+    fn mark(ctx: &Context) -> OwnerMark {
+        OwnerMark { agent: "VirtualDomain".into(), resource: ctx.env.instance.clone() }
+    }
+
+    fn locate(&self, ctx: &Context, lv: &Libvirt, name: Option<&str>, deadline: Deadline) -> Whereabouts {
+        let mark = Self::mark(ctx);
+        let status_dir = self.libvirt_run_dir.join("qemu");
+        let finder = Finder { libvirt: lv, mark: &mark, proc_root: &self.proc_root, status_dir: &status_dir };
+        finder.locate(name, deadline)
+    }
+
+    /// Checks what only this node can get wrong: files and tools. ERR_INSTALLED.
+    fn check_node(&self, s: &Settings) -> Result<(), OcfError> {
+        let mut tools = vec!["virsh"];
+        if s.backing_file.is_some() {
+            tools.push("qemu-img");
+        }
+        if !s.copy_in_dirs.is_empty() {
+            tools.push("virt-copy-in");
+        }
+        if s.sync_config_on_stop {
+            tools.push("csync2");
+        }
+        if let Some(missing) = tools.into_iter().find(|t| !on_path(t)) {
+            return Err(OcfError::installed(format!("{missing} is not installed on this node")));
+        }
+        if let Some(script) = s.monitor_scripts.iter().find(|p| !on_path(p)) {
+            return Err(OcfError::installed(format!("monitor script {script} is not an executable file")));
+        }
+        if let Some(dir) = &s.snapshot_dir {
+            if !dir.is_dir() {
+                return Err(OcfError::installed(format!("snapshot directory {} does not exist", dir.display())));
+            }
+        }
+        if let Some(backing) = &s.backing_file {
+            if !backing.is_file() {
+                return Err(OcfError::installed(format!("backingfile {} does not exist", backing.display())));
+            }
+        }
+        Ok(())
+    }
+
+    fn run_monitor_scripts(&self, s: &Settings, deadline: Deadline) -> Result<(), OcfError> {
+        for script in &s.monitor_scripts {
+            let out = self
+                .runner
+                .run(&Cmd::new(&[script.as_str()]), deadline)
+                .map_err(|e| OcfError::generic(format!("monitor script {script}: {e}")))?;
+            if !out.success() {
+                return Err(OcfError::generic(format!("monitor script {script} failed: {}", out.complaint())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores the guest from a saved memory image, if stop left one. A failed
+    /// image is moved aside, never deleted and never restored twice over newer disks.
+    fn restore_saved(&self, s: &Settings, lv: &Libvirt, name: &str, deadline: Deadline) -> bool {
+        let Some(file) = s.state_file(name).filter(|f| f.exists()) else { return false };
+        match lv.restore(&file, deadline) {
+            Ok(()) => {
+                if let Err(e) = std::fs::remove_file(&file) {
+                    log::warn(&format!("restored from {} but cannot remove it: {e}", file.display()));
+                }
+                log::info(&format!("restored {name} from {}", file.display()));
+                true
+            }
+            Err(e) => {
+                let aside = file.with_extension("state.failed");
+                let _ = std::fs::rename(&file, &aside);
+                log::warn(&format!("cannot restore {name} from {} ({e}); kept as {}, booting instead", file.display(), aside.display()));
+                false
+            }
+        }
+    }
+
+    fn prepare_disk(&self, s: &Settings, deadline: Deadline) -> Result<(), OcfError> {
+        let Some(backing) = &s.backing_file else { return Ok(()) };
+        let disk = s.overlay_disk();
+        if disk.exists() && !s.stateless {
+            return Ok(());
+        }
+        if disk.exists() {
+            std::fs::remove_file(&disk).map_err(|e| OcfError::generic(format!("cannot remove {}: {e}", disk.display())))?;
+        }
+        let backing = backing.to_string_lossy();
+        let disk_s = disk.to_string_lossy();
+        let create = Cmd::new(&["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", &backing, &disk_s]);
+        let out = self.runner.run(&create, deadline).map_err(|e| OcfError::generic(e.to_string()))?;
+        if !out.success() {
+            return Err(OcfError::generic(format!("cannot create {disk_s}: {}", out.complaint())));
+        }
+        for dir in &s.copy_in_dirs {
+            let copy = Cmd::new(&["virt-copy-in", "-a", &disk_s, dir.as_str(), "/"]);
+            let out = self.runner.run(&copy, deadline).map_err(|e| OcfError::generic(e.to_string()))?;
+            if !out.success() {
+                return Err(OcfError::generic(format!("cannot copy {dir} into {disk_s}: {}", out.complaint())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets or deletes the resource's utilization attributes from the guest's
+    /// size. Only under a cluster, once per start: the size of a running guest
+    /// does not change on its own, and a monitor should cost nothing extra.
+    fn update_utilization(&self, ctx: &Context, s: &Settings, info: &DomainInfo) {
+        if !ctx.env.under_cluster() {
+            return;
+        }
+        for (attribute, policy) in s.utilization {
+            let value = match attribute {
+                "cpu" => info.vcpus.map(|v| v.to_string()),
+                _ => info.memory_mib.map(|v| v.to_string()),
+            };
+            let base = ["crm_resource", "-Q", "-r", ctx.env.instance.as_str(), "-z"];
+            let cmd = match (policy, value) {
+                (UtilizationPolicy::Set, Some(v)) => Cmd::new(&base).arg("-p").arg(attribute).arg("-v").arg(v),
+                (UtilizationPolicy::Delete, _) => Cmd::new(&base).arg("-d").arg(attribute),
+                _ => continue,
+            };
+            match self.runner.run(&cmd, ctx.deadline) {
+                Ok(out) if out.success() => {}
+                Ok(out) => log::warn(&format!("cannot update utilization {attribute}: {}", out.complaint())),
+                Err(e) => log::warn(&format!("cannot update utilization {attribute}: {e}")),
+            }
+        }
+    }
+
+    fn save_config(&self, s: &Settings, lv: &Libvirt, name: &str, deadline: Deadline) {
+        let result = lv
+            .inactive_xml(name, deadline)
+            .map_err(|e| e.to_string())
+            .and_then(|xml| domxml::without_mark(&xml))
+            .and_then(|xml| {
+                let tmp = s.config.with_extension("ferry-tmp");
+                std::fs::write(&tmp, xml)
+                    .and_then(|()| std::fs::rename(&tmp, &s.config))
+                    .map_err(|e| format!("cannot write {}: {e}", s.config.display()))
+            });
+        match result {
+            Ok(()) => log::info(&format!("saved the definition of {name} to {}", s.config.display())),
+            Err(e) => log::warn(&format!("save_config_on_stop: {e}")),
+        }
+        if s.sync_config_on_stop {
+            let config = s.config.to_string_lossy();
+            match self.runner.run(&Cmd::new(&["csync2", "-x", &config]), deadline) {
+                Ok(out) if out.success() => {}
+                Ok(out) => log::warn(&format!("csync2 -x {config}: {}", out.complaint())),
+                Err(e) => log::warn(&format!("csync2: {e}")),
+            }
+        }
+    }
+
+    /// Waits until `name` is gone or shut off; true if it is.
+    fn wait_stopped(&self, lv: &Libvirt, name: &str, until: Deadline) -> bool {
+        until
+            .wait_until(POLL, || match lv.state(name, until) {
+                Ok(None) | Ok(Some(DomainState::ShutOff)) => Some(()),
+                _ => None,
+            })
+            .is_some()
+    }
+
+    /// Ends the guest's QEMU process by PID when libvirtd is down: the only way
+    /// left to make sure it no longer runs here.
+    fn kill_orphan(&self, name: &str, pid: u32, deadline: Deadline) -> Result<(), OcfError> {
+        let alive = || self.proc_root.join(pid.to_string()).exists();
+        log::warn(&format!("libvirt is unreachable; ending {name}'s QEMU process {pid} directly"));
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        let gone = deadline.leaving(deadline.remaining() / 3).wait_until(POLL, || (!alive()).then_some(()));
+        if gone.is_none() {
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            if deadline.wait_until(POLL, || (!alive()).then_some(())).is_none() {
+                return Err(OcfError::generic(format!("QEMU process {pid} of {name} survived SIGKILL")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Agent for VirtualDomain {
+    fn name(&self) -> &'static str {
+        "VirtualDomain"
+    }
+
+    fn metadata_xml(&self) -> &'static str {
+        METADATA
+    }
+
+    fn validate(&self, ctx: &Context) -> Result<(), OcfError> {
+        let s = Settings::from_params(ctx.params)?;
+        refuse_clone(ctx)?;
+        self.check_node(&s)?;
+        ConfigFile::load(&s.config).require()?;
+        Ok(())
+    }
+
+    fn start(&self, ctx: &Context) -> Result<(), OcfError> {
+        let s = Settings::from_params(ctx.params)?;
+        refuse_clone(ctx)?;
+        self.check_node(&s)?;
+        let (xml, info) = ConfigFile::load(&s.config).require()?;
+        let lv = self.libvirt(&s);
+        let name = info.name.as_str();
+        match lv.state(name, ctx.deadline) {
+            Ok(Some(DomainState::ShutOff)) | Ok(None) => {}
+            Ok(Some(DomainState::Crashed)) | Ok(Some(DomainState::NoState)) => {
+                log::warn(&format!("{name} is crashed or stateless; destroying it before starting afresh"));
+                lv.destroy(name, ctx.deadline).map_err(|e| lv_err(&format!("cannot clear crashed {name}"), e))?;
+            }
+            Ok(Some(state)) => {
+                log::info(&format!("{name} is already {state}"));
+                return Ok(());
+            }
+            Err(e) => return Err(lv_err(&format!("cannot start {name}"), e)),
+        }
+        if s.start_resources {
+            for pool in &info.pools {
+                lv.ensure_pool(pool, ctx.deadline).map_err(|e| lv_err(&format!("cannot start storage pool {pool}"), e))?;
+            }
+            for net in &info.networks {
+                lv.ensure_network(net, ctx.deadline).map_err(|e| lv_err(&format!("cannot start network {net}"), e))?;
+            }
+        }
+        if !self.restore_saved(&s, &lv, name, ctx.deadline) {
+            self.prepare_disk(&s, ctx.deadline)?;
+            let marked = domxml::with_mark(&xml, &Self::mark(ctx)).map_err(|e| OcfError::installed(format!("cannot mark {name}: {e}")))?;
+            lv.create(&marked, ctx.deadline).map_err(|e| lv_err(&format!("cannot start {name}"), e))?;
+        }
+        let up = ctx.deadline.wait_until(POLL, || match lv.state(name, ctx.deadline) {
+            Ok(Some(state)) if state.is_active() && state != DomainState::Crashed => {
+                self.run_monitor_scripts(&s, ctx.deadline).ok()
+            }
+            _ => None,
+        });
+        if up.is_none() {
+            return Err(OcfError::generic(format!("{name} did not reach a running state with passing monitor scripts in time")));
+        }
+        self.update_utilization(ctx, &s, &info);
+        log::info(&format!("started {name}"));
+        Ok(())
+    }
+
+    fn stop(&self, ctx: &Context) -> Result<(), OcfError> {
+        let s = Settings::from_params(ctx.params)?;
+        let config = ConfigFile::load(&s.config);
+        let lv = self.libvirt(&s);
+        let (name, state) = match self.locate(ctx, &lv, config.name(), ctx.deadline) {
+            Whereabouts::NotHere | Whereabouts::Here { state: DomainState::ShutOff, .. } => {
+                log::info("the guest is not running here");
+                return Ok(());
+            }
+            Whereabouts::Here { name, state } => (name, state),
+            Whereabouts::ProcessOnly { name, pid, .. } => return self.kill_orphan(&name, pid, ctx.deadline),
+            Whereabouts::Unknown(why) => return Err(OcfError::generic(format!("cannot tell whether the guest runs here: {why}"))),
+        };
+        // destroy needs time of its own: libvirt waits for QEMU to die before
+        // it returns. Keep a third of the budget (2-20 s) for it.
+        let reserve = (ctx.deadline.remaining() / 3).clamp(Duration::from_secs(2), Duration::from_secs(20));
+        let graceful = ctx.deadline.leaving(reserve);
+        let mut stopped = false;
+        if !s.force_stop && state != DomainState::Crashed {
+            if let Some(file) = s.state_file(&name) {
+                match lv.save(&name, &file, graceful) {
+                    Ok(()) => stopped = true,
+                    Err(e) => log::warn(&format!("cannot save {name} to {}: {e}; shutting it down instead", file.display())),
+                }
+            }
+            if !stopped && s.save_config_on_stop {
+                self.save_config(&s, &lv, &name, graceful);
+            }
+            if !stopped {
+                match lv.shutdown(&name, s.shutdown_mode.as_deref(), graceful) {
+                    Ok(()) => stopped = self.wait_stopped(&lv, &name, graceful),
+                    Err(e) => log::warn(&format!("graceful shutdown of {name} failed: {e}")),
+                }
+                if !stopped {
+                    log::warn(&format!("{name} did not shut down in {:.0?}; destroying it", reserve));
+                }
+            }
+        }
+        if !stopped {
+            match lv.destroy(&name, ctx.deadline) {
+                Ok(()) | Err(LibvirtError::NoDomain) => {}
+                Err(e) if e.to_string().contains("not running") => {}
+                Err(e) => return Err(lv_err(&format!("cannot destroy {name}"), e)),
+            }
+            if !self.wait_stopped(&lv, &name, ctx.deadline) {
+                return Err(OcfError::generic(format!("{name} is still running after destroy")));
+            }
+        }
+        log::info(&format!("stopped {name}"));
+        Ok(())
+    }
+
+    fn monitor(&self, ctx: &Context) -> Result<Health, OcfError> {
+        let s = Settings::from_params(ctx.params)?;
+        let config = ConfigFile::load(&s.config);
+        let lv = self.libvirt(&s);
+        let health = match self.locate(ctx, &lv, config.name(), ctx.deadline) {
+            Whereabouts::NotHere => return Ok(Health::NotRunning),
+            Whereabouts::Here { state: DomainState::ShutOff, .. } => return Ok(Health::NotRunning),
+            Whereabouts::Here { name, state: DomainState::Crashed } => {
+                return Err(OcfError::generic(format!("{name} has crashed")));
+            }
+            Whereabouts::Here { name, state: DomainState::NoState } => {
+                return Err(OcfError::generic(format!("libvirt reports no state for {name}")));
+            }
+            Whereabouts::Here { name, state: DomainState::PmSuspended } => {
+                Health::Degraded(format!("{name} is suspended by its own power management"))
+            }
+            Whereabouts::Here { .. } => Health::Running,
+            Whereabouts::ProcessOnly { name, pid, why } => {
+                Health::Degraded(format!("{why}; {name} still runs here as QEMU process {pid}"))
+            }
+            Whereabouts::Unknown(why) => {
+                return Err(OcfError::generic(format!("cannot tell whether the guest runs here: {why}")));
+            }
+        };
+        if let ConfigFile::Unusable(why) = &config {
+            // Found through its mark. It runs, but could not be started again here.
+            return Ok(Health::Degraded(format!("{why}; the guest was found through its owner mark")));
+        }
+        self.run_monitor_scripts(&s, ctx.deadline)?;
+        Ok(health)
+    }
+}

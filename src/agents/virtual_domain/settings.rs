@@ -1,0 +1,265 @@
+//! VirtualDomain's parameters, read once into typed settings and checked.
+//! Every parameter metadata/VirtualDomain.xml declares is read here (a unit
+//! test proves it), so the meta-data and the code cannot drift apart.
+
+use std::path::PathBuf;
+
+use crate::ocf::metadata::Params;
+use crate::ocf::OcfError;
+
+/// What to do with one utilization attribute when the guest starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UtilizationPolicy {
+    Set,
+    Delete,
+    Keep,
+}
+
+/// The migration parameters. Checked now; acted on by migrate_to/migrate_from.
+#[derive(Clone, Debug, Default)]
+pub struct MigrationSettings {
+    pub transport: Option<String>,
+    pub user: Option<String>,
+    pub downtime_ms: i64,
+    pub speed_mib_s: i64,
+    pub network_suffix: Option<String>,
+    pub migrate_uri: Option<String>,
+    pub options: Option<String>,
+    pub port: Option<u16>,
+    pub remote_uri: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub config: PathBuf,
+    /// Set when the `hypervisor` parameter is; else the node's libvirt default.
+    pub hypervisor: Option<String>,
+    pub force_stop: bool,
+    pub shutdown_mode: Option<String>,
+    pub monitor_scripts: Vec<String>,
+    /// (attribute name, policy) for cpu, host_memory, hv_memory.
+    pub utilization: [(&'static str, UtilizationPolicy); 3],
+    pub save_config_on_stop: bool,
+    pub sync_config_on_stop: bool,
+    pub snapshot_dir: Option<PathBuf>,
+    pub backing_file: Option<PathBuf>,
+    pub stateless: bool,
+    pub copy_in_dirs: Vec<String>,
+    pub start_resources: bool,
+    pub migration: MigrationSettings,
+}
+
+const SHUTDOWN_MODES: [&str; 5] = ["acpi", "agent", "initctl", "signal", "paravirt"];
+
+fn words(value: Option<&str>) -> Vec<String> {
+    value.map(|v| v.split_whitespace().map(String::from).collect()).unwrap_or_default()
+}
+
+fn bad(reason: String) -> OcfError {
+    OcfError::configured(reason)
+}
+
+fn utilization_policy(params: &Params, attribute: &str) -> UtilizationPolicy {
+    let auto = params.bool(&format!("autoset_utilization_{attribute}"));
+    let unset = params.bool(&format!("unset_utilization_{attribute}"));
+    match (auto, unset) {
+        (true, _) => UtilizationPolicy::Set,
+        (false, true) => UtilizationPolicy::Delete,
+        (false, false) => UtilizationPolicy::Keep,
+    }
+}
+
+fn is_user_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+impl Settings {
+    /// Reads and checks every parameter. Errors are ERR_CONFIGURED: the
+    /// resource definition itself is wrong, on every node.
+    pub fn from_params(p: &Params) -> Result<Settings, OcfError> {
+        let config = PathBuf::from(p.str("config").unwrap_or_default());
+        if !config.is_absolute() {
+            return Err(bad(format!("config '{}' must be an absolute path", config.display())));
+        }
+        let hypervisor = p.str("hypervisor").map(String::from);
+        if let Some(uri) = &hypervisor {
+            if !uri.contains(":/") || uri.chars().any(char::is_whitespace) {
+                return Err(bad(format!("hypervisor '{uri}' is not a libvirt URI (like qemu:///system)")));
+            }
+        }
+        let shutdown_mode = p.str("shutdown_mode").map(String::from);
+        if let Some(modes) = &shutdown_mode {
+            if let Some(m) = modes.split(',').find(|m| !SHUTDOWN_MODES.contains(&m.trim())) {
+                return Err(bad(format!("shutdown_mode '{m}' is not one of {}", SHUTDOWN_MODES.join(", "))));
+            }
+        }
+        let force_stop = p.bool("force_stop");
+        let snapshot_dir = p.str("snapshot").map(PathBuf::from);
+        if snapshot_dir.is_some() && force_stop {
+            return Err(bad("snapshot and force_stop exclude each other: a destroyed guest cannot be saved".into()));
+        }
+        let backing_file = p.str("backingfile").map(PathBuf::from);
+        let stateless = p.bool("stateless");
+        if stateless && backing_file.is_none() {
+            return Err(bad("stateless=true needs a backingfile to recreate the disk from".into()));
+        }
+        let copy_in_dirs = words(p.str("copyindirs"));
+        if !copy_in_dirs.is_empty() && !stateless {
+            return Err(bad("copyindirs applies only to stateless guests (stateless=true)".into()));
+        }
+        let sync_config_on_stop = p.bool("sync_config_on_stop");
+        let migration = MigrationSettings::from_params(p)?;
+        Ok(Settings {
+            config,
+            hypervisor,
+            force_stop,
+            shutdown_mode,
+            monitor_scripts: words(p.str("monitor_scripts")),
+            utilization: [
+                ("cpu", utilization_policy(p, "cpu")),
+                ("host_memory", utilization_policy(p, "host_memory")),
+                ("hv_memory", utilization_policy(p, "hv_memory")),
+            ],
+            save_config_on_stop: p.bool("save_config_on_stop") || sync_config_on_stop,
+            sync_config_on_stop,
+            snapshot_dir,
+            backing_file,
+            stateless,
+            copy_in_dirs,
+            start_resources: p.bool("start_resources"),
+            migration,
+        })
+    }
+
+    /// Where stop saves and start restores the guest's memory, with `snapshot`.
+    pub fn state_file(&self, domain: &str) -> Option<PathBuf> {
+        self.snapshot_dir.as_ref().map(|d| d.join(format!("{domain}.state")))
+    }
+
+    /// The copy-on-write disk for `backingfile`: the config path, ending .qcow2.
+    pub fn overlay_disk(&self) -> PathBuf {
+        self.config.with_extension("qcow2")
+    }
+}
+
+impl MigrationSettings {
+    fn from_params(p: &Params) -> Result<MigrationSettings, OcfError> {
+        let transport = p.str("migration_transport").map(String::from);
+        if let Some(t) = &transport {
+            if !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') {
+                return Err(bad(format!("migration_transport '{t}' is not a URI transport (ssh, tcp, tls…)")));
+            }
+        }
+        let user = p.str("migration_user").map(String::from);
+        if let Some(u) = &user {
+            if !is_user_name(u) {
+                return Err(bad(format!("migration_user '{u}' is not a valid user name")));
+            }
+        }
+        let non_negative = |name: &str| -> Result<i64, OcfError> {
+            let v = p.int(name).unwrap_or(0);
+            if v < 0 {
+                return Err(bad(format!("{name} must not be negative ({v})")));
+            }
+            Ok(v)
+        };
+        let downtime_ms = non_negative("migration_downtime")?;
+        let speed_mib_s = non_negative("migration_speed")?;
+        let port = match p.int("migrateport") {
+            None => None,
+            Some(v @ 1..=65535) => Some(v as u16),
+            Some(v) => return Err(bad(format!("migrateport {v} is not a TCP port (1-65535)"))),
+        };
+        Ok(MigrationSettings {
+            transport,
+            user,
+            downtime_ms,
+            speed_mib_s,
+            network_suffix: p.str("migration_network_suffix").map(String::from),
+            migrate_uri: p.str("migrateuri").map(String::from),
+            options: p.str("migrate_options").map(String::from),
+            port,
+            remote_uri: p.str("remoteuri").map(String::from),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ocf::metadata::Metadata;
+    use crate::ocf::OcfCode;
+    use std::collections::BTreeMap;
+
+    fn resolve(pairs: &[(&str, &str)]) -> Params {
+        let md = Metadata::parse(super::super::METADATA).unwrap();
+        let given: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        md.resolve(&given).unwrap()
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, OcfError> {
+        Settings::from_params(&resolve(pairs))
+    }
+
+    #[test]
+    fn every_declared_parameter_is_read() {
+        let params = resolve(&[("config", "/etc/vm.xml")]);
+        Settings::from_params(&params).unwrap();
+        assert_eq!(params.unread(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn anchor_defaults_hold() {
+        let s = settings(&[("config", "/etc/vm.xml")]).unwrap();
+        assert!(!s.force_stop && !s.save_config_on_stop && !s.start_resources);
+        assert_eq!(s.utilization.map(|(_, p)| p), [UtilizationPolicy::Set; 3]);
+        assert_eq!(s.hypervisor, None);
+        assert_eq!(s.migration.downtime_ms, 0);
+    }
+
+    #[test]
+    fn sync_implies_save_and_unset_applies_only_without_autoset() {
+        let s = settings(&[
+            ("config", "/vm.xml"),
+            ("sync_config_on_stop", "true"),
+            ("autoset_utilization_cpu", "false"),
+            ("unset_utilization_cpu", "true"),
+            ("autoset_utilization_hv_memory", "false"),
+            ("unset_utilization_host_memory", "true"),
+        ])
+        .unwrap();
+        assert!(s.save_config_on_stop);
+        assert_eq!(s.utilization[0], ("cpu", UtilizationPolicy::Delete));
+        assert_eq!(s.utilization[1], ("host_memory", UtilizationPolicy::Set));
+        assert_eq!(s.utilization[2], ("hv_memory", UtilizationPolicy::Keep));
+    }
+
+    #[test]
+    fn conflicting_or_malformed_values_are_err_configured() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("config", "vm.xml")], "absolute path"),
+            (&[("config", "/vm.xml"), ("hypervisor", "qemu")], "not a libvirt URI"),
+            (&[("config", "/vm.xml"), ("shutdown_mode", "acpi,reboot")], "shutdown_mode 'reboot'"),
+            (&[("config", "/vm.xml"), ("snapshot", "/s"), ("force_stop", "1")], "exclude each other"),
+            (&[("config", "/vm.xml"), ("stateless", "true")], "needs a backingfile"),
+            (&[("config", "/vm.xml"), ("copyindirs", "/a")], "only to stateless"),
+            (&[("config", "/vm.xml"), ("migration_user", "Root;rm")], "migration_user"),
+            (&[("config", "/vm.xml"), ("migration_transport", "ssh -o x")], "migration_transport"),
+            (&[("config", "/vm.xml"), ("migrateport", "70000")], "migrateport 70000"),
+            (&[("config", "/vm.xml"), ("migration_downtime", "-5")], "migration_downtime must not be negative"),
+        ];
+        for (pairs, expected) in cases {
+            let e = settings(pairs).unwrap_err();
+            assert_eq!(e.code, OcfCode::ErrConfigured, "{pairs:?}");
+            assert!(e.reason.contains(expected), "{pairs:?}: {}", e.reason);
+        }
+    }
+
+    #[test]
+    fn shutdown_modes_in_a_list_are_accepted() {
+        let s = settings(&[("config", "/vm.xml"), ("shutdown_mode", "agent,acpi")]).unwrap();
+        assert_eq!(s.shutdown_mode.as_deref(), Some("agent,acpi"));
+    }
+}

@@ -1,0 +1,310 @@
+//! Reading and marking libvirt domain XML.
+//!
+//! The owner mark is how ferry knows a running domain is the one a resource
+//! started, without keeping any file on the node: it is an element in the
+//! domain's own `<metadata>`, so it lives wherever the domain lives, and travels
+//! with it on migration.
+//!
+//! ```xml
+//! <metadata>
+//!   <ferry:owner xmlns:ferry="urn:x-ferry:owner:1" agent="VirtualDomain" resource="vm1"/>
+//! </metadata>
+//! ```
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+use quick_xml::Reader;
+
+pub const MARK_NAMESPACE: &str = "urn:x-ferry:owner:1";
+
+/// Who owns a domain: the agent and the cluster resource that started it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerMark {
+    pub agent: String,
+    pub resource: String,
+}
+
+/// The facts about a domain definition that ferry acts on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub name: String,
+    pub uuid: Option<String>,
+    /// `<domain type=…>`: kvm, qemu, xen, lxc…
+    pub kind: Option<String>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    /// Storage pools the disks name (`<source pool=…>`).
+    pub pools: Vec<String>,
+    /// Virtual networks the interfaces name (`<source network=…>`).
+    pub networks: Vec<String>,
+}
+
+fn attr(tag: &BytesStart, name: &str) -> Option<String> {
+    tag.try_get_attribute(name).ok().flatten().and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+}
+
+fn to_mib(amount: u64, unit: &str) -> Option<u64> {
+    let bytes = match unit {
+        "b" | "bytes" => amount,
+        "KB" => amount * 1000,
+        "k" | "KiB" => amount << 10,
+        "MB" => amount * 1_000_000,
+        "M" | "MiB" => amount << 20,
+        "GB" => amount * 1_000_000_000,
+        "G" | "GiB" => amount << 30,
+        "TB" => amount * 1_000_000_000_000,
+        "T" | "TiB" => amount << 40,
+        _ => return None,
+    };
+    Some(bytes >> 20)
+}
+
+/// Parses the parts of a domain definition ferry needs. An error means the text
+/// is not a domain definition at all.
+pub fn parse(xml: &str) -> Result<DomainInfo, String> {
+    let mut reader = Reader::from_str(xml);
+    let mut info = DomainInfo::default();
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    let mut memory_unit = String::from("KiB");
+    let mut saw_domain = false;
+    loop {
+        let event = reader.read_event().map_err(|e| format!("not well-formed XML: {e}"))?;
+        match event {
+            Event::Start(ref tag) | Event::Empty(ref tag) => {
+                let name = tag.name().as_ref().to_vec();
+                if path.is_empty() {
+                    if name != b"domain" {
+                        return Err(format!("the root element is <{}>, not <domain>", String::from_utf8_lossy(&name)));
+                    }
+                    saw_domain = true;
+                    info.kind = attr(tag, "type");
+                }
+                match (path.len(), name.as_slice()) {
+                    (1, b"memory") => memory_unit = attr(tag, "unit").unwrap_or_else(|| "KiB".into()),
+                    (_, b"source") if path.iter().any(|p| p == b"devices") => {
+                        if let Some(pool) = attr(tag, "pool") {
+                            info.pools.push(pool);
+                        }
+                        if let Some(net) = attr(tag, "network") {
+                            info.networks.push(net);
+                        }
+                    }
+                    _ => {}
+                }
+                if matches!(event, Event::Start(_)) {
+                    path.push(name);
+                }
+            }
+            Event::Text(ref text) if path.len() == 2 => {
+                let value = text.unescape().map_err(|e| format!("bad text: {e}"))?.trim().to_string();
+                match path[1].as_slice() {
+                    b"name" => info.name = value,
+                    b"uuid" => info.uuid = Some(value),
+                    b"vcpu" => info.vcpus = value.parse().ok(),
+                    b"memory" => info.memory_mib = value.parse().ok().and_then(|v| to_mib(v, &memory_unit)),
+                    _ => {}
+                }
+            }
+            Event::End(_) => {
+                path.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !saw_domain {
+        return Err("no <domain> element".into());
+    }
+    if info.name.is_empty() {
+        return Err("the domain has no <name>".into());
+    }
+    Ok(info)
+}
+
+/// Byte ranges of interest in a domain document, found in one pass.
+#[derive(Default)]
+struct Layout {
+    /// Just after `<metadata>` (a top-level metadata with content).
+    metadata_open_end: Option<usize>,
+    /// `<metadata/>`, to replace.
+    metadata_empty: Option<(usize, usize)>,
+    /// An existing ferry mark, to remove.
+    mark: Option<(usize, usize)>,
+    found_mark: Option<OwnerMark>,
+    /// Where `</domain>` starts.
+    domain_close: Option<usize>,
+}
+
+fn layout(xml: &str) -> Result<Layout, String> {
+    let mut reader = NsReader::from_str(xml);
+    let mut out = Layout::default();
+    let mut depth = 0usize;
+    let mut in_metadata = false;
+    let mut mark_start: Option<usize> = None;
+    loop {
+        let before = reader.buffer_position() as usize;
+        let (ns, event) = reader.read_resolved_event().map_err(|e| format!("not well-formed XML: {e}"))?;
+        let ours = matches!(ns, ResolveResult::Bound(n) if n.as_ref() == MARK_NAMESPACE.as_bytes());
+        let event = event.into_owned();
+        let after = reader.buffer_position() as usize;
+        match event {
+            Event::Start(ref tag) => {
+                if depth == 1 && tag.local_name().as_ref() == b"metadata" {
+                    in_metadata = true;
+                    out.metadata_open_end = Some(after);
+                } else if depth == 2 && in_metadata && ours && tag.local_name().as_ref() == b"owner" {
+                    mark_start = Some(before);
+                    out.found_mark = mark_of(tag);
+                }
+                depth += 1;
+            }
+            Event::Empty(ref tag) => {
+                if depth == 1 && tag.local_name().as_ref() == b"metadata" {
+                    out.metadata_empty = Some((before, after));
+                } else if depth == 2 && in_metadata && ours && tag.local_name().as_ref() == b"owner" {
+                    out.mark = Some((before, after));
+                    out.found_mark = mark_of(tag);
+                }
+            }
+            Event::End(ref tag) => {
+                depth = depth.saturating_sub(1);
+                if depth == 2 && ours && tag.local_name().as_ref() == b"owner" {
+                    out.mark = mark_start.take().map(|s| (s, after));
+                } else if depth == 1 && tag.local_name().as_ref() == b"metadata" {
+                    in_metadata = false;
+                } else if depth == 0 {
+                    out.domain_close = Some(before);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn mark_of(tag: &BytesStart) -> Option<OwnerMark> {
+    Some(OwnerMark { agent: attr(tag, "agent")?, resource: attr(tag, "resource")? })
+}
+
+fn escape(value: &str) -> String {
+    quick_xml::escape::escape(value).into_owned()
+}
+
+fn mark_element(mark: &OwnerMark) -> String {
+    format!(
+        "<ferry:owner xmlns:ferry=\"{MARK_NAMESPACE}\" agent=\"{}\" resource=\"{}\"/>",
+        escape(&mark.agent),
+        escape(&mark.resource)
+    )
+}
+
+/// The owner mark a domain's XML carries, if any.
+pub fn read_mark(xml: &str) -> Option<OwnerMark> {
+    layout(xml).ok()?.found_mark
+}
+
+/// The domain XML with `mark` as its only ferry mark; the rest is untouched.
+pub fn with_mark(xml: &str, mark: &OwnerMark) -> Result<String, String> {
+    let base = without_mark(xml)?;
+    let l = layout(&base)?;
+    let element = mark_element(mark);
+    let mut out = base.clone();
+    if let Some(at) = l.metadata_open_end {
+        out.insert_str(at, &element);
+    } else if let Some((start, end)) = l.metadata_empty {
+        out.replace_range(start..end, &format!("<metadata>{element}</metadata>"));
+    } else if let Some(at) = l.domain_close {
+        out.insert_str(at, &format!("<metadata>{element}</metadata>\n"));
+    } else {
+        return Err("no </domain> to mark".into());
+    }
+    Ok(out)
+}
+
+/// The domain XML without any ferry mark (for writing back to the operator's file).
+pub fn without_mark(xml: &str) -> Result<String, String> {
+    let l = layout(xml)?;
+    let mut out = xml.to_string();
+    if let Some((start, end)) = l.mark {
+        out.replace_range(start..end, "");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOMAIN: &str = r#"<?xml version="1.0"?>
+<!-- an operator's comment -->
+<domain type='qemu'>
+  <name>guest &amp; co</name>
+  <uuid>3e3fce45-4f53-4fa7-bb32-11f34168b82b</uuid>
+  <memory unit='MiB'>128</memory>
+  <vcpu>2</vcpu>
+  <devices>
+    <disk type='volume'><source pool='shared' volume='v1'/></disk>
+    <interface type='network'><source network='default'/></interface>
+  </devices>
+</domain>
+"#;
+
+    fn mark(r: &str) -> OwnerMark {
+        OwnerMark { agent: "VirtualDomain".into(), resource: r.into() }
+    }
+
+    #[test]
+    fn reads_name_uuid_size_and_resources() {
+        let info = parse(DOMAIN).unwrap();
+        assert_eq!(info.name, "guest & co");
+        assert_eq!(info.uuid.as_deref(), Some("3e3fce45-4f53-4fa7-bb32-11f34168b82b"));
+        assert_eq!(info.kind.as_deref(), Some("qemu"));
+        assert_eq!(info.vcpus, Some(2));
+        assert_eq!(info.memory_mib, Some(128));
+        assert_eq!(info.pools, vec!["shared"]);
+        assert_eq!(info.networks, vec!["default"]);
+    }
+
+    #[test]
+    fn memory_defaults_to_kib() {
+        let info = parse("<domain><name>a</name><memory>262144</memory></domain>").unwrap();
+        assert_eq!(info.memory_mib, Some(256));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_domain() {
+        assert!(parse("<network><name>x</name></network>").unwrap_err().contains("<network>"));
+        assert!(parse("<domain type='kvm'></domain>").unwrap_err().contains("no <name>"));
+        assert!(parse("this is not xml <<").is_err());
+        assert!(parse("").unwrap_err().contains("no <domain>"));
+    }
+
+    #[test]
+    fn a_mark_is_added_read_back_and_removed() {
+        let marked = with_mark(DOMAIN, &mark("vm1")).unwrap();
+        assert_eq!(read_mark(&marked), Some(mark("vm1")));
+        assert_eq!(parse(&marked).unwrap().name, "guest & co");
+        assert_eq!(without_mark(&marked).unwrap().replace("<metadata></metadata>\n", ""), DOMAIN);
+        assert_eq!(read_mark(DOMAIN), None);
+    }
+
+    #[test]
+    fn remarking_replaces_the_old_mark_inside_existing_metadata() {
+        let xml = "<domain><name>a</name><metadata><app:x xmlns:app='urn:app'/></metadata></domain>";
+        let once = with_mark(xml, &mark("old")).unwrap();
+        let twice = with_mark(&once, &mark("new<&>")).unwrap();
+        assert_eq!(read_mark(&twice), Some(mark("new<&>")));
+        assert_eq!(twice.matches("<ferry:owner").count(), 1);
+        assert!(twice.contains("<app:x xmlns:app='urn:app'/>"));
+        let empty = with_mark("<domain><name>a</name><metadata/></domain>", &mark("r")).unwrap();
+        assert_eq!(read_mark(&empty), Some(mark("r")));
+    }
+
+    #[test]
+    fn a_mark_in_another_namespace_is_not_ours() {
+        let xml = "<domain><name>a</name><metadata><x:owner xmlns:x='urn:other' agent='VirtualDomain' resource='r'/></metadata></domain>";
+        assert_eq!(read_mark(xml), None);
+    }
+}

@@ -1,0 +1,146 @@
+//! The contract between the OCF protocol and an agent, and the driver that runs
+//! one invocation: argv → action → environment → parameters → lock → agent →
+//! exit code. The rules that turn an agent's answer into the code Pacemaker sees
+//! live in `settle`, and nowhere else.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::action::Action;
+use super::deadline::Deadline;
+use super::env::OcfEnv;
+use super::exit::{OcfCode, OcfError};
+use super::lock::{ResourceLock, LOCK_DIR};
+use super::log;
+use super::metadata::{Metadata, Params};
+
+/// What a monitor found. Not running is an answer, not an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    Running,
+    NotRunning,
+    /// Running, but something the operator should see is wrong.
+    Degraded(String),
+}
+
+/// Everything an action may know about its invocation.
+pub struct Context<'a> {
+    pub action: Action,
+    pub env: &'a OcfEnv,
+    pub params: &'a Params,
+    pub deadline: Deadline,
+}
+
+impl Context<'_> {
+    pub fn is_probe(&self) -> bool {
+        matches!(self.action, Action::Monitor | Action::Status) && self.env.is_probe()
+    }
+}
+
+pub trait Agent {
+    /// The agent's name: the file name it is installed (linked) under.
+    fn name(&self) -> &'static str;
+    /// The agent's meta-data, embedded from metadata/<Agent>.xml.
+    fn metadata_xml(&self) -> &'static str;
+    fn validate(&self, ctx: &Context) -> Result<(), OcfError>;
+    fn start(&self, ctx: &Context) -> Result<(), OcfError>;
+    fn stop(&self, ctx: &Context) -> Result<(), OcfError>;
+    fn monitor(&self, ctx: &Context) -> Result<Health, OcfError>;
+    fn migrate_to(&self, _ctx: &Context) -> Result<(), OcfError> {
+        Err(OcfError::unimplemented("migrate_to is not supported by this agent"))
+    }
+    fn migrate_from(&self, _ctx: &Context) -> Result<(), OcfError> {
+        Err(OcfError::unimplemented("migrate_from is not supported by this agent"))
+    }
+}
+
+/// When neither Pacemaker nor the meta-data gives a timeout: ocf-tester's value.
+const FALLBACK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The one place where an action's result becomes an exit code.
+///
+/// - A monitor's `NotRunning` is 7 and `Degraded` is 190 (counted as success).
+/// - Errors keep the code the agent chose; the agent alone knows whether a
+///   guest may be running, so it alone may answer 7 instead of failing. A probe
+///   or stop that cannot tell fails with 1: Pacemaker then investigates instead
+///   of starting a second copy elsewhere.
+pub fn settle(result: Result<Health, OcfError>) -> OcfCode {
+    match result {
+        Ok(Health::Running) => OcfCode::Success,
+        Ok(Health::NotRunning) => OcfCode::NotRunning,
+        Ok(Health::Degraded(why)) => {
+            log::warn(&format!("degraded: {why}"));
+            OcfCode::Degraded
+        }
+        Err(e) => {
+            log::exit_reason(&e.reason);
+            e.code
+        }
+    }
+}
+
+pub fn usage(agent: &str) -> String {
+    let actions: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+    format!("usage: {agent} {{{}}}", actions.join("|"))
+}
+
+/// Runs one invocation of `agent`; `args` are the words after the program name.
+pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
+    let Some(word) = args.first() else {
+        eprintln!("{}", usage(agent.name()));
+        return OcfCode::ErrArgs;
+    };
+    // OCF 1.1: words after the action are ignored.
+    let metadata = Metadata::parse(agent.metadata_xml()).expect("embedded meta-data is valid (tested)");
+    let advertised = |a: Action| metadata.action(a.as_str()).is_some();
+    let env = OcfEnv::from_process();
+    log::init(agent.name(), &env.instance);
+    let action = match Action::parse(word) {
+        Some(a) if advertised(a) => a,
+        _ => {
+            log::exit_reason(&format!("action '{word}' is not implemented by {}", agent.name()));
+            return OcfCode::ErrUnimplemented;
+        }
+    };
+    if action == Action::MetaData {
+        print!("{}", agent.metadata_xml());
+        return OcfCode::Success;
+    }
+    // status is monitor's older name and shares its timeout.
+    let timeout_name = if action == Action::Status { "monitor" } else { action.as_str() };
+    let timeout = env
+        .timeout()
+        .or_else(|| metadata.action(timeout_name).and_then(|a| a.timeout))
+        .unwrap_or(FALLBACK_TIMEOUT);
+    let deadline = Deadline::for_operation(timeout);
+    log::debug(&format!("{action}: budget {:?} of timeout {timeout:?}", deadline.remaining()));
+
+    let params = match metadata.resolve(&env.params) {
+        Ok(p) => p,
+        Err(e) => return settle(Err(e)),
+    };
+    for name in &params.unknown {
+        log::warn(&format!("ignoring parameter '{name}': {} declares no such parameter", agent.name()));
+    }
+    let _lock = if action.needs_lock() {
+        match ResourceLock::acquire(Path::new(LOCK_DIR), agent.name(), &env.instance, deadline) {
+            Ok(l) => Some(l),
+            Err(e) => return settle(Err(e)),
+        }
+    } else {
+        None
+    };
+    let ctx = Context { action, env: &env, params: &params, deadline };
+    let done = |r: Result<(), OcfError>| r.map(|()| Health::Running);
+    let code = settle(match action {
+        Action::Start => done(agent.start(&ctx)),
+        Action::Stop => done(agent.stop(&ctx)),
+        Action::Monitor | Action::Status => agent.monitor(&ctx),
+        Action::ValidateAll => done(agent.validate(&ctx)),
+        Action::MigrateTo => done(agent.migrate_to(&ctx)),
+        Action::MigrateFrom => done(agent.migrate_from(&ctx)),
+        Action::MetaData => unreachable!("answered above"),
+    });
+    log::debug(&format!("{action}: exit {} ({})", code.value(), code.name()));
+    code
+}

@@ -1,0 +1,300 @@
+//! `metadata/<Agent>.xml` is the one truth about an agent's parameters and
+//! actions. The binary embeds it, prints it for `meta-data`, and reads it here to
+//! fill defaults, check types and find missing required parameters, so the code
+//! and the advertised interface cannot drift apart.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+use super::exit::OcfError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamType {
+    String,
+    Integer,
+    Boolean,
+}
+
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    pub name: String,
+    pub kind: ParamType,
+    pub default: Option<String>,
+    pub required: bool,
+    pub unique: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ActionSpec {
+    pub name: String,
+    pub timeout: Option<Duration>,
+    pub interval: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Metadata {
+    pub agent: String,
+    pub params: Vec<ParamSpec>,
+    pub actions: Vec<ActionSpec>,
+}
+
+/// Parses "90s", "90", "2m", "500ms", "1h" as the meta-data's time values.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" | "msec" => Some(Duration::from_millis(n)),
+        "s" | "sec" => Some(Duration::from_secs(n)),
+        "m" | "min" => Some(Duration::from_secs(n * 60)),
+        "h" | "hr" => Some(Duration::from_secs(n * 3600)),
+        _ => None,
+    }
+}
+
+fn attr(tag: &BytesStart, name: &str) -> Option<String> {
+    tag.try_get_attribute(name)
+        .ok()
+        .flatten()
+        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+}
+
+impl Metadata {
+    /// Parses an agent's meta-data. The embedded XML is tested, so a failure here
+    /// is a build defect; the message says where.
+    pub fn parse(xml: &str) -> Result<Metadata, String> {
+        let mut reader = Reader::from_str(xml);
+        let mut md = Metadata { agent: String::new(), params: Vec::new(), actions: Vec::new() };
+        let mut current: Option<ParamSpec> = None;
+        loop {
+            let event = reader.read_event().map_err(|e| format!("meta-data XML: {e}"))?;
+            match event {
+                Event::Start(ref tag) | Event::Empty(ref tag) => match tag.name().as_ref() {
+                    b"resource-agent" => md.agent = attr(tag, "name").unwrap_or_default(),
+                    b"parameter" => {
+                        let name = attr(tag, "name").ok_or("parameter without a name")?;
+                        current = Some(ParamSpec {
+                            name,
+                            kind: ParamType::String,
+                            default: None,
+                            required: attr(tag, "required").as_deref() == Some("1"),
+                            unique: attr(tag, "unique").as_deref() == Some("1"),
+                        });
+                        if matches!(event, Event::Empty(_)) {
+                            md.params.extend(current.take());
+                        }
+                    }
+                    b"content" => {
+                        let p = current.as_mut().ok_or("content outside a parameter")?;
+                        p.kind = match attr(tag, "type").as_deref() {
+                            Some("integer") => ParamType::Integer,
+                            Some("boolean") => ParamType::Boolean,
+                            Some("string") | None => ParamType::String,
+                            Some(other) => return Err(format!("parameter {}: unsupported type {other}", p.name)),
+                        };
+                        p.default = attr(tag, "default");
+                    }
+                    b"action" => md.actions.push(ActionSpec {
+                        name: attr(tag, "name").ok_or("action without a name")?,
+                        timeout: attr(tag, "timeout").as_deref().and_then(parse_duration),
+                        interval: attr(tag, "interval").as_deref().and_then(parse_duration),
+                    }),
+                    _ => {}
+                },
+                Event::End(ref tag) if tag.name().as_ref() == b"parameter" => {
+                    md.params.extend(current.take());
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        if md.agent.is_empty() {
+            return Err("meta-data has no <resource-agent name=…>".into());
+        }
+        Ok(md)
+    }
+
+    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+
+    pub fn action(&self, name: &str) -> Option<&ActionSpec> {
+        self.actions.iter().find(|a| a.name == name)
+    }
+
+    /// Resolves the environment's `OCF_RESKEY_*` values against the declared
+    /// parameters: defaults filled in, required ones present, booleans and
+    /// integers well-formed. Errors are ERR_CONFIGURED: the same CIB is wrong on
+    /// every node.
+    pub fn resolve(&self, given: &BTreeMap<String, String>) -> Result<Params, OcfError> {
+        let mut values = BTreeMap::new();
+        for spec in &self.params {
+            let value = given.get(&spec.name).cloned().filter(|v| !v.is_empty());
+            if value.is_none() && spec.required {
+                return Err(OcfError::configured(format!("required parameter '{}' is not set", spec.name)));
+            }
+            let value = value.or_else(|| spec.default.clone().filter(|d| !d.is_empty()));
+            if let Some(v) = &value {
+                match spec.kind {
+                    ParamType::Boolean if parse_bool(v).is_none() => {
+                        return Err(OcfError::configured(format!(
+                            "parameter '{}' must be a boolean (true/false), not '{v}'",
+                            spec.name
+                        )))
+                    }
+                    ParamType::Integer if v.trim().parse::<i64>().is_err() => {
+                        return Err(OcfError::configured(format!(
+                            "parameter '{}' must be an integer, not '{v}'",
+                            spec.name
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+            values.insert(spec.name.clone(), value);
+        }
+        let unknown = given
+            .keys()
+            .filter(|k| self.param(k).is_none() && k.as_str() != "crm_feature_set")
+            .cloned()
+            .collect();
+        Ok(Params { values, unknown, read: RefCell::new(BTreeSet::new()) })
+    }
+}
+
+/// The truth values ocf-shellfuncs' `ocf_is_true` accepts.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" | "y" => Some(true),
+        "0" | "false" | "no" | "off" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parameter values after resolution. Reading a name the meta-data does not
+/// declare is a programming error and panics; the set of names read is kept so a
+/// test can prove every declared parameter is used.
+#[derive(Debug)]
+pub struct Params {
+    values: BTreeMap<String, Option<String>>,
+    /// `OCF_RESKEY_*` names the meta-data does not declare (likely typos).
+    pub unknown: Vec<String>,
+    read: RefCell<BTreeSet<String>>,
+}
+
+impl Params {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        let value = self
+            .values
+            .get(name)
+            .unwrap_or_else(|| panic!("parameter '{name}' is not declared in the meta-data"));
+        self.read.borrow_mut().insert(name.to_string());
+        value.as_deref()
+    }
+
+    /// A string parameter; `None` when unset and without default.
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.lookup(name)
+    }
+
+    /// A boolean parameter (already checked by `resolve`); unset is false.
+    pub fn bool(&self, name: &str) -> bool {
+        self.lookup(name).and_then(parse_bool).unwrap_or(false)
+    }
+
+    /// An integer parameter (already checked by `resolve`).
+    pub fn int(&self, name: &str) -> Option<i64> {
+        self.lookup(name).and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Declared parameters no code has read yet.
+    pub fn unread(&self) -> Vec<String> {
+        let read = self.read.borrow();
+        self.values.keys().filter(|k| !read.contains(*k)).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const XML: &str = r#"<?xml version="1.0"?>
+<resource-agent name="Demo" version="1">
+<parameters>
+<parameter name="config" unique="1" required="1"><content type="string" default=""/></parameter>
+<parameter name="force"><content type="boolean" default="false"/></parameter>
+<parameter name="count"><content type="integer" default="3"/></parameter>
+<parameter name="free"><content type="string"/></parameter>
+</parameters>
+<actions><action name="start" timeout="90s"/><action name="monitor" timeout="30s" interval="10s" depth="0"/></actions>
+</resource-agent>"#;
+
+    fn given(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn parses_parameters_and_actions() {
+        let md = Metadata::parse(XML).unwrap();
+        assert_eq!(md.agent, "Demo");
+        assert_eq!(md.params.len(), 4);
+        let config = md.param("config").unwrap();
+        assert!(config.required && config.unique);
+        assert_eq!(md.param("count").unwrap().kind, ParamType::Integer);
+        assert_eq!(md.action("start").unwrap().timeout, Some(Duration::from_secs(90)));
+        assert_eq!(md.action("monitor").unwrap().interval, Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn fills_defaults_and_keeps_given_values() {
+        let md = Metadata::parse(XML).unwrap();
+        let p = md.resolve(&given(&[("config", "/x.xml"), ("force", "yes")])).unwrap();
+        assert_eq!(p.str("config"), Some("/x.xml"));
+        assert!(p.bool("force"));
+        assert_eq!(p.int("count"), Some(3));
+        assert_eq!(p.str("free"), None);
+        assert!(p.unread().is_empty());
+    }
+
+    #[test]
+    fn a_missing_required_parameter_is_err_configured() {
+        let md = Metadata::parse(XML).unwrap();
+        let e = md.resolve(&given(&[])).unwrap_err();
+        assert_eq!(e.code, super::super::exit::OcfCode::ErrConfigured);
+        assert!(e.reason.contains("'config'"), "{}", e.reason);
+        let e = md.resolve(&given(&[("config", "")])).unwrap_err();
+        assert!(e.reason.contains("not set"));
+    }
+
+    #[test]
+    fn malformed_booleans_and_integers_are_rejected() {
+        let md = Metadata::parse(XML).unwrap();
+        let e = md.resolve(&given(&[("config", "x"), ("force", "maybe")])).unwrap_err();
+        assert!(e.reason.contains("'force' must be a boolean"), "{}", e.reason);
+        let e = md.resolve(&given(&[("config", "x"), ("count", "3x")])).unwrap_err();
+        assert!(e.reason.contains("'count' must be an integer"), "{}", e.reason);
+    }
+
+    #[test]
+    fn undeclared_names_are_reported_not_fatal() {
+        let md = Metadata::parse(XML).unwrap();
+        let p = md.resolve(&given(&[("config", "x"), ("confg", "typo"), ("crm_feature_set", "3")])).unwrap();
+        assert_eq!(p.unknown, vec!["confg".to_string()]);
+    }
+
+    #[test]
+    fn durations_in_meta_data_units() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

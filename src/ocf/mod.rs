@@ -1,0 +1,15 @@
+//! The OCF resource-agent protocol, as Pacemaker speaks it. Nothing here knows
+//! about hypervisors: agents plug in through the `Agent` trait.
+
+pub mod action;
+pub mod agent;
+pub mod deadline;
+pub mod env;
+pub mod exit;
+pub mod lock;
+pub mod log;
+pub mod metadata;
+
+pub use agent::{Agent, Context, Health};
+pub use deadline::Deadline;
+pub use exit::{OcfCode, OcfError};

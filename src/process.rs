@@ -1,0 +1,243 @@
+//! The boundary between ferry and every program it runs.
+//!
+//! Commands are argv vectors, never shell lines. Each child gets a null (or
+//! given) stdin, `LC_ALL=C` so its messages can be matched, and its own process
+//! group; stdout and stderr are drained on their own threads so a noisy child
+//! cannot block on a full pipe. At the deadline the whole group is SIGKILLed and
+//! reaped, and the caller gets `RunError::TimedOut` instead of hanging.
+//!
+//! `Runner` is a trait so unit tests can script the failures a real daemon will
+//! not produce on demand (`RecordingRunner`); integration tests use the real one.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::ocf::Deadline;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cmd {
+    pub argv: Vec<String>,
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl Cmd {
+    pub fn new<S: AsRef<str>>(argv: &[S]) -> Cmd {
+        Cmd { argv: argv.iter().map(|s| s.as_ref().to_string()).collect(), stdin: None }
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Cmd {
+        self.argv.push(a.into());
+        self
+    }
+    pub fn stdin(mut self, data: Vec<u8>) -> Cmd {
+        self.stdin = Some(data);
+        self
+    }
+    pub fn program(&self) -> &str {
+        self.argv.first().map(String::as_str).unwrap_or("")
+    }
+}
+
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.argv.join(" "))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// The exit code, or `None` when a signal ended the child.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+    /// The child's own words about a failure: trimmed stderr, else stdout.
+    pub fn complaint(&self) -> String {
+        let text = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
+        text.trim().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunError {
+    /// The program could not be started (usually: not installed).
+    Spawn { program: String, error: String },
+    /// The deadline came first; the child's process group was killed.
+    TimedOut { program: String, after: Duration },
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Spawn { program, error } => write!(f, "cannot run {program}: {error}"),
+            RunError::TimedOut { program, after } => {
+                write!(f, "{program} did not finish within {:.1}s and was killed", after.as_secs_f64())
+            }
+        }
+    }
+}
+
+pub trait Runner {
+    fn run(&self, cmd: &Cmd, deadline: Deadline) -> Result<Output, RunError>;
+}
+
+/// Runs real processes.
+pub struct SystemRunner;
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+impl Runner for SystemRunner {
+    fn run(&self, cmd: &Cmd, deadline: Deadline) -> Result<Output, RunError> {
+        let program = cmd.program().to_string();
+        let started = Instant::now();
+        if deadline.expired() {
+            return Err(RunError::TimedOut { program, after: Duration::ZERO });
+        }
+        let mut child = Command::new(&program)
+            .args(&cmd.argv[1..])
+            .env("LC_ALL", "C")
+            .stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| RunError::Spawn { program: program.clone(), error: e.to_string() })?;
+        let pid = child.id() as libc::pid_t;
+        let out = drain(child.stdout.take().expect("piped"));
+        let err = drain(child.stderr.take().expect("piped"));
+        if let (Some(data), Some(mut pipe)) = (cmd.stdin.clone(), child.stdin.take()) {
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            });
+        }
+        // wait() on its own thread, so the deadline is a channel timeout and not
+        // a polling loop that would add latency to every short command.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = match rx.recv_timeout(deadline.remaining()) {
+            Ok(status) => status,
+            Err(_) => {
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                let _ = rx.recv_timeout(Duration::from_secs(5));
+                // The group is dead, so the pipes close; the readers end.
+                let _ = out.join();
+                let _ = err.join();
+                return Err(RunError::TimedOut { program, after: started.elapsed() });
+            }
+        };
+        let status = status.map_err(|e| RunError::Spawn { program: program.clone(), error: e.to_string() })?;
+        // A child may leave grandchildren holding the pipes open; they belong to
+        // its process group, which ends here too.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        Ok(Output {
+            code: status.code(),
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        })
+    }
+}
+
+/// A scripted stand-in for unit tests: answers each command with the first
+/// scripted reply whose argv prefix matches, and records every call.
+#[cfg(test)]
+pub mod recording {
+    use super::*;
+    use std::cell::RefCell;
+
+    pub struct RecordingRunner {
+        replies: Vec<(Vec<String>, Result<Output, RunError>)>,
+        pub calls: RefCell<Vec<Cmd>>,
+    }
+
+    impl RecordingRunner {
+        pub fn new() -> Self {
+            RecordingRunner { replies: Vec::new(), calls: RefCell::new(Vec::new()) }
+        }
+        pub fn reply(mut self, prefix: &[&str], code: i32, stdout: &str, stderr: &str) -> Self {
+            let out = Output { code: Some(code), stdout: stdout.into(), stderr: stderr.into() };
+            self.replies.push((prefix.iter().map(|s| s.to_string()).collect(), Ok(out)));
+            self
+        }
+        pub fn fail(mut self, prefix: &[&str], error: RunError) -> Self {
+            self.replies.push((prefix.iter().map(|s| s.to_string()).collect(), Err(error)));
+            self
+        }
+        pub fn called(&self, prefix: &[&str]) -> bool {
+            self.calls.borrow().iter().any(|c| c.argv.len() >= prefix.len() && c.argv.iter().zip(prefix).all(|(a, p)| a == p))
+        }
+    }
+
+    impl Runner for RecordingRunner {
+        fn run(&self, cmd: &Cmd, _deadline: Deadline) -> Result<Output, RunError> {
+            self.calls.borrow_mut().push(cmd.clone());
+            self.replies
+                .iter()
+                .find(|(prefix, _)| cmd.argv.len() >= prefix.len() && cmd.argv.iter().zip(prefix).all(|(a, p)| a == p))
+                .map(|(_, reply)| reply.clone())
+                .unwrap_or_else(|| panic!("unscripted command: {cmd}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(argv: &[&str], within: Duration) -> Result<Output, RunError> {
+        SystemRunner.run(&Cmd::new(argv), Deadline::after(within))
+    }
+
+    #[test]
+    fn captures_exit_code_and_both_streams() {
+        let out = run(&["sh", "-c", "echo out; echo err >&2; exit 3"], Duration::from_secs(5)).unwrap();
+        assert_eq!(out.code, Some(3));
+        assert_eq!(out.stdout, "out\n");
+        assert_eq!(out.stderr, "err\n");
+        assert_eq!(out.complaint(), "err");
+    }
+
+    #[test]
+    fn a_child_past_the_deadline_is_killed_with_its_group() {
+        let started = Instant::now();
+        let err = run(&["sh", "-c", "sleep 30 & sleep 30"], Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, RunError::TimedOut { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error() {
+        let err = run(&["/nonexistent/ferry-test-binary"], Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, RunError::Spawn { .. }));
+        assert!(err.to_string().starts_with("cannot run /nonexistent/ferry-test-binary"));
+    }
+
+    #[test]
+    fn stdin_is_fed_and_the_locale_is_c() {
+        let cmd = Cmd::new(&["sh", "-c", "cat; echo $LC_ALL"]).stdin(b"hello\n".to_vec());
+        let out = SystemRunner.run(&cmd, Deadline::after(Duration::from_secs(5))).unwrap();
+        assert_eq!(out.stdout, "hello\nC\n");
+    }
+
+    #[test]
+    fn a_noisy_child_does_not_deadlock() {
+        let out = run(&["sh", "-c", "head -c 1000000 /dev/zero >&2; echo done"], Duration::from_secs(10)).unwrap();
+        assert_eq!(out.stderr.len(), 1_000_000);
+        assert_eq!(out.stdout, "done\n");
+    }
+}

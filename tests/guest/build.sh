@@ -1,0 +1,76 @@
+#!/bin/bash
+# Builds the small Linux test guest that ferry's integration tests drive:
+# Debian's kernel plus a busybox-static initramfs whose init
+#   - answers ACPI power-button presses with `poweroff -f`, so `virsh shutdown`
+#     is a real graceful shutdown (about 2 s under TCG);
+#   - prints "ferry-tick N" on the serial console every second, so a test can
+#     see that the guest keeps running (and, later, keeps running across a
+#     migration);
+#   - with "ferry.dirty=MIB" on the kernel command line, rewrites that much
+#     memory in a loop, for migrations that are hard to converge.
+# Inputs come only from Debian's archive (apt-get download), and the result is
+# cached: a rerun with the outputs present does nothing.
+# Usage: tests/guest/build.sh OUTDIR     (writes OUTDIR/vmlinuz, OUTDIR/initrd.img)
+set -euo pipefail
+out=${1:?usage: build.sh OUTDIR}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+[ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && exit 0
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+# linux-image-amd64 is a metapackage; the kernel lives in the package it depends on.
+kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+[ -n "$kpkg" ] || { echo "build.sh: cannot resolve linux-image-amd64 (run apt-get update)" >&2; exit 1; }
+apt-get download -q "$kpkg" busybox-static >/dev/null
+dpkg -x linux-image-*.deb kernel
+dpkg -x busybox-static_*.deb bb
+
+root=$work/root
+mkdir -p "$root"/{bin,lib,etc/acpi/PWRF,proc,sys,dev,tmp}
+cp bb/bin/busybox "$root/bin/busybox"
+kver=$(ls kernel/lib/modules)
+cp "kernel/lib/modules/$kver/kernel/drivers/input/evdev.ko" "$root/lib/"
+cp "kernel/lib/modules/$kver/kernel/drivers/acpi/button.ko" "$root/lib/"
+
+# busybox acpid maps the power button to the event PWRF/00000080 and runs the
+# file of that name under its config directory.
+cat > "$root/etc/acpi/PWRF/00000080" <<'SH'
+#!/bin/sh
+echo "ferry-guest: power button, powering off"
+poweroff -f
+SH
+chmod +x "$root/etc/acpi/PWRF/00000080"
+
+cat > "$root/init" <<'SH'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+insmod /lib/evdev.ko
+insmod /lib/button.ko
+acpid -c /etc/acpi -l /tmp/acpid.log
+dirty=$(sed -n 's/.*ferry\.dirty=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$dirty" ]; then
+  mount -t tmpfs -o size=$((dirty + 8))m tmpfs /tmp
+  ( while :; do dd if=/dev/urandom of=/tmp/dirty bs=1M count="$dirty" conv=notrunc 2>/dev/null; done ) &
+fi
+echo "ferry-guest: up"
+i=0
+while :; do
+  echo "ferry-tick $i"
+  i=$((i + 1))
+  sleep 1
+done
+SH
+chmod +x "$root/init"
+
+cp "kernel/boot/vmlinuz-$kver" "$out/vmlinuz.tmp"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initrd.img.tmp"
+mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+mv "$out/initrd.img.tmp" "$out/initrd.img"
+echo "guest built: $out (kernel $kver)"
