@@ -25,16 +25,9 @@ pub enum Health {
 
 /// Everything an action may know about its invocation.
 pub struct Context<'a> {
-    pub action: Action,
     pub env: &'a OcfEnv,
     pub params: &'a Params,
     pub deadline: Deadline,
-}
-
-impl Context<'_> {
-    pub fn is_probe(&self) -> bool {
-        matches!(self.action, Action::Monitor | Action::Status) && self.env.is_probe()
-    }
 }
 
 pub trait Agent {
@@ -113,7 +106,8 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
         .or_else(|| metadata.action(timeout_name).and_then(|a| a.timeout))
         .unwrap_or(FALLBACK_TIMEOUT);
     let deadline = Deadline::for_operation(timeout);
-    log::debug(&format!("{action}: budget {:?} of timeout {timeout:?}", deadline.remaining()));
+    let kind = if matches!(action, Action::Monitor | Action::Status) && env.is_probe() { " (probe)" } else { "" };
+    log::debug(&format!("{action}{kind}: budget {:?} of timeout {timeout:?}", deadline.remaining()));
 
     let params = match metadata.resolve(&env.params) {
         Ok(p) => p,
@@ -130,7 +124,7 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
     } else {
         None
     };
-    let ctx = Context { action, env: &env, params: &params, deadline };
+    let ctx = Context { env: &env, params: &params, deadline };
     let done = |r: Result<(), OcfError>| r.map(|()| Health::Running);
     let code = settle(match action {
         Action::Start => done(agent.start(&ctx)),

@@ -26,6 +26,7 @@ impl Deadline {
         Deadline { end: Instant::now() + budget }
     }
 
+    #[cfg(test)]
     pub fn after(d: Duration) -> Deadline {
         Deadline { end: Instant::now() + d }
     }

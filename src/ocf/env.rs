@@ -61,10 +61,6 @@ impl OcfEnv {
         self.meta.contains_key("clone") || self.meta.contains_key("clone_max")
     }
 
-    pub fn meta_str(&self, name: &str) -> Option<&str> {
-        self.meta.get(name).map(String::as_str).filter(|v| !v.is_empty())
-    }
-
     /// Whether the process runs under a cluster manager (which alone can act on
     /// node attributes such as utilization).
     pub fn under_cluster(&self) -> bool {

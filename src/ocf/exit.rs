@@ -7,6 +7,9 @@
 use std::fmt;
 
 /// The OCF 1.1 return codes, with the values Pacemaker interprets.
+/// The whole set is here, promotable-only codes included, so the protocol layer
+/// is complete for every agent; unused variants are not dead weight.
+#[allow(dead_code)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum OcfCode {
@@ -65,9 +68,6 @@ impl OcfError {
     }
     pub fn generic(reason: impl Into<String>) -> Self {
         Self::new(OcfCode::ErrGeneric, reason)
-    }
-    pub fn args(reason: impl Into<String>) -> Self {
-        Self::new(OcfCode::ErrArgs, reason)
     }
     pub fn unimplemented(reason: impl Into<String>) -> Self {
         Self::new(OcfCode::ErrUnimplemented, reason)

@@ -25,14 +25,12 @@ pub struct ParamSpec {
     pub kind: ParamType,
     pub default: Option<String>,
     pub required: bool,
-    pub unique: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct ActionSpec {
     pub name: String,
     pub timeout: Option<Duration>,
-    pub interval: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -85,7 +83,6 @@ impl Metadata {
                             kind: ParamType::String,
                             default: None,
                             required: attr(tag, "required").as_deref() == Some("1"),
-                            unique: attr(tag, "unique").as_deref() == Some("1"),
                         });
                         if matches!(event, Event::Empty(_)) {
                             md.params.extend(current.take());
@@ -104,7 +101,6 @@ impl Metadata {
                     b"action" => md.actions.push(ActionSpec {
                         name: attr(tag, "name").ok_or("action without a name")?,
                         timeout: attr(tag, "timeout").as_deref().and_then(parse_duration),
-                        interval: attr(tag, "interval").as_deref().and_then(parse_duration),
                     }),
                     _ => {}
                 },
@@ -215,6 +211,7 @@ impl Params {
     }
 
     /// Declared parameters no code has read yet.
+    #[cfg(test)]
     pub fn unread(&self) -> Vec<String> {
         let read = self.read.borrow();
         self.values.keys().filter(|k| !read.contains(*k)).cloned().collect()
@@ -246,10 +243,11 @@ mod tests {
         assert_eq!(md.agent, "Demo");
         assert_eq!(md.params.len(), 4);
         let config = md.param("config").unwrap();
-        assert!(config.required && config.unique);
+        assert!(config.required);
+        assert!(!md.param("force").unwrap().required);
         assert_eq!(md.param("count").unwrap().kind, ParamType::Integer);
         assert_eq!(md.action("start").unwrap().timeout, Some(Duration::from_secs(90)));
-        assert_eq!(md.action("monitor").unwrap().interval, Some(Duration::from_secs(10)));
+        assert_eq!(md.action("monitor").unwrap().timeout, Some(Duration::from_secs(30)));
     }
 
     #[test]

@@ -22,8 +22,13 @@ trap 'rm -rf "$work"' EXIT
 cd "$work"
 
 # linux-image-amd64 is a metapackage; the kernel lives in the package it depends on.
-kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-[ -n "$kpkg" ] || { echo "build.sh: cannot resolve linux-image-amd64 (run apt-get update)" >&2; exit 1; }
+resolve_kernel() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+kpkg=$(resolve_kernel)
+if [ -z "$kpkg" ]; then
+  apt-get update -qq   # a fresh machine has no package lists yet
+  kpkg=$(resolve_kernel)
+fi
+[ -n "$kpkg" ] || { echo "build.sh: cannot resolve linux-image-amd64" >&2; exit 1; }
 apt-get download -q "$kpkg" busybox-static >/dev/null
 dpkg -x linux-image-*.deb kernel
 dpkg -x busybox-static_*.deb bb

@@ -3,17 +3,23 @@
 # If one already answers, it is used as it is. Otherwise this starts virtlogd and
 # libvirtd itself, following the lab recipes (no systemd, guests run as root
 # without confinement), runs the command, and on exit - also on failure or
-# interrupt - ends exactly the daemons it started, by the PIDs it recorded.
+# interrupt - ends exactly the daemons it started, by the PIDs their pid files
+# name. It then exports FERRY_TEST_OWNS_LIBVIRTD=1: tests may stop and restart
+# that libvirtd (with the same pid file), which they must never do to a daemon
+# they did not start.
 # Usage: tests/lab/with-libvirtd.sh CMD [ARGS...]
 set -uo pipefail
 
-started_pids=()
+started_pidfiles=()
 cleanup() {
-  local pid
-  for pid in "${started_pids[@]}"; do
+  local pid pidfile pids=()
+  for pidfile in "${started_pidfiles[@]}"; do
+    pid=$(cat "$pidfile" 2>/dev/null) && [ -n "$pid" ] && pids+=("$pid")
+  done
+  for pid in "${pids[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
-  for pid in "${started_pids[@]}"; do
+  for pid in "${pids[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   done
@@ -32,7 +38,7 @@ start_daemon() {
   wait "$launcher"   # -d daemons fork; the pid file names the survivor
   for _ in $(seq 100); do [ -s "$pidfile" ] && break; sleep 0.1; done
   [ -s "$pidfile" ] || { echo "with-libvirtd: $name did not start" >&2; exit 1; }
-  started_pids+=("$(cat "$pidfile")")
+  started_pidfiles+=("$pidfile")
 }
 
 if ! libvirt_answers; then
@@ -52,7 +58,8 @@ if ! libvirt_answers; then
   start_daemon libvirtd /var/run/libvirtd.pid libvirtd -d -p /var/run/libvirtd.pid
   for _ in $(seq 100); do libvirt_answers && break; sleep 0.2; done
   libvirt_answers || { echo "with-libvirtd: libvirtd does not answer" >&2; exit 1; }
-  echo "with-libvirtd: started virtlogd/libvirtd (pids ${started_pids[*]})" >&2
+  echo "with-libvirtd: started virtlogd/libvirtd (${started_pidfiles[*]})" >&2
+  export FERRY_TEST_OWNS_LIBVIRTD=1
 fi
 
 "$@"

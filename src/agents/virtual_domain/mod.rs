@@ -27,6 +27,8 @@ pub const METADATA: &str = include_str!("../../../metadata/VirtualDomain.xml");
 
 /// How often to look again while waiting for a guest to come up or go down.
 const POLL: Duration = Duration::from_millis(250);
+/// How long to wait for a requested shutdown before asking again.
+const SHUTDOWN_REPEAT: Duration = Duration::from_secs(5);
 
 pub struct VirtualDomain {
     runner: Box<dyn Runner>,
@@ -135,6 +137,16 @@ impl VirtualDomain {
 
     /// Checks what only this node can get wrong: files and tools. ERR_INSTALLED.
     fn check_node(&self, s: &Settings) -> Result<(), OcfError> {
+        if let Some(dir) = &s.snapshot_dir {
+            if !dir.is_dir() {
+                return Err(OcfError::installed(format!("snapshot directory {} does not exist", dir.display())));
+            }
+        }
+        if let Some(backing) = &s.backing_file {
+            if !backing.is_file() {
+                return Err(OcfError::installed(format!("backingfile {} does not exist", backing.display())));
+            }
+        }
         let mut tools = vec!["virsh"];
         if s.backing_file.is_some() {
             tools.push("qemu-img");
@@ -150,16 +162,6 @@ impl VirtualDomain {
         }
         if let Some(script) = s.monitor_scripts.iter().find(|p| !on_path(p)) {
             return Err(OcfError::installed(format!("monitor script {script} is not an executable file")));
-        }
-        if let Some(dir) = &s.snapshot_dir {
-            if !dir.is_dir() {
-                return Err(OcfError::installed(format!("snapshot directory {} does not exist", dir.display())));
-            }
-        }
-        if let Some(backing) = &s.backing_file {
-            if !backing.is_file() {
-                return Err(OcfError::installed(format!("backingfile {} does not exist", backing.display())));
-            }
         }
         Ok(())
     }
@@ -285,6 +287,24 @@ impl VirtualDomain {
             .is_some()
     }
 
+    /// Asks the guest to shut down until it does or `until` passes. The request
+    /// is repeated: a guest still booting ignores an ACPI power button press
+    /// that arrives before its handler is up.
+    fn shut_down(&self, s: &Settings, lv: &Libvirt, name: &str, until: Deadline) -> bool {
+        while !until.expired() {
+            if let Err(e) = lv.shutdown(name, s.shutdown_mode.as_deref(), until) {
+                match e {
+                    LibvirtError::NoDomain => return true,
+                    e => log::warn(&format!("graceful shutdown of {name} failed: {e}")),
+                }
+            }
+            if self.wait_stopped(lv, name, until.within(SHUTDOWN_REPEAT)) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Ends the guest's QEMU process by PID when libvirtd is down: the only way
     /// left to make sure it no longer runs here.
     fn kill_orphan(&self, name: &str, pid: u32, deadline: Deadline) -> Result<(), OcfError> {
@@ -394,10 +414,7 @@ impl Agent for VirtualDomain {
                 self.save_config(&s, &lv, &name, graceful);
             }
             if !stopped {
-                match lv.shutdown(&name, s.shutdown_mode.as_deref(), graceful) {
-                    Ok(()) => stopped = self.wait_stopped(&lv, &name, graceful),
-                    Err(e) => log::warn(&format!("graceful shutdown of {name} failed: {e}")),
-                }
+                stopped = self.shut_down(&s, &lv, &name, graceful);
                 if !stopped {
                     log::warn(&format!("{name} did not shut down in {:.0?}; destroying it", reserve));
                 }

@@ -15,7 +15,9 @@ pub enum UtilizationPolicy {
     Keep,
 }
 
-/// The migration parameters. Checked now; acted on by migrate_to/migrate_from.
+/// The migration parameters. Checked now; acted on by migrate_to/migrate_from,
+/// which arrive with the migration work.
+#[allow(dead_code)]
 #[derive(Clone, Debug, Default)]
 pub struct MigrationSettings {
     pub transport: Option<String>,
@@ -46,6 +48,7 @@ pub struct Settings {
     pub stateless: bool,
     pub copy_in_dirs: Vec<String>,
     pub start_resources: bool,
+    #[allow(dead_code)]
     pub migration: MigrationSettings,
 }
 

@@ -109,7 +109,12 @@ pub fn parse(xml: &str) -> Result<DomainInfo, String> {
             Event::End(_) => {
                 path.pop();
             }
-            Event::Eof => break,
+            Event::Eof => {
+                if let Some(open) = path.last() {
+                    return Err(format!("not well-formed XML: <{}> is never closed", String::from_utf8_lossy(open)));
+                }
+                break;
+            }
             _ => {}
         }
     }
@@ -140,6 +145,9 @@ fn layout(xml: &str) -> Result<Layout, String> {
     let mut reader = NsReader::from_str(xml);
     let mut out = Layout::default();
     let mut depth = 0usize;
+    // Depth of <domain>'s children: 1 in a definition, 2 inside libvirt's
+    // <domstatus> status files.
+    let mut base: Option<usize> = None;
     let mut in_metadata = false;
     let mut mark_start: Option<usize> = None;
     loop {
@@ -148,32 +156,39 @@ fn layout(xml: &str) -> Result<Layout, String> {
         let ours = matches!(ns, ResolveResult::Bound(n) if n.as_ref() == MARK_NAMESPACE.as_bytes());
         let event = event.into_owned();
         let after = reader.buffer_position() as usize;
+        let at_top = |d: usize| base == Some(d);
+        let in_meta = |d: usize| in_metadata && base.map(|b| b + 1) == Some(d);
         match event {
             Event::Start(ref tag) => {
-                if depth == 1 && tag.local_name().as_ref() == b"metadata" {
+                let local = tag.local_name();
+                if base.is_none() && local.as_ref() == b"domain" {
+                    base = Some(depth + 1);
+                } else if at_top(depth) && local.as_ref() == b"metadata" {
                     in_metadata = true;
                     out.metadata_open_end = Some(after);
-                } else if depth == 2 && in_metadata && ours && tag.local_name().as_ref() == b"owner" {
+                } else if in_meta(depth) && ours && local.as_ref() == b"owner" {
                     mark_start = Some(before);
                     out.found_mark = mark_of(tag);
                 }
                 depth += 1;
             }
             Event::Empty(ref tag) => {
-                if depth == 1 && tag.local_name().as_ref() == b"metadata" {
+                let local = tag.local_name();
+                if at_top(depth) && local.as_ref() == b"metadata" {
                     out.metadata_empty = Some((before, after));
-                } else if depth == 2 && in_metadata && ours && tag.local_name().as_ref() == b"owner" {
+                } else if in_meta(depth) && ours && local.as_ref() == b"owner" {
                     out.mark = Some((before, after));
                     out.found_mark = mark_of(tag);
                 }
             }
             Event::End(ref tag) => {
                 depth = depth.saturating_sub(1);
-                if depth == 2 && ours && tag.local_name().as_ref() == b"owner" {
+                let local = tag.local_name();
+                if in_meta(depth) && ours && local.as_ref() == b"owner" {
                     out.mark = mark_start.take().map(|s| (s, after));
-                } else if depth == 1 && tag.local_name().as_ref() == b"metadata" {
+                } else if at_top(depth) && local.as_ref() == b"metadata" {
                     in_metadata = false;
-                } else if depth == 0 {
+                } else if base == Some(depth + 1) && local.as_ref() == b"domain" {
                     out.domain_close = Some(before);
                 }
             }
@@ -278,6 +293,7 @@ mod tests {
         assert!(parse("<network><name>x</name></network>").unwrap_err().contains("<network>"));
         assert!(parse("<domain type='kvm'></domain>").unwrap_err().contains("no <name>"));
         assert!(parse("this is not xml <<").is_err());
+        assert!(parse("<domain><name>x</name>").unwrap_err().contains("<domain> is never closed"));
         assert!(parse("").unwrap_err().contains("no <domain>"));
     }
 
@@ -300,6 +316,13 @@ mod tests {
         assert!(twice.contains("<app:x xmlns:app='urn:app'/>"));
         let empty = with_mark("<domain><name>a</name><metadata/></domain>", &mark("r")).unwrap();
         assert_eq!(read_mark(&empty), Some(mark("r")));
+    }
+
+    #[test]
+    fn the_mark_is_read_from_libvirts_status_files_too() {
+        let marked = with_mark(DOMAIN.trim_start_matches(|c| c != '\n'), &mark("vm1")).unwrap();
+        let status = format!("<domstatus state='running' reason='booted' pid='42'>\n<monitor path='/x'/>\n{marked}</domstatus>\n");
+        assert_eq!(read_mark(&status), Some(mark("vm1")));
     }
 
     #[test]

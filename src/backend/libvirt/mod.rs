@@ -207,6 +207,7 @@ pub struct Libvirt<'r> {
 const VIR_DOMAIN_XML_SECURE: u32 = 1;
 
 impl<'r> Libvirt<'r> {
+    #[cfg(test)]
     pub fn new(uri: &str, runner: &'r dyn Runner) -> Libvirt<'r> {
         Self::with_run_dir(uri, runner, Path::new("/run/libvirt"))
     }

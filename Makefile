@@ -1,0 +1,64 @@
+# ferry — OCF resource agents for virtual machines, one static binary.
+#   make demo      set up this machine, build, and drive a real guest through the agent
+#   make test      every test: unit, real libvirt/QEMU integration, ocf-tester, ocft
+#   make bench     ferry's monitor and probe against heartbeat:VirtualDomain's
+#   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr)
+
+PREFIX  ?= /usr
+DESTDIR ?=
+OCF_DIR  = $(DESTDIR)$(PREFIX)/lib/ocf
+BINARY   = build/ferry
+TARGET   = target/x86_64-unknown-linux-gnu/release/ferry
+AGENTS   = $(notdir $(wildcard agents/*))
+GUEST    = build/guest
+LIBVIRT  = tests/lab/with-libvirtd.sh
+
+.PHONY: all build deps guest install uninstall test test-unit test-integration test-ocf-tester test-ocft demo bench clean
+
+all: build
+
+build:
+	cargo build --release --locked
+	@mkdir -p build
+	cp $(TARGET) $(BINARY)
+
+deps:
+	tests/lab/install-deps.sh
+
+guest:
+	tests/guest/build.sh $(GUEST)
+
+install: build
+	install -D -m 0755 $(BINARY) $(OCF_DIR)/lib/ferry/ferry
+	install -d $(OCF_DIR)/resource.d/ferry
+	for agent in $(AGENTS); do ln -sfn ../../lib/ferry/ferry $(OCF_DIR)/resource.d/ferry/$$agent; done
+
+uninstall:
+	for agent in $(AGENTS); do rm -f $(OCF_DIR)/resource.d/ferry/$$agent; done
+	rm -f $(OCF_DIR)/lib/ferry/ferry
+	-rmdir $(OCF_DIR)/resource.d/ferry $(OCF_DIR)/lib/ferry 2>/dev/null
+
+test: deps build guest
+	$(LIBVIRT) tests/run-all.sh
+
+test-unit:
+	cargo test --release --locked --bins
+
+test-integration: build guest
+	$(LIBVIRT) cargo test --release --locked --test integration -- --test-threads=2
+
+test-ocf-tester: build guest
+	$(LIBVIRT) tests/ocf-tester.sh
+
+test-ocft: build guest
+	$(LIBVIRT) tests/ocft.sh
+
+demo: deps build guest
+	$(LIBVIRT) tests/demo.sh
+
+bench: deps build guest
+	$(LIBVIRT) tests/bench.sh
+
+clean:
+	cargo clean
+	rm -rf build

@@ -1,0 +1,66 @@
+//! argv[0] dispatch and the operator CLI.
+
+use crate::support::*;
+use std::os::unix::fs::symlink;
+
+#[test]
+fn a_fresh_link_named_after_the_agent_dispatches_to_it() {
+    let dir = std::env::temp_dir().join(format!("ferry-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("VirtualDomain");
+    symlink(ferry(), &link).unwrap();
+    let run = run_program(&link, &["meta-data"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains(r#"<resource-agent name="VirtualDomain""#));
+    let no_action = run_program(&link, &[], &[]);
+    assert_eq!(no_action.code, 2, "no action is a usage error");
+    assert!(no_action.stderr.contains("usage: VirtualDomain"));
+    let unknown = run_program(&link, &["frobnicate"], &[]);
+    assert_eq!(unknown.code, 3);
+    assert!(unknown.reason().unwrap().contains("'frobnicate' is not implemented"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn as_ferry_it_lists_agents_and_runs_them_by_name() {
+    let list = run_program(&ferry(), &["list"], &[]);
+    assert_eq!(list.code, 0);
+    assert_eq!(list.stdout.lines().collect::<Vec<_>>(), vec!["VirtualDomain"]);
+    let version = run_program(&ferry(), &["--version"], &[]);
+    assert!(version.stdout.starts_with("ferry "), "{}", version.stdout);
+    let meta = run_program(&ferry(), &["VirtualDomain", "meta-data"], &[]);
+    assert_eq!(meta.code, 0);
+    assert_eq!(meta.stdout, std::fs::read_to_string(repo().join("metadata/VirtualDomain.xml")).unwrap());
+    assert_eq!(run_program(&ferry(), &[], &[]).code, 2);
+    assert_eq!(run_program(&ferry(), &["NoSuchAgent", "start"], &[]).code, 2);
+}
+
+#[test]
+fn the_binary_is_static() {
+    let out = std::process::Command::new("ldd").arg(ferry()).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("statically linked") || text.contains("not a dynamic executable"), "{text}");
+}
+
+#[test]
+fn make_install_links_every_agent_and_uninstall_removes_exactly_that() {
+    let stage = std::env::temp_dir().join(format!("ferry-stage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&stage);
+    let make = |target: &str| {
+        let out = std::process::Command::new("make")
+            .current_dir(repo())
+            .args([target, &format!("DESTDIR={}", stage.display()), "PREFIX=/usr"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "make {target}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    make("install");
+    let link = stage.join("usr/lib/ocf/resource.d/ferry/VirtualDomain");
+    assert_eq!(std::fs::read_link(&link).unwrap(), std::path::PathBuf::from("../../lib/ferry/ferry"));
+    assert!(run_program(&link, &["meta-data"], &[]).stdout.contains("VirtualDomain"));
+    make("uninstall");
+    assert!(!link.exists() && !stage.join("usr/lib/ocf/lib/ferry/ferry").exists());
+    assert!(!stage.join("usr/lib/ocf/resource.d/ferry").exists());
+    std::fs::remove_dir_all(&stage).unwrap();
+}

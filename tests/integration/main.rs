@@ -1,0 +1,11 @@
+//! Integration tests: the real ferry binary against a real libvirtd and QEMU
+//! guests. Run through tests/lab/with-libvirtd.sh (make test), which provides
+//! the daemon.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod bad_input;
+mod cli;
+mod lifecycle;
+mod metadata;

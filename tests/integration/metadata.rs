@@ -1,0 +1,61 @@
+//! metadata/<Agent>.xml is the one truth: valid against both schemas, the same
+//! set of agents everywhere, and every advertised action implemented.
+
+use crate::support::*;
+use std::collections::BTreeSet;
+use std::process::Command;
+
+fn names_in(dir: &str, strip: &str) -> BTreeSet<String> {
+    std::fs::read_dir(repo().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(strip).to_string())
+        .collect()
+}
+
+#[test]
+fn agents_metadata_and_the_binary_name_the_same_agents() {
+    let listed: BTreeSet<String> = run_program(&ferry(), &["list"], &[]).stdout.lines().map(String::from).collect();
+    assert_eq!(names_in("agents", ""), listed);
+    assert_eq!(names_in("metadata", ".xml"), listed);
+}
+
+#[test]
+fn meta_data_validates_against_ra_api_dtd_and_metadata_rng() {
+    for agent in names_in("metadata", ".xml") {
+        let xml = run_program(&ferry(), &[&agent, "meta-data"], &[]).stdout;
+        let file = std::env::temp_dir().join(format!("ferry-md-{agent}-{}.xml", std::process::id()));
+        std::fs::write(&file, &xml).unwrap();
+        for schema in [["--dtdvalid", "/usr/share/resource-agents/ra-api-1.dtd"], ["--relaxng", "/usr/share/resource-agents/metadata.rng"]] {
+            let out = Command::new("xmllint").arg("--noout").args(schema).arg(&file).output().expect("xmllint");
+            assert!(out.status.success(), "{agent} {schema:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::fs::remove_file(&file).unwrap();
+    }
+}
+
+#[test]
+fn every_advertised_action_is_implemented_and_nothing_else_is_claimed() {
+    let xml = std::fs::read_to_string(repo().join("metadata/VirtualDomain.xml")).unwrap();
+    let advertised: Vec<&str> = xml.split("<action name=\"").skip(1).map(|s| &s[..s.find('"').unwrap()]).collect();
+    // Each advertised action must be answered with something other than 3.
+    let env = pairs(&[("OCF_RESKEY_config", "/nonexistent/ferry.xml"), ("OCF_RESOURCE_INSTANCE", "md-check")]);
+    for action in &advertised {
+        let run = agent(action, &env);
+        assert_ne!(run.code, 3, "{action} is advertised but unimplemented: {}", run.stderr);
+    }
+    // Migration arrives with its own issue; until then it must not be claimed.
+    for action in ["migrate_to", "migrate_from"] {
+        assert!(!advertised.contains(&action));
+        assert_eq!(agent(action, &env).code, 3);
+    }
+}
+
+#[test]
+fn meta_data_works_for_an_unprivileged_user_without_environment() {
+    let out = Command::new("su")
+        .args(["nobody", "-s", "/bin/sh", "-c", &format!("{} VirtualDomain meta-data", ferry().display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<parameter name=\"config\""));
+}

@@ -1,0 +1,196 @@
+//! Shared test support: running the ferry binary as an agent, and real test
+//! guests (the TCG Linux guest built by tests/guest/build.sh) that remove
+//! themselves from libvirt when the test ends, passed or failed.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub fn ferry() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One finished agent invocation.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl Run {
+    /// The `ocf-exit-reason:` line, as Pacemaker would read it.
+    pub fn reason(&self) -> Option<String> {
+        self.stderr.lines().find_map(|l| l.strip_prefix("ocf-exit-reason:")).map(String::from)
+    }
+}
+
+/// Runs `ferry VirtualDomain ACTION` with exactly `env` as the OCF environment.
+pub fn agent(action: &str, env: &[(String, String)]) -> Run {
+    run_program(&ferry(), &["VirtualDomain", action], env)
+}
+
+pub fn run_program(program: &Path, args: &[&str], env: &[(String, String)]) -> Run {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OCF_") || k.starts_with("HA_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("OCF_ROOT", "/usr/lib/ocf");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let out = cmd.output().expect("run ferry");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        took: started.elapsed(),
+    }
+}
+
+pub fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+pub fn virsh(args: &[&str]) -> std::process::Output {
+    Command::new("virsh").arg("--connect").arg("qemu:///system").args(args).output().expect("run virsh")
+}
+
+pub fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&apos;").replace('"', "&quot;")
+}
+
+/// A test guest: a directory with its domain XML and serial console file, and
+/// a libvirt domain name unique to this test run.
+pub struct Guest {
+    pub name: String,
+    pub instance: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub console: PathBuf,
+    /// Extra OCF_RESKEY_* parameters for every action.
+    pub params: Vec<(String, String)>,
+}
+
+impl Guest {
+    pub fn new(tag: &str) -> Guest {
+        Self::named(&format!("ferry-it-{tag}-{}", std::process::id()), tag)
+    }
+
+    pub fn named(name: &str, tag: &str) -> Guest {
+        let dir = std::env::temp_dir().join(format!("ferry-it-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let guest = Guest {
+            name: name.to_string(),
+            instance: format!("res-{tag}"),
+            config: dir.join("guest.xml"),
+            console: dir.join("console.log"),
+            dir,
+            params: Vec::new(),
+        };
+        std::fs::write(&guest.config, guest.xml()).unwrap();
+        guest
+    }
+
+    pub fn xml(&self) -> String {
+        let images = std::env::var("FERRY_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join("build/guest"));
+        format!(
+            r#"<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel><initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 quiet</cmdline></os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <serial type='file'><source path='{console}' append='on'/><target port='0'/></serial>
+    <console type='file'><source path='{console}' append='on'/><target type='serial' port='0'/></console>
+  </devices>
+</domain>
+"#,
+            name = xml_escape(&self.name),
+            kernel = images.join("vmlinuz").display(),
+            initrd = images.join("initrd.img").display(),
+            console = self.console.display(),
+        )
+    }
+
+    pub fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("OCF_RESOURCE_INSTANCE".to_string(), self.instance.clone()),
+            ("OCF_RESKEY_config".to_string(), self.config.display().to_string()),
+        ];
+        env.extend(self.params.iter().cloned());
+        env.extend(pairs(extra));
+        env
+    }
+
+    /// Runs an action as a recurring operation would (interval set).
+    pub fn run(&self, action: &str, extra: &[(&str, &str)]) -> Run {
+        let mut env = self.env(&[("OCF_RESKEY_CRM_meta_interval", "10000"), ("OCF_RESKEY_CRM_meta_timeout", "30000")]);
+        env.extend(pairs(extra));
+        agent(action, &env)
+    }
+
+    /// Runs a probe (monitor with interval 0).
+    pub fn probe(&self) -> Run {
+        agent("monitor", &self.env(&[("OCF_RESKEY_CRM_meta_interval", "0"), ("OCF_RESKEY_CRM_meta_timeout", "30000")]))
+    }
+
+    pub fn console_text(&self) -> String {
+        std::fs::read_to_string(&self.console).unwrap_or_default()
+    }
+
+    /// Waits until the console shows `needle`.
+    pub fn wait_console(&self, needle: &str, within: Duration) -> bool {
+        wait_for(within, || self.console_text().contains(needle))
+    }
+
+    pub fn ticks(&self) -> Vec<u64> {
+        self.console_text().lines().filter_map(|l| l.trim().strip_prefix("ferry-tick ")?.trim().parse().ok()).collect()
+    }
+
+    /// libvirt's view: the domain's state, or None if libvirt has no such domain.
+    pub fn libvirt_state(&self) -> Option<String> {
+        let out = virsh(&["domstate", &self.name]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = virsh(&["destroy", &self.name]);
+        let _ = virsh(&["undefine", &self.name]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How long a TCG guest may take to reach its init and ACPI handler.
+pub const BOOT: Duration = Duration::from_secs(60);
