@@ -24,8 +24,11 @@ cleanup() {
     kill -9 "$pid" 2>/dev/null || true
   done
 }
+child=
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# Forward an interrupt to the command, then clean up at once (bash would only
+# run the trap after a foreground command finished).
+trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; exit 143' INT TERM
 
 libvirt_answers() { timeout 10 virsh -c qemu:///system -q uri >/dev/null 2>&1; }
 
@@ -62,4 +65,6 @@ if ! libvirt_answers; then
   export FERRY_TEST_OWNS_LIBVIRTD=1
 fi
 
-"$@"
+"$@" &
+child=$!
+wait "$child"
