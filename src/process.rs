@@ -183,6 +183,13 @@ pub mod recording {
         }
     }
 
+    /// Lets a test keep a handle on the runner it gives away.
+    impl<T: Runner> Runner for std::rc::Rc<T> {
+        fn run(&self, cmd: &Cmd, deadline: Deadline) -> Result<Output, RunError> {
+            (**self).run(cmd, deadline)
+        }
+    }
+
     impl Runner for RecordingRunner {
         fn run(&self, cmd: &Cmd, _deadline: Deadline) -> Result<Output, RunError> {
             self.calls.borrow_mut().push(cmd.clone());

@@ -22,7 +22,9 @@ step() {
 echo "ferry demo: $agent -> $(readlink "$agent")"
 echo "guest: $name (TCG Linux, busybox init, ACPI power button), config $work/guest.xml"
 echo
-"$agent" meta-data | grep -E '<parameter name|<action name' | sed -E 's/.*name="([^"]*)".*/\1/' | tr '\n' ' ' | fold -w 100 | sed '1s/^/meta-data: /;2,$s/^/           /'
+meta=$("$agent" meta-data)
+echo "parameters: $(grep -o '<parameter name="[^"]*"' <<<"$meta" | cut -d'"' -f2 | tr '\n' ' ')" | fold -s -w 100 | sed '2,$s/^/            /'
+echo "actions:    $(grep -o '<action name="[^"]*"' <<<"$meta" | cut -d'"' -f2 | tr '\n' ' ')"
 echo; echo
 step "validate-all"                      "$agent" validate-all
 step "probe (monitor, interval 0)"       env OCF_RESKEY_CRM_meta_interval=0 "$agent" monitor

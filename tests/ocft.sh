@@ -13,11 +13,11 @@ sed -e "s|^\(\s*AgentRoot\s\+\).*|\1$agent_dir|" \
     /usr/share/resource-agents/ocft/configs/VirtualDomain > "$work/configs/VirtualDomain"
 grep -q "AgentRoot $agent_dir" "$work/configs/VirtualDomain"
 echo "== ocft make/test VirtualDomain (agent root $agent_dir)"
-ocft make -d "$work/configs" VirtualDomain
+ocft make -d "$work/configs" VirtualDomain | tee "$work/make.log"
 set +e
 ocft test VirtualDomain 2>&1 | tee "$work/ocft.log"
 set -e
-made=$(ocft make -d "$work/configs" VirtualDomain 2>&1 | grep -c -- '- case [0-9]*:' || true)
+made=$(grep -c -- '- case [0-9]*:' "$work/make.log" || true)
 ok=$(grep -c -- ' - .*OK' "$work/ocft.log" || true)
 ocft clean VirtualDomain >/dev/null 2>&1 || true
 echo "ocft: $ok of $made cases OK"

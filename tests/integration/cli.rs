@@ -64,3 +64,30 @@ fn make_install_links_every_agent_and_uninstall_removes_exactly_that() {
     assert!(!stage.join("usr/lib/ocf/resource.d/ferry").exists());
     std::fs::remove_dir_all(&stage).unwrap();
 }
+
+#[test]
+fn logs_follow_resource_agents_conventions() {
+    let dir = std::env::temp_dir().join(format!("ferry-logs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (logfile, debuglog) = (dir.join("ha.log"), dir.join("ha-debug.log"));
+    let env = pairs(&[
+        ("OCF_RESOURCE_INSTANCE", "logtest"),
+        ("OCF_RESKEY_config", "/nonexistent/logtest.xml"),
+        ("HA_LOGFILE", logfile.to_str().unwrap()),
+        ("HA_DEBUGLOG", debuglog.to_str().unwrap()),
+        ("HA_debug", "1"),
+    ]);
+    let run = agent("start", &env);
+    assert_eq!(run.code, 5);
+    // One exit reason, on stderr, with Pacemaker's prefix.
+    assert_eq!(run.stderr.lines().filter(|l| l.starts_with("ocf-exit-reason:")).count(), 1);
+    let log = std::fs::read_to_string(&logfile).unwrap();
+    assert!(log.contains("VirtualDomain(logtest)[") && log.contains("ERROR: config file /nonexistent/logtest.xml is not readable"), "{log}");
+    assert!(!log.contains("DEBUG"), "debug lines stay out of HA_LOGFILE");
+    assert!(std::fs::read_to_string(&debuglog).unwrap().contains("DEBUG: start: budget"));
+    // Without HA_debug, no debug output at all.
+    let quiet = agent("monitor", &pairs(&[("OCF_RESOURCE_INSTANCE", "logtest"), ("OCF_RESKEY_config", "/nonexistent/logtest.xml")]));
+    assert!(!quiet.stderr.contains("DEBUG"), "{}", quiet.stderr);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -466,3 +466,6 @@ impl Agent for VirtualDomain {
         Ok(health)
     }
 }
+
+#[cfg(test)]
+mod tests;
