@@ -19,9 +19,7 @@ fn case(what: &'static str, action: &'static str, env: &[(&str, &str)], code: i3
 
 #[test]
 fn bad_input_gets_the_right_code_and_a_clear_reason() {
-    let dir = std::env::temp_dir().join(format!("ferry-bad-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("bad");
     let g = Guest::new("bad");
     let good = g.config.display().to_string();
     let write = |name: &str, text: &str| {
@@ -33,7 +31,7 @@ fn bad_input_gets_the_right_code_and_a_clear_reason() {
     let network = write("network.xml", "<network><name>default</name></network>");
     let nameless = write("nameless.xml", "<domain type='qemu'><memory>1</memory></domain>");
     let empty = write("empty.xml", "");
-    let a_dir = dir.display().to_string();
+    let a_dir = dir.0.display().to_string();
     let failing_script = write("not-executable.sh", "#!/bin/sh\nexit 0\n");
     let c = &good;
     let cases = vec![
@@ -77,7 +75,6 @@ fn bad_input_gets_the_right_code_and_a_clear_reason() {
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
     assert_eq!(g.libvirt_state(), None, "no bad input may start the guest");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

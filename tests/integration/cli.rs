@@ -5,9 +5,7 @@ use std::os::unix::fs::symlink;
 
 #[test]
 fn a_fresh_link_named_after_the_agent_dispatches_to_it() {
-    let dir = std::env::temp_dir().join(format!("ferry-link-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("link");
     let link = dir.join("VirtualDomain");
     symlink(ferry(), &link).unwrap();
     let run = run_program(&link, &["meta-data"], &[]);
@@ -19,7 +17,6 @@ fn a_fresh_link_named_after_the_agent_dispatches_to_it() {
     let unknown = run_program(&link, &["frobnicate"], &[]);
     assert_eq!(unknown.code, 3);
     assert!(unknown.reason().unwrap().contains("'frobnicate' is not implemented"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -45,8 +42,8 @@ fn the_binary_is_static() {
 
 #[test]
 fn make_install_links_every_agent_and_uninstall_removes_exactly_that() {
-    let stage = std::env::temp_dir().join(format!("ferry-stage-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&stage);
+    let scratch = TempDir::new("stage");
+    let stage = scratch.join("root");
     let make = |target: &str| {
         let out = std::process::Command::new("make")
             .current_dir(repo())
@@ -62,14 +59,11 @@ fn make_install_links_every_agent_and_uninstall_removes_exactly_that() {
     make("uninstall");
     assert!(!link.exists() && !stage.join("usr/lib/ocf/lib/ferry/ferry").exists());
     assert!(!stage.join("usr/lib/ocf/resource.d/ferry").exists());
-    std::fs::remove_dir_all(&stage).unwrap();
 }
 
 #[test]
 fn logs_follow_resource_agents_conventions() {
-    let dir = std::env::temp_dir().join(format!("ferry-logs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("logs");
     let (logfile, debuglog) = (dir.join("ha.log"), dir.join("ha-debug.log"));
     let env = pairs(&[
         ("OCF_RESOURCE_INSTANCE", "logtest"),
@@ -89,5 +83,4 @@ fn logs_follow_resource_agents_conventions() {
     // Without HA_debug, no debug output at all.
     let quiet = agent("monitor", &pairs(&[("OCF_RESOURCE_INSTANCE", "logtest"), ("OCF_RESKEY_config", "/nonexistent/logtest.xml")]));
     assert!(!quiet.stderr.contains("DEBUG"), "{}", quiet.stderr);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

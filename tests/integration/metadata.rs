@@ -23,13 +23,13 @@ fn agents_metadata_and_the_binary_name_the_same_agents() {
 fn meta_data_validates_against_ra_api_dtd_and_metadata_rng() {
     for agent in names_in("metadata", ".xml") {
         let xml = run_program(&ferry(), &[&agent, "meta-data"], &[]).stdout;
-        let file = std::env::temp_dir().join(format!("ferry-md-{agent}-{}.xml", std::process::id()));
+        let dir = TempDir::new(&format!("md-{agent}"));
+        let file = dir.join("meta-data.xml");
         std::fs::write(&file, &xml).unwrap();
         for schema in [["--dtdvalid", "/usr/share/resource-agents/ra-api-1.dtd"], ["--relaxng", "/usr/share/resource-agents/metadata.rng"]] {
             let out = Command::new("xmllint").arg("--noout").args(schema).arg(&file).output().expect("xmllint");
             assert!(out.status.success(), "{agent} {schema:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
-        std::fs::remove_file(&file).unwrap();
     }
 }
 

@@ -24,21 +24,6 @@ stage_install() {
 write_guest() {
   local name=$1 file=$2 console=$3
   domains_to_clean+=("$name")
-  cat > "$file" <<XML
-<domain type='qemu'>
-  <name>$name</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>$repo/build/guest/vmlinuz</kernel><initrd>$repo/build/guest/initrd.img</initrd>
-    <cmdline>console=ttyS0 quiet</cmdline></os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='file'><source path='$console' append='on'/><target port='0'/></serial>
-    <console type='file'><source path='$console' append='on'/><target type='serial' port='0'/></console>
-  </devices>
-</domain>
-XML
+  sed -e "s|@NAME@|$name|g" -e "s|@IMAGES@|$repo/build/guest|g" -e "s|@CONSOLE@|$console|g" \
+    "$repo/tests/guest/domain.xml.in" > "$file"
 }

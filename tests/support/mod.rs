@@ -103,30 +103,14 @@ impl Guest {
         guest
     }
 
+    /// The test guest's definition, from the template the shell scripts share.
     pub fn xml(&self) -> String {
         let images = std::env::var("FERRY_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join("build/guest"));
-        format!(
-            r#"<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{kernel}</kernel><initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet</cmdline></os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='file'><source path='{console}' append='on'/><target port='0'/></serial>
-    <console type='file'><source path='{console}' append='on'/><target type='serial' port='0'/></console>
-  </devices>
-</domain>
-"#,
-            name = xml_escape(&self.name),
-            kernel = images.join("vmlinuz").display(),
-            initrd = images.join("initrd.img").display(),
-            console = self.console.display(),
-        )
+        std::fs::read_to_string(repo().join("tests/guest/domain.xml.in"))
+            .expect("tests/guest/domain.xml.in")
+            .replace("@NAME@", &xml_escape(&self.name))
+            .replace("@IMAGES@", &images.display().to_string())
+            .replace("@CONSOLE@", &self.console.display().to_string())
     }
 
     pub fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -176,6 +160,27 @@ impl Drop for Guest {
         let _ = virsh(&["destroy", &self.name]);
         let _ = virsh(&["undefine", &self.name]);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A scratch directory removed when the test ends, passed or failed.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("ferry-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
