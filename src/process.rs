@@ -36,6 +36,12 @@ impl Cmd {
         self.stdin = Some(data);
         self
     }
+    /// Whether the argv begins with `prefix`.
+    #[cfg(test)]
+    pub fn starts_with<S: AsRef<str>>(&self, prefix: &[S]) -> bool {
+        self.argv.len() >= prefix.len() && self.argv.iter().zip(prefix).all(|(a, p)| a == p.as_ref())
+    }
+
     pub fn program(&self) -> &str {
         self.argv.first().map(String::as_str).unwrap_or("")
     }
@@ -179,7 +185,7 @@ pub mod recording {
             self
         }
         pub fn called(&self, prefix: &[&str]) -> bool {
-            self.calls.borrow().iter().any(|c| c.argv.len() >= prefix.len() && c.argv.iter().zip(prefix).all(|(a, p)| a == p))
+            self.calls.borrow().iter().any(|c| c.starts_with(prefix))
         }
     }
 
@@ -195,7 +201,7 @@ pub mod recording {
             self.calls.borrow_mut().push(cmd.clone());
             self.replies
                 .iter()
-                .find(|(prefix, _)| cmd.argv.len() >= prefix.len() && cmd.argv.iter().zip(prefix).all(|(a, p)| a == p))
+                .find(|(prefix, _)| cmd.starts_with(prefix))
                 .map(|(_, reply)| reply.clone())
                 .unwrap_or_else(|| panic!("unscripted command: {cmd}"))
         }

@@ -421,11 +421,7 @@ impl Agent for VirtualDomain {
             }
         }
         if !stopped {
-            match lv.destroy(&name, ctx.deadline) {
-                Ok(()) | Err(LibvirtError::NoDomain) => {}
-                Err(e) if e.to_string().contains("not running") => {}
-                Err(e) => return Err(lv_err(&format!("cannot destroy {name}"), e)),
-            }
+            lv.destroy(&name, ctx.deadline).map_err(|e| lv_err(&format!("cannot destroy {name}"), e))?;
             if !self.wait_stopped(&lv, &name, ctx.deadline) {
                 return Err(OcfError::generic(format!("{name} is still running after destroy")));
             }

@@ -226,12 +226,13 @@ impl<'r> Libvirt<'r> {
         Some(rpc::Client::open(&local.path, &local.open_uri, deadline).map_err(rpc_error))
     }
 
+    /// `virsh` on this connection with `args`.
+    fn virsh_cmd(&self, args: &[&str]) -> Cmd {
+        args.iter().fold(Cmd::new(&["virsh", "--quiet", "--connect", &self.uri]), |cmd, a| cmd.arg(*a))
+    }
+
     fn virsh(&self, args: &[&str], deadline: Deadline) -> Result<Output, LibvirtError> {
-        let mut cmd = Cmd::new(&["virsh", "--quiet", "--connect", &self.uri]);
-        for a in args {
-            cmd = cmd.arg(*a);
-        }
-        self.run_virsh(cmd, deadline)
+        self.run_virsh(self.virsh_cmd(args), deadline)
     }
 
     fn run_virsh(&self, cmd: Cmd, deadline: Deadline) -> Result<Output, LibvirtError> {
@@ -284,7 +285,7 @@ impl<'r> Libvirt<'r> {
 
     /// Starts a transient domain from `xml` (nothing is left defined on the node).
     pub fn create(&self, xml: &str, deadline: Deadline) -> Result<(), LibvirtError> {
-        let cmd = Cmd::new(&["virsh", "--quiet", "--connect", &self.uri, "create", "/dev/stdin"]).stdin(xml.as_bytes().to_vec());
+        let cmd = self.virsh_cmd(&["create", "/dev/stdin"]).stdin(xml.as_bytes().to_vec());
         self.run_virsh(cmd, deadline).map(drop)
     }
 
@@ -297,8 +298,14 @@ impl<'r> Libvirt<'r> {
         .map(drop)
     }
 
+    /// Ends the domain at once. A domain that is already gone or not running
+    /// is what destroy asks for, not a failure.
     pub fn destroy(&self, name: &str, deadline: Deadline) -> Result<(), LibvirtError> {
-        self.virsh(&["destroy", name], deadline).map(drop)
+        match self.virsh(&["destroy", name], deadline) {
+            Ok(_) | Err(LibvirtError::NoDomain) => Ok(()),
+            Err(LibvirtError::Failed(m)) if m.contains("domain is not running") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Saves the running guest's memory to `path` and stops it.
@@ -407,6 +414,20 @@ mod tests {
         assert_eq!(lv.ensure_pool("p", d), Ok(()));
         assert!(runner.called(&["virsh", "--quiet", "--connect", uri, "pool-refresh", "p"]));
         assert_eq!(lv.ensure_network("n", d), Ok(()));
+    }
+
+    #[test]
+    fn destroying_what_is_already_gone_succeeds() {
+        let uri = "qemu+ssh://b/system";
+        let runner = RecordingRunner::new()
+            .reply(&["virsh", "--quiet", "--connect", uri, "destroy", "off"], 1, "", "error: Failed to destroy domain 'off'\nerror: Requested operation is not valid: domain is not running\n")
+            .reply(&["virsh", "--quiet", "--connect", uri, "destroy", "gone"], 1, "", "error: failed to get domain 'gone'\n")
+            .reply(&["virsh", "--quiet", "--connect", uri, "destroy", "stuck"], 1, "", "error: Failed to terminate process 7 with SIGKILL: Device or resource busy\n");
+        let lv = Libvirt::new(uri, &runner);
+        let d = Deadline::after(Duration::from_secs(5));
+        assert_eq!(lv.destroy("off", d), Ok(()));
+        assert_eq!(lv.destroy("gone", d), Ok(()));
+        assert!(matches!(lv.destroy("stuck", d), Err(LibvirtError::Failed(m)) if m.contains("busy")));
     }
 
     #[test]
