@@ -1,7 +1,9 @@
 # ferry — OCF resource agents for virtual machines, one static binary.
 #   make demo      set up this machine, build, and drive a real guest through the agent
-#   make test      every test: unit, real libvirt/QEMU integration, ocf-tester, ocft
-#   make bench     ferry's monitor and probe against heartbeat:VirtualDomain's
+#   make test      every test: unit, real libvirt/QEMU integration, live migration
+#                  in a two-node lab, ocf-tester, ocft
+#   make bench     ferry's monitor, probe and live migration against
+#                  heartbeat:VirtualDomain's and raw virsh's
 #   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr)
 
 PREFIX  ?= /usr
@@ -12,8 +14,9 @@ TARGET   = target/x86_64-unknown-linux-gnu/release/ferry
 AGENTS   = $(notdir $(wildcard agents/*))
 GUEST    = build/guest
 LIBVIRT  = tests/lab/with-libvirtd.sh
+LAB      = tests/lab/with-two-nodes.sh
 
-.PHONY: all build deps guest install uninstall test test-unit test-integration test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest install uninstall test test-unit test-integration test-migration test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -47,6 +50,9 @@ test-unit:
 test-integration: build guest
 	$(LIBVIRT) cargo test --release --locked --test integration -- --test-threads=2
 
+test-migration: build guest
+	$(LAB) cargo test --release --locked --test migration -- --test-threads=1
+
 test-ocf-tester: build guest
 	$(LIBVIRT) tests/ocf-tester.sh
 
@@ -55,9 +61,11 @@ test-ocft: build guest
 
 demo: deps build guest
 	$(LIBVIRT) tests/demo.sh
+	$(LAB) tests/demo-migration.sh
 
 bench: deps build guest
 	$(LIBVIRT) tests/bench.sh
+	$(LAB) tests/bench-migration.sh
 
 clean:
 	cargo clean

@@ -92,7 +92,28 @@ impl fmt::Display for RunError {
 }
 
 pub trait Runner {
-    fn run(&self, cmd: &Cmd, deadline: Deadline) -> Result<Output, RunError>;
+    /// Runs `cmd` to its end, or kills it at `deadline`.
+    fn run(&self, cmd: &Cmd, deadline: Deadline) -> Result<Output, RunError> {
+        self.spawn(cmd, deadline)?.finish()
+    }
+    /// Starts `cmd` and returns at once, for callers that watch a long child
+    /// (a migration) while doing other work. The deadline still holds: the
+    /// child is killed when it passes, whoever is polling.
+    fn spawn<'a>(&'a self, cmd: &Cmd, deadline: Deadline) -> Result<Box<dyn Job + 'a>, RunError>;
+}
+
+/// A child started by `Runner::spawn`.
+pub trait Job {
+    /// Waits up to `wait` for the child to end. `None`: still running.
+    fn wait_for(&mut self, wait: Duration) -> Option<Result<Output, RunError>>;
+    /// Waits for the end, which the deadline bounds.
+    fn finish(mut self: Box<Self>) -> Result<Output, RunError> {
+        loop {
+            if let Some(result) = self.wait_for(Duration::from_secs(3600)) {
+                return result;
+            }
+        }
+    }
 }
 
 /// Runs real processes.
@@ -106,10 +127,65 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String
     })
 }
 
+struct SystemJob {
+    program: String,
+    pid: libc::pid_t,
+    started: Instant,
+    deadline: Deadline,
+    status: mpsc::Receiver<std::io::Result<std::process::ExitStatus>>,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: Option<std::thread::JoinHandle<String>>,
+    ended: bool,
+}
+
+/// A job dropped before it ended is killed: nothing ferry starts outlives
+/// the action that started it.
+impl Drop for SystemJob {
+    fn drop(&mut self) {
+        if !self.ended {
+            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl SystemJob {
+    fn collect(&mut self) -> (String, String) {
+        let join = |h: Option<std::thread::JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+        (join(self.out.take()), join(self.err.take()))
+    }
+}
+
+impl Job for SystemJob {
+    fn wait_for(&mut self, wait: Duration) -> Option<Result<Output, RunError>> {
+        let left = self.deadline.remaining();
+        let status = match self.status.recv_timeout(wait.min(left)) {
+            Ok(status) => status,
+            Err(_) if wait < left => return None,
+            Err(_) => {
+                self.ended = true;
+                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+                let _ = self.status.recv_timeout(Duration::from_secs(5));
+                // The group is dead, so the pipes close; the readers end.
+                self.collect();
+                return Some(Err(RunError::TimedOut { program: self.program.clone(), after: self.started.elapsed() }));
+            }
+        };
+        self.ended = true;
+        // A child may leave grandchildren holding the pipes open; they belong to
+        // its process group, which ends here too.
+        unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+        let (stdout, stderr) = self.collect();
+        Some(
+            status
+                .map(|st| Output { code: st.code(), stdout, stderr })
+                .map_err(|e| RunError::Spawn { program: self.program.clone(), error: e.to_string() }),
+        )
+    }
+}
+
 impl Runner for SystemRunner {
-    fn run(&self, cmd: &Cmd, deadline: Deadline) -> Result<Output, RunError> {
+    fn spawn<'a>(&'a self, cmd: &Cmd, deadline: Deadline) -> Result<Box<dyn Job + 'a>, RunError> {
         let program = cmd.program().to_string();
-        let started = Instant::now();
         if deadline.expired() {
             return Err(RunError::TimedOut { program, after: Duration::ZERO });
         }
@@ -136,26 +212,7 @@ impl Runner for SystemRunner {
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());
         });
-        let status = match rx.recv_timeout(deadline.remaining()) {
-            Ok(status) => status,
-            Err(_) => {
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-                let _ = rx.recv_timeout(Duration::from_secs(5));
-                // The group is dead, so the pipes close; the readers end.
-                let _ = out.join();
-                let _ = err.join();
-                return Err(RunError::TimedOut { program, after: started.elapsed() });
-            }
-        };
-        let status = status.map_err(|e| RunError::Spawn { program: program.clone(), error: e.to_string() })?;
-        // A child may leave grandchildren holding the pipes open; they belong to
-        // its process group, which ends here too.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        Ok(Output {
-            code: status.code(),
-            stdout: out.join().unwrap_or_default(),
-            stderr: err.join().unwrap_or_default(),
-        })
+        Ok(Box::new(SystemJob { program, pid, started: Instant::now(), deadline, status: rx, out: Some(out), err: Some(err), ended: false }))
     }
 }
 
@@ -167,7 +224,7 @@ pub mod recording {
     use std::cell::RefCell;
 
     pub struct RecordingRunner {
-        replies: Vec<(Vec<String>, Result<Output, RunError>)>,
+        replies: Vec<(Vec<String>, Result<Output, RunError>, u32)>,
         pub calls: RefCell<Vec<Cmd>>,
     }
 
@@ -177,11 +234,17 @@ pub mod recording {
         }
         pub fn reply(mut self, prefix: &[&str], code: i32, stdout: &str, stderr: &str) -> Self {
             let out = Output { code: Some(code), stdout: stdout.into(), stderr: stderr.into() };
-            self.replies.push((prefix.iter().map(|s| s.to_string()).collect(), Ok(out)));
+            self.replies.push((prefix.iter().map(|s| s.to_string()).collect(), Ok(out), 0));
+            self
+        }
+        /// A spawned command that keeps running for `polls` polls, then replies.
+        pub fn reply_after(mut self, polls: u32, prefix: &[&str], code: i32, stdout: &str, stderr: &str) -> Self {
+            let out = Output { code: Some(code), stdout: stdout.into(), stderr: stderr.into() };
+            self.replies.push((prefix.iter().map(|s| s.to_string()).collect(), Ok(out), polls));
             self
         }
         pub fn fail(mut self, prefix: &[&str], error: RunError) -> Self {
-            self.replies.push((prefix.iter().map(|s| s.to_string()).collect(), Err(error)));
+            self.replies.push((prefix.iter().map(|s| s.to_string()).collect(), Err(error), 0));
             self
         }
         pub fn called(&self, prefix: &[&str]) -> bool {
@@ -191,19 +254,36 @@ pub mod recording {
 
     /// Lets a test keep a handle on the runner it gives away.
     impl<T: Runner> Runner for std::rc::Rc<T> {
-        fn run(&self, cmd: &Cmd, deadline: Deadline) -> Result<Output, RunError> {
-            (**self).run(cmd, deadline)
+        fn spawn<'a>(&'a self, cmd: &Cmd, deadline: Deadline) -> Result<Box<dyn Job + 'a>, RunError> {
+            (**self).spawn(cmd, deadline)
         }
     }
 
     impl Runner for RecordingRunner {
-        fn run(&self, cmd: &Cmd, _deadline: Deadline) -> Result<Output, RunError> {
+        fn spawn<'a>(&'a self, cmd: &Cmd, _deadline: Deadline) -> Result<Box<dyn Job + 'a>, RunError> {
             self.calls.borrow_mut().push(cmd.clone());
-            self.replies
+            let (_, reply, polls) = self
+                .replies
                 .iter()
-                .find(|(prefix, _)| cmd.starts_with(prefix))
-                .map(|(_, reply)| reply.clone())
-                .unwrap_or_else(|| panic!("unscripted command: {cmd}"))
+                .find(|(prefix, _, _)| cmd.starts_with(prefix))
+                .unwrap_or_else(|| panic!("unscripted command: {cmd}"));
+            Ok(Box::new(ScriptedJob { reply: reply.clone(), polls_left: *polls }))
+        }
+    }
+
+    /// Answers after the scripted number of polls; time is not simulated.
+    struct ScriptedJob {
+        reply: Result<Output, RunError>,
+        polls_left: u32,
+    }
+
+    impl Job for ScriptedJob {
+        fn wait_for(&mut self, _wait: Duration) -> Option<Result<Output, RunError>> {
+            if self.polls_left > 0 {
+                self.polls_left -= 1;
+                return None;
+            }
+            Some(self.reply.clone())
         }
     }
 }
@@ -245,6 +325,23 @@ mod tests {
         let cmd = Cmd::new(&["sh", "-c", "cat; echo $LC_ALL"]).stdin(b"hello\n".to_vec());
         let out = SystemRunner.run(&cmd, Deadline::after(Duration::from_secs(5))).unwrap();
         assert_eq!(out.stdout, "hello\nC\n");
+    }
+
+    #[test]
+    fn a_spawned_child_can_be_polled_and_still_dies_at_the_deadline() {
+        let runner = SystemRunner;
+        let mut job = runner.spawn(&Cmd::new(&["sh", "-c", "echo hi; sleep 0.3"]), Deadline::after(Duration::from_secs(5))).unwrap();
+        assert!(job.wait_for(Duration::from_millis(20)).is_none(), "still running");
+        assert_eq!(job.finish().unwrap().stdout, "hi\n");
+        let started = Instant::now();
+        let mut slow = runner.spawn(&Cmd::new(&["sleep", "30"]), Deadline::after(Duration::from_millis(300))).unwrap();
+        let ended = loop {
+            if let Some(r) = slow.wait_for(Duration::from_millis(100)) {
+                break r;
+            }
+        };
+        assert!(matches!(ended, Err(RunError::TimedOut { .. })), "{ended:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 
     #[test]

@@ -43,11 +43,11 @@ fn every_advertised_action_is_implemented_and_nothing_else_is_claimed() {
         let run = agent(action, &env);
         assert_ne!(run.code, 3, "{action} is advertised but unimplemented: {}", run.stderr);
     }
-    // Migration arrives with its own issue; until then it must not be claimed.
+    // Pacemaker migrates a resource only if it advertises both halves.
     for action in ["migrate_to", "migrate_from"] {
-        assert!(!advertised.contains(&action));
-        assert_eq!(agent(action, &env).code, 3);
+        assert!(advertised.contains(&action), "{action} must be advertised");
     }
+    assert_eq!(agent("promote", &env).code, 3, "nothing unadvertised is answered");
 }
 
 #[test]

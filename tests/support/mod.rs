@@ -3,6 +3,8 @@
 //! themselves from libvirt when the test ends, passed or failed.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

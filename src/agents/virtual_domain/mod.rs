@@ -11,6 +11,7 @@
 //! - no state on the node: the guest carries its owner mark in its own XML.
 
 mod locate;
+mod migration;
 mod settings;
 
 use std::path::{Path, PathBuf};
@@ -179,10 +180,13 @@ impl VirtualDomain {
         Ok(())
     }
 
-    /// Restores the guest from a saved memory image, if stop left one. A failed
-    /// image is moved aside, never deleted and never restored twice over newer disks.
+    /// Restores the guest from a saved memory image, if one waits for it: a
+    /// save migration that never reached migrate_from, or stop's `snapshot`.
+    /// A failed image is moved aside, never deleted and never restored twice
+    /// over newer disks.
     fn restore_saved(&self, s: &Settings, lv: &Libvirt, name: &str, deadline: Deadline) -> bool {
-        let Some(file) = s.state_file(name).filter(|f| f.exists()) else { return false };
+        let waiting = [s.migration_image(name), s.state_file(name)];
+        let Some(file) = waiting.into_iter().flatten().find(|f| f.exists()) else { return false };
         match lv.restore(&file, deadline) {
             Ok(()) => {
                 if let Err(e) = std::fs::remove_file(&file) {
@@ -192,9 +196,10 @@ impl VirtualDomain {
                 true
             }
             Err(e) => {
-                let aside = file.with_extension("state.failed");
+                let mut aside = file.clone().into_os_string();
+                aside.push(".failed");
                 let _ = std::fs::rename(&file, &aside);
-                log::warn(&format!("cannot restore {name} from {} ({e}); kept as {}, booting instead", file.display(), aside.display()));
+                log::warn(&format!("cannot restore {name} from {} ({e}); kept as {}, booting instead", file.display(), aside.to_string_lossy()));
                 false
             }
         }
@@ -460,6 +465,14 @@ impl Agent for VirtualDomain {
         }
         self.run_monitor_scripts(&s, ctx.deadline)?;
         Ok(health)
+    }
+
+    fn migrate_to(&self, ctx: &Context) -> Result<(), OcfError> {
+        self.hand_over(ctx)
+    }
+
+    fn migrate_from(&self, ctx: &Context) -> Result<(), OcfError> {
+        self.take_over(ctx)
     }
 }
 

@@ -15,11 +15,43 @@ pub enum UtilizationPolicy {
     Keep,
 }
 
-/// The migration parameters. Checked now; acted on by migrate_to/migrate_from,
-/// which arrive with the migration work.
-#[allow(dead_code)]
+/// How migrate_to and migrate_from move the guest (`migration_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MigrationMode {
+    /// Push, pre-copy, the guest running during the copy.
+    #[default]
+    Live,
+    /// Push with the guest paused for the copy.
+    Pause,
+    /// Live, allowed to switch to post-copy when pre-copy stalls.
+    PostCopy,
+    /// Pull: saved to shared storage by migrate_to, restored by migrate_from.
+    Save,
+}
+
+impl MigrationMode {
+    fn parse(word: &str) -> Option<MigrationMode> {
+        Some(match word {
+            "live" => MigrationMode::Live,
+            "pause" => MigrationMode::Pause,
+            "postcopy" => MigrationMode::PostCopy,
+            "save" => MigrationMode::Save,
+            _ => return None,
+        })
+    }
+}
+
+/// The migration parameters.
 #[derive(Clone, Debug, Default)]
 pub struct MigrationSettings {
+    pub mode: MigrationMode,
+    /// Where `save` migrations keep the guest's memory; shared by all nodes.
+    pub state_dir: Option<PathBuf>,
+    /// How long without progress before the ladder climbs a rung.
+    pub stall: std::time::Duration,
+    pub downtime_max_ms: u64,
+    pub downtime_steps: u32,
+    pub auto_converge: bool,
     pub transport: Option<String>,
     pub user: Option<String>,
     pub downtime_ms: i64,
@@ -48,13 +80,12 @@ pub struct Settings {
     pub stateless: bool,
     pub copy_in_dirs: Vec<String>,
     pub start_resources: bool,
-    #[allow(dead_code)]
     pub migration: MigrationSettings,
 }
 
 const SHUTDOWN_MODES: [&str; 5] = ["acpi", "agent", "initctl", "signal", "paravirt"];
 
-fn words(value: Option<&str>) -> Vec<String> {
+pub fn words(value: Option<&str>) -> Vec<String> {
     value.map(|v| v.split_whitespace().map(String::from).collect()).unwrap_or_default()
 }
 
@@ -141,6 +172,11 @@ impl Settings {
         self.snapshot_dir.as_ref().map(|d| d.join(format!("{domain}.state")))
     }
 
+    /// Where a `save` migration keeps the guest's memory in flight.
+    pub fn migration_image(&self, domain: &str) -> Option<PathBuf> {
+        self.migration.state_dir.as_ref().map(|d| d.join(format!("{domain}.migrating")))
+    }
+
     /// The copy-on-write disk for `backingfile`: the config path, ending .qcow2.
     pub fn overlay_disk(&self) -> PathBuf {
         self.config.with_extension("qcow2")
@@ -175,7 +211,34 @@ impl MigrationSettings {
             Some(v @ 1..=65535) => Some(v as u16),
             Some(v) => return Err(bad(format!("migrateport {v} is not a TCP port (1-65535)"))),
         };
+        let mode = p.str("migration_mode").unwrap_or("live");
+        let mode = MigrationMode::parse(mode)
+            .ok_or_else(|| bad(format!("migration_mode '{mode}' is not one of live, pause, postcopy, save")))?;
+        let state_dir = p.str("migration_state_dir").map(PathBuf::from);
+        if let Some(dir) = &state_dir {
+            if !dir.is_absolute() {
+                return Err(bad(format!("migration_state_dir '{}' must be an absolute path", dir.display())));
+            }
+        }
+        if mode == MigrationMode::Save && state_dir.is_none() {
+            return Err(bad("migration_mode=save needs migration_state_dir, a directory on storage all nodes share".into()));
+        }
+        let stall = non_negative("migration_stall")?;
+        if stall == 0 {
+            return Err(bad("migration_stall must be at least 1 second".into()));
+        }
+        let downtime_max_ms = non_negative("migration_downtime_max")? as u64;
+        if downtime_max_ms > 0 && downtime_max_ms < downtime_ms as u64 {
+            return Err(bad(format!("migration_downtime_max {downtime_max_ms} is below migration_downtime {downtime_ms}")));
+        }
+        let downtime_steps = non_negative("migration_downtime_steps")?.clamp(1, 100) as u32;
         Ok(MigrationSettings {
+            mode,
+            state_dir,
+            stall: std::time::Duration::from_secs(stall as u64),
+            downtime_max_ms,
+            downtime_steps,
+            auto_converge: p.bool("migration_auto_converge"),
             transport,
             user,
             downtime_ms,
@@ -220,6 +283,9 @@ mod tests {
         assert_eq!(s.utilization.map(|(_, p)| p), [UtilizationPolicy::Set; 3]);
         assert_eq!(s.hypervisor, None);
         assert_eq!(s.migration.downtime_ms, 0);
+        assert_eq!(s.migration.mode, MigrationMode::Live);
+        assert!(s.migration.auto_converge);
+        assert_eq!((s.migration.downtime_max_ms, s.migration.downtime_steps), (2000, 3));
     }
 
     #[test]
@@ -252,6 +318,11 @@ mod tests {
             (&[("config", "/vm.xml"), ("migration_transport", "ssh -o x")], "migration_transport"),
             (&[("config", "/vm.xml"), ("migrateport", "70000")], "migrateport 70000"),
             (&[("config", "/vm.xml"), ("migration_downtime", "-5")], "migration_downtime must not be negative"),
+            (&[("config", "/vm.xml"), ("migration_mode", "teleport")], "migration_mode 'teleport'"),
+            (&[("config", "/vm.xml"), ("migration_mode", "save")], "needs migration_state_dir"),
+            (&[("config", "/vm.xml"), ("migration_state_dir", "shared")], "must be an absolute path"),
+            (&[("config", "/vm.xml"), ("migration_stall", "0")], "at least 1 second"),
+            (&[("config", "/vm.xml"), ("migration_downtime", "900"), ("migration_downtime_max", "500")], "below migration_downtime"),
         ];
         for (pairs, expected) in cases {
             let e = settings(pairs).unwrap_err();

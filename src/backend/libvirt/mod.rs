@@ -8,6 +8,7 @@
 //! wants to read. Both are bounded by the caller's deadline.
 
 pub mod domxml;
+pub mod migration;
 pub mod procscan;
 pub mod rpc;
 pub mod xdr;

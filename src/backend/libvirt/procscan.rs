@@ -50,8 +50,17 @@ pub fn find_qemu_guest(proc_root: &Path, name: &str) -> Scan {
         Ok(e) => e,
         Err(e) => return Scan::Undecided(format!("cannot read {}: {e}", proc_root.display())),
     };
+    // Only processes in this node's network namespace are this node's. On a
+    // real host that is every process; in a lab of namespaced nodes that share
+    // one kernel it keeps another node's guest from looking like ours.
+    let own_net = std::fs::read_link(proc_root.join("self/ns/net")).ok();
     for entry in entries.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let (Some(own), Ok(theirs)) = (&own_net, std::fs::read_link(entry.path().join("ns/net"))) {
+            if &theirs != own {
+                continue;
+            }
+        }
         // A process may exit between readdir and read: that is not a failure.
         let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let text = String::from_utf8_lossy(&raw);

@@ -1,0 +1,258 @@
+//! Moving a domain between hosts with libvirt: start a migration job, read its
+//! progress, steer it while it runs, abort it. Policy (when to steer, when to
+//! give up) belongs to the caller; this only says what libvirt can do.
+//!
+//! Migrations are peer-to-peer (`--p2p`): the source libvirtd drives the whole
+//! exchange with the target's. If the program that asked is killed, libvirt
+//! still finishes or cancels the job cleanly, instead of leaving the guest
+//! paused on one or both hosts as a client-driven migration can.
+
+use crate::ocf::Deadline;
+use crate::process::{Job, Output, RunError};
+
+use super::{classify_virsh_failure, DomainState, Libvirt, LibvirtError};
+
+/// What to migrate, where, and how.
+#[derive(Clone, Debug, Default)]
+pub struct MigrationRequest<'a> {
+    pub domain: &'a str,
+    /// The target's libvirt URI, as the source libvirtd will open it.
+    pub target_uri: &'a str,
+    /// Where the data stream goes, when not where the target URI says.
+    pub data_uri: Option<&'a str>,
+    /// Keep the guest running during the copy (pre-copy); else it is paused.
+    pub live: bool,
+    /// Allow a later switch to post-copy (`start_postcopy`).
+    pub postcopy: bool,
+    pub auto_converge: bool,
+    /// MiB/s; `None` keeps libvirt's (unlimited) default.
+    pub bandwidth_mib_s: Option<u64>,
+    /// Further `virsh migrate` options, one word each.
+    pub extra: &'a [String],
+}
+
+/// A snapshot of a migration job, from `virsh domjobinfo --rawstats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobStats {
+    /// A job is running (libvirt's bounded or unbounded job types).
+    pub active: bool,
+    pub elapsed_ms: u64,
+    pub data_processed: u64,
+    pub data_remaining: u64,
+    /// Pre-copy passes over memory so far (1 is the first full pass).
+    pub memory_iteration: u64,
+    pub dirty_pages_per_s: u64,
+    /// Percent of CPU time auto-converge takes from the guest.
+    pub throttle_percent: u64,
+    /// Of a completed job: how long the guest was paused.
+    pub downtime_ms: Option<u64>,
+    pub total_ms: Option<u64>,
+}
+
+impl JobStats {
+    /// Parses `virsh domjobinfo --rawstats` (key: value lines; job type numeric).
+    pub fn parse(text: &str) -> JobStats {
+        let mut stats = JobStats::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(':') else { continue };
+            let value = value.trim();
+            let number = value.parse::<u64>().ok();
+            match (key.trim(), number) {
+                // virJobType: 1 bounded, 2 unbounded are running jobs.
+                ("Job type", Some(t)) => stats.active = t == 1 || t == 2,
+                ("time_elapsed", Some(n)) => stats.elapsed_ms = n,
+                ("data_processed", Some(n)) => stats.data_processed = n,
+                ("data_remaining", Some(n)) => stats.data_remaining = n,
+                ("memory_iteration", Some(n)) => stats.memory_iteration = n,
+                ("memory_dirty_rate", Some(n)) => stats.dirty_pages_per_s = n,
+                ("auto_converge_throttle", Some(n)) => stats.throttle_percent = n,
+                ("downtime", Some(n)) => stats.downtime_ms = Some(n),
+                ("time_elapsed_net", _) => {}
+                _ => {}
+            }
+        }
+        if !stats.active && stats.elapsed_ms > 0 {
+            stats.total_ms = Some(stats.elapsed_ms);
+        }
+        stats
+    }
+}
+
+impl MigrationRequest<'_> {
+    fn args(&self) -> Vec<String> {
+        let mut args = vec!["migrate".to_string(), "--p2p".into()];
+        if self.live {
+            args.push("--live".into());
+        }
+        if self.postcopy {
+            args.push("--postcopy".into());
+        }
+        if self.auto_converge {
+            args.push("--auto-converge".into());
+        }
+        if let Some(b) = self.bandwidth_mib_s {
+            args.extend(["--bandwidth".into(), b.to_string()]);
+        }
+        args.extend(self.extra.iter().cloned());
+        args.extend([self.domain.to_string(), self.target_uri.to_string()]);
+        if let Some(uri) = self.data_uri {
+            args.extend(["--migrateuri".into(), uri.to_string()]);
+        }
+        args
+    }
+}
+
+/// A migration in flight, started by `Libvirt::start_migration`.
+pub struct Migration<'a> {
+    job: Box<dyn Job + 'a>,
+}
+
+impl Migration<'_> {
+    /// Waits up to `wait` for the migration to end. `None`: still going.
+    pub fn wait_for(&mut self, wait: std::time::Duration) -> Option<Result<(), LibvirtError>> {
+        self.job.wait_for(wait).map(outcome)
+    }
+}
+
+fn outcome(result: Result<Output, RunError>) -> Result<(), LibvirtError> {
+    let out = result?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(classify_virsh_failure(&out))
+    }
+}
+
+impl<'r> Libvirt<'r> {
+    /// Starts migrating; the returned handle ends with the job. The deadline
+    /// bounds the virsh that waits on it, not the job inside libvirtd: to stop
+    /// the job itself, `abort_job`.
+    pub fn start_migration(&self, req: &MigrationRequest, deadline: Deadline) -> Result<Migration<'r>, LibvirtError> {
+        let args = req.args();
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let job = self.runner.spawn(&self.virsh_cmd(&argv), deadline)?;
+        Ok(Migration { job })
+    }
+
+    /// The domain's current job; inactive when there is none.
+    pub fn job_stats(&self, name: &str, deadline: Deadline) -> Result<JobStats, LibvirtError> {
+        self.virsh(&["domjobinfo", "--rawstats", name], deadline).map(|o| JobStats::parse(&o.stdout))
+    }
+
+    /// The domain's last completed job (on a migration target: the migration),
+    /// left in place for whoever asks next (libvirt drops it when read otherwise).
+    pub fn completed_job_stats(&self, name: &str, deadline: Deadline) -> Result<JobStats, LibvirtError> {
+        self.virsh(&["domjobinfo", "--completed", "--keep-completed", "--rawstats", name], deadline).map(|o| JobStats::parse(&o.stdout))
+    }
+
+    /// Allows the running migration this long a pause at switch-over.
+    pub fn set_max_downtime(&self, name: &str, ms: u64, deadline: Deadline) -> Result<(), LibvirtError> {
+        self.virsh(&["migrate-setmaxdowntime", name, &ms.to_string()], deadline).map(drop)
+    }
+
+    /// Switches a migration started with `postcopy` over to post-copy.
+    pub fn start_postcopy(&self, name: &str, deadline: Deadline) -> Result<(), LibvirtError> {
+        self.virsh(&["migrate-postcopy", name], deadline).map(drop)
+    }
+
+    /// Aborts the domain's running job. "No job" is not an error: there is
+    /// nothing left to abort.
+    pub fn abort_job(&self, name: &str, deadline: Deadline) -> Result<(), LibvirtError> {
+        match self.virsh(&["domjobabort", name], deadline) {
+            Err(LibvirtError::Failed(m)) if m.contains("no job is active") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    pub fn resume(&self, name: &str, deadline: Deadline) -> Result<(), LibvirtError> {
+        self.virsh(&["resume", name], deadline).map(drop)
+    }
+
+    /// The domain's state and whether it is caught in a migration's hand-over
+    /// (paused for it, or running in post-copy). `Ok(None)`: no such domain.
+    pub fn handover_state(&self, name: &str, deadline: Deadline) -> Result<Option<(DomainState, bool)>, LibvirtError> {
+        let found = match self.rpc(deadline) {
+            Some(client) => client.and_then(|mut c| {
+                let dom = c.lookup_by_name(name).map_err(super::rpc_error)?;
+                let (state, reason) = c.state(&dom).map_err(super::rpc_error)?;
+                let state = DomainState::from_code(state);
+                // virDomainPausedReason MIGRATION 2, POSTCOPY 12, POSTCOPY_FAILED 13;
+                // virDomainRunningReason POSTCOPY 10, POSTCOPY_FAILED 11.
+                let mid = match state {
+                    DomainState::Paused => matches!(reason, 2 | 12 | 13),
+                    DomainState::Running => matches!(reason, 10 | 11),
+                    _ => false,
+                };
+                Ok((state, mid))
+            }),
+            None => self.virsh(&["domstate", "--reason", name], deadline).map(|o| {
+                let text = o.stdout.trim();
+                let (state, reason) = text.split_once(" (").unwrap_or((text, ""));
+                (DomainState::from_virsh(state), reason.contains("migrat") || reason.contains("post-copy"))
+            }),
+        };
+        match found {
+            Ok(s) => Ok(Some(s)),
+            Err(LibvirtError::NoDomain) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::recording::RecordingRunner;
+    use std::time::Duration;
+
+    const RUNNING: &str = "Job type: 2\n\noperation: 5\ntime_elapsed: 8019\ndata_processed: 239237637\ndata_remaining: 6324224\nmemory_iteration: 4\nmemory_dirty_rate: 7665\nauto_converge_throttle: 30\n";
+    const COMPLETED: &str = "Job type: 3\n\noperation: 5\ntime_elapsed: 5711\ntime_elapsed_net: 5709\ndowntime: 97\ndowntime_net: 95\n";
+
+    #[test]
+    fn running_and_completed_jobs_parse() {
+        let s = JobStats::parse(RUNNING);
+        assert!(s.active);
+        assert_eq!((s.elapsed_ms, s.data_remaining, s.memory_iteration, s.dirty_pages_per_s, s.throttle_percent), (8019, 6324224, 4, 7665, 30));
+        assert_eq!(s.downtime_ms, None);
+        let c = JobStats::parse(COMPLETED);
+        assert!(!c.active);
+        assert_eq!((c.downtime_ms, c.total_ms), (Some(97), Some(5711)));
+        assert!(!JobStats::parse("Job type: 0\n\n").active);
+    }
+
+    #[test]
+    fn a_migration_is_peer_to_peer_and_carries_every_option() {
+        let extra = vec!["--compressed".to_string()];
+        let req = MigrationRequest {
+            domain: "vm",
+            target_uri: "qemu+ssh://b/system",
+            data_uri: Some("tcp://b-mig:49152"),
+            live: true,
+            postcopy: true,
+            auto_converge: true,
+            bandwidth_mib_s: Some(30),
+            extra: &extra,
+        };
+        assert_eq!(
+            req.args(),
+            ["migrate", "--p2p", "--live", "--postcopy", "--auto-converge", "--bandwidth", "30", "--compressed", "vm", "qemu+ssh://b/system", "--migrateuri", "tcp://b-mig:49152"]
+        );
+        let paused = MigrationRequest { domain: "vm", target_uri: "qemu+tcp://b/system", ..Default::default() };
+        assert_eq!(paused.args(), ["migrate", "--p2p", "vm", "qemu+tcp://b/system"]);
+    }
+
+    #[test]
+    fn a_failed_migration_reports_virsh_s_reason() {
+        let uri = "qemu+ssh://a/system";
+        let runner = RecordingRunner::new()
+            .reply_after(2, &["virsh", "--quiet", "--connect", uri, "migrate"], 1, "", "error: operation aborted: job 'migration out' canceled by client\n")
+            .reply(&["virsh", "--quiet", "--connect", uri, "domjobabort"], 1, "", "error: Requested operation is not valid: no job is active on the domain\n");
+        let lv = Libvirt::new(uri, &runner);
+        let d = Deadline::after(Duration::from_secs(5));
+        let mut m = lv.start_migration(&MigrationRequest { domain: "vm", target_uri: "qemu+ssh://b/system", live: true, ..Default::default() }, d).unwrap();
+        assert!(m.wait_for(Duration::ZERO).is_none());
+        assert!(m.wait_for(Duration::ZERO).is_none());
+        assert!(matches!(m.wait_for(Duration::ZERO), Some(Err(LibvirtError::Failed(e))) if e.contains("canceled by client")));
+        assert_eq!(lv.abort_job("vm", d), Ok(()));
+    }
+}

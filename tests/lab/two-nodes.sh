@@ -1,0 +1,212 @@
+#!/bin/bash
+# The two-node lab: two libvirt "nodes" on one machine, for migration tests,
+# the demo and (next) the Pacemaker cluster.
+#
+# Each node is a network namespace plus a mount and UTS namespace of its own,
+# with private /run, /etc/libvirt, /var/lib/libvirt, /var/log/libvirt,
+# /var/cache/libvirt, /dev/shm and /etc/hosts, its own hostname, and its own
+# virtlogd and libvirtd (listening on TCP, lab only: no auth). The two are
+# joined by a veth pair. Everything else (the repository, guest images, test
+# scratch directories) is the host's and so plays the part of shared storage.
+#
+#   two-nodes.sh up LABDIR        bring the lab up; writes LABDIR/lab.env
+#   two-nodes.sh down LABDIR      end every process of the nodes, delete them
+#   two-nodes.sh on LABDIR NODE CMD...   run CMD inside NODE (as its agents run)
+#   two-nodes.sh link LABDIR up|down     plug or cut the wire between the nodes
+#   two-nodes.sh libvirtd LABDIR NODE stop|start   end or restart one libvirtd
+#
+# Teardown never looks for processes by name: a node's processes are exactly
+# those in its network namespace (libvirt gives QEMU a mount namespace of its
+# own, but not a network one), and they are ended by PID before the namespace
+# is deleted.
+set -euo pipefail
+
+NODES=(nodea nodeb)
+declare -A ADDR=([nodea]=10.213.77.1 [nodeb]=10.213.77.2)
+
+usage() { sed -n '/^#   two-nodes/p' "$0" >&2; exit 2; }
+die() { echo "two-nodes: $*" >&2; exit 1; }
+
+load() {
+  lab=$(cd "${1:?usage}" && pwd)
+  [ -f "$lab/lab.env" ] || die "$lab is not a lab (no lab.env)"
+  # shellcheck disable=SC1091
+  . "$lab/lab.env"
+}
+
+ns_of() { echo "ferry-$FERRY_LAB_ID-$1"; }
+
+# Runs CMD in NODE's namespaces: entered through its virtlogd, which lives as
+# long as the node does (libvirtd may be stopped by a test).
+on_node() {
+  local node=$1; shift
+  local pid
+  pid=$(cat "$lab/$node/run/virtlogd.pid" 2>/dev/null) || die "$node is not up"
+  exec nsenter -t "$pid" -n -m -u -- "$@"
+}
+
+wait_pidfile() {
+  local f=$1
+  for _ in $(seq 100); do [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+
+write_node_config() {
+  local node=$1 dir=$lab/$1 n
+  mkdir -p "$dir"/{run,etc/libvirt,lib/libvirt/qemu,lib/libvirt/images,log/libvirt,cache/libvirt,shm}
+  # A random host UUID per node: libvirt refuses to migrate "to the same host".
+  cat > "$dir/etc/libvirt/libvirtd.conf" <<EOF
+listen_tls = 0
+listen_tcp = 1
+listen_addr = "${ADDR[$node]}"
+auth_tcp = "none"
+auth_unix_rw = "none"
+host_uuid = "$(cat /proc/sys/kernel/random/uuid)"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+EOF
+  cat > "$dir/etc/libvirt/qemu.conf" <<EOF
+user = "root"
+group = "root"
+security_driver = "none"
+# Notice a dead peer during a peer-to-peer migration in 6 s rather than 30 s.
+keepalive_interval = 2
+keepalive_count = 2
+EOF
+  : > "$dir/etc/libvirt/virtlogd.conf"
+  cp /etc/libvirt/libvirt.conf "$dir/etc/libvirt/" 2>/dev/null || true
+  { grep -v -E 'nodea|nodeb' /etc/hosts || true
+    for n in "${NODES[@]}"; do echo "${ADDR[$n]} $n"; done; } > "$dir/hosts"
+}
+
+# The first process of a node: private mounts, hostname, then the daemons.
+# Runs inside `ip netns exec NS unshare -m -u`.
+node_init() {
+  local node=$1 dir=$2
+  mount --make-rprivate /
+  mount --bind "$dir/run" /run
+  mount --bind "$dir/etc/libvirt" /etc/libvirt
+  mount --bind "$dir/lib/libvirt" /var/lib/libvirt
+  mount --bind "$dir/log/libvirt" /var/log/libvirt
+  mount --bind "$dir/cache/libvirt" /var/cache/libvirt
+  mount --bind "$dir/hosts" /etc/hosts
+  mount -t tmpfs -o size=64m tmpfs /dev/shm
+  mkdir -p /run/libvirt /run/lock
+  hostname "$node"
+  virtlogd -d -p /run/virtlogd.pid
+  wait_pidfile /run/virtlogd.pid || die "$node: virtlogd did not start"
+  libvirtd -d --listen -p /run/libvirtd.pid
+  wait_pidfile /run/libvirtd.pid || die "$node: libvirtd did not start"
+}
+
+start_libvirtd() {
+  local node=$1
+  rm -f "$lab/$node/run/libvirtd.pid"
+  (on_node "$node" libvirtd -d --listen -p /run/libvirtd.pid)
+  wait_pidfile "$lab/$node/run/libvirtd.pid" || die "$node: libvirtd did not start"
+  for _ in $(seq 100); do
+    virsh -q -c "qemu+unix:///system?socket=$lab/$node/run/libvirt/libvirt-sock" uri >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "$node: libvirtd does not answer"
+}
+
+stop_libvirtd() {
+  local node=$1 pid
+  pid=$(cat "$lab/$node/run/libvirtd.pid" 2>/dev/null) || return 0
+  kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$lab/$node/run/libvirtd.pid"
+}
+
+up() {
+  mkdir -p "$1"
+  lab=$(cd "$1" && pwd)
+  [ ! -f "$lab/lab.env" ] || die "$lab already holds a lab; take it down first"
+  FERRY_LAB_ID=$(printf '%05d' $((RANDOM % 100000)))
+  {
+    echo "FERRY_LAB_ID=$FERRY_LAB_ID"
+    echo "FERRY_LAB_DIR=$lab"
+    echo "FERRY_LAB_NODES='${NODES[*]}'"
+    for n in "${NODES[@]}"; do
+      echo "FERRY_LAB_ADDR_$n=${ADDR[$n]}"
+      echo "FERRY_LAB_URI_$n='qemu+unix:///system?socket=$lab/$n/run/libvirt/libvirt-sock'"
+    done
+  } > "$lab/lab.env"
+  # From here on a failure leaves a partial lab: take it down.
+  trap 'down_loaded; exit 1' ERR
+  # Mount points the nodes' private directories go over.
+  mkdir -p /etc/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
+  local a=fv${FERRY_LAB_ID}a b=fv${FERRY_LAB_ID}b n
+  for n in "${NODES[@]}"; do ip netns add "$(ns_of "$n")"; done
+  ip link add "$a" type veth peer name "$b"
+  ip link set "$a" netns "$(ns_of nodea)"
+  ip link set "$b" netns "$(ns_of nodeb)"
+  for n in "${NODES[@]}"; do
+    local ns dev
+    ns=$(ns_of "$n"); [ "$n" = nodea ] && dev=$a || dev=$b
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr add "${ADDR[$n]}/24" dev "$dev"
+    ip -n "$ns" link set "$dev" up
+    write_node_config "$n"
+    ip netns exec "$ns" unshare -m -u -- "$0" __init "$n" "$lab/$n"
+  done
+  for n in "${NODES[@]}"; do
+    for _ in $(seq 100); do
+      virsh -q -c "qemu+unix:///system?socket=$lab/$n/run/libvirt/libvirt-sock" uri >/dev/null 2>&1 && continue 2
+      sleep 0.1
+    done
+    die "$n: libvirtd does not answer"
+  done
+  # Each node reaches the other's libvirtd by name, as a cluster node would.
+  for n in "${NODES[@]}"; do
+    for _ in $(seq 50); do
+      (on_node nodea virsh -q -c "qemu+tcp://$n/system" uri >/dev/null 2>&1) && continue 2
+      sleep 0.1
+    done
+    die "nodea cannot reach $n's libvirtd over TCP"
+  done
+  trap - ERR
+  echo "two-nodes: lab $FERRY_LAB_ID up in $lab (${NODES[*]})" >&2
+}
+
+down_loaded() {
+  local n ns pid pids round
+  for n in "${NODES[@]}"; do
+    ns=$(ns_of "$n")
+    ip netns list 2>/dev/null | grep -qw "$ns" || continue
+    for round in TERM TERM TERM KILL KILL KILL; do
+      pids=$(ip netns pids "$ns" 2>/dev/null || true)
+      [ -n "$pids" ] || break
+      for pid in $pids; do kill -"$round" "$pid" 2>/dev/null || true; done
+      sleep 0.5
+    done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -rf "$lab"
+}
+
+down() {
+  [ -d "${1:?usage}" ] || return 0
+  [ -f "$1/lab.env" ] || { rm -rf "$1"; return 0; }
+  load "$1"
+  down_loaded
+  echo "two-nodes: lab $FERRY_LAB_ID down" >&2
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  up) up "${1:?usage}" ;;
+  down) down "${1:?usage}" ;;
+  on) load "$1"; node=$2; shift 2; on_node "$node" "$@" ;;
+  link)
+    load "$1"
+    for n in nodea nodeb; do
+      dev=fv${FERRY_LAB_ID}${n: -1}
+      ip -n "$(ns_of "$n")" link set "$dev" "${2:?up or down}"
+    done ;;
+  libvirtd)
+    load "$1"
+    case "${3:-}" in stop) stop_libvirtd "$2" ;; start) start_libvirtd "$2" ;; *) usage ;; esac ;;
+  __init) node_init "$1" "$2" ;;
+  *) usage ;;
+esac

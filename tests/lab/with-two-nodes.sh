@@ -1,0 +1,18 @@
+#!/bin/bash
+# Runs a command with the two-node lab up (tests/lab/two-nodes.sh), and takes
+# the lab down afterwards - also when the command fails or is interrupted.
+# The command finds the lab through FERRY_LAB_DIR.
+# Usage: tests/lab/with-two-nodes.sh CMD [ARGS...]
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+lab=$(mktemp -d /tmp/ferry-lab.XXXXXX)
+child=
+cleanup() { "$here/two-nodes.sh" down "$lab"; }
+trap cleanup EXIT
+trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; exit 143' INT TERM
+rmdir "$lab"
+"$here/two-nodes.sh" up "$lab" || exit 1
+export FERRY_LAB_DIR=$lab
+"$@" &
+child=$!
+wait "$child"
