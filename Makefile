@@ -1,7 +1,8 @@
 # ferry — OCF resource agents for virtual machines, one static binary.
-#   make demo      set up this machine, build, and drive a real guest through the agent
+#   make demo      set up this machine, build, drive a real guest through the agent,
+#                  then move it by live migration in a two-node Pacemaker cluster
 #   make test      every test: unit, real libvirt/QEMU integration, live migration
-#                  in a two-node lab, ocf-tester, ocft
+#                  and a Pacemaker cluster in a two-node lab, ocf-tester, ocft
 #   make bench     ferry's monitor, probe and live migration against
 #                  heartbeat:VirtualDomain's and raw virsh's
 #   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr)
@@ -16,7 +17,7 @@ GUEST    = build/guest
 LIBVIRT  = tests/lab/with-libvirtd.sh
 LAB      = tests/lab/with-two-nodes.sh
 
-.PHONY: all build deps guest install uninstall test test-unit test-integration test-migration test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest install uninstall test test-unit test-integration test-migration test-cluster test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -53,6 +54,9 @@ test-integration: build guest
 test-migration: build guest
 	$(LAB) cargo test --release --locked --test migration -- --test-threads=1
 
+test-cluster: build guest
+	$(LAB) --cluster cargo test --release --locked --test cluster -- --test-threads=1
+
 test-ocf-tester: build guest
 	$(LIBVIRT) tests/ocf-tester.sh
 
@@ -61,7 +65,7 @@ test-ocft: build guest
 
 demo: deps build guest
 	$(LIBVIRT) tests/demo.sh
-	$(LAB) tests/demo-migration.sh
+	$(LAB) --cluster tests/demo-cluster.sh
 
 bench: deps build guest
 	$(LIBVIRT) tests/bench.sh

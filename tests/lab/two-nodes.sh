@@ -14,6 +14,8 @@
 #   two-nodes.sh on LABDIR NODE CMD...   run CMD inside NODE (as its agents run)
 #   two-nodes.sh link LABDIR up|down     plug or cut the wire between the nodes
 #   two-nodes.sh libvirtd LABDIR NODE stop|start   end or restart one libvirtd
+#   two-nodes.sh cluster LABDIR   also run corosync + Pacemaker on both nodes,
+#                                 with ferry installed by `make install`
 #
 # Teardown never looks for processes by name: a node's processes are exactly
 # those in its network namespace (libvirt gives QEMU a mount namespace of its
@@ -193,6 +195,69 @@ down() {
   echo "two-nodes: lab $FERRY_LAB_ID down" >&2
 }
 
+# --- the cluster: corosync (knet over the veth, two_node) + Pacemaker -------
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+
+write_cluster_config() {
+  local n id=0
+  {
+    printf 'totem {\n  version: 2\n  cluster_name: ferrylab\n  transport: knet\n'
+    printf '  crypto_cipher: none\n  crypto_hash: none\n  token: 3000\n}\nnodelist {\n'
+    for n in "${NODES[@]}"; do
+      id=$((id + 1))
+      printf '  node {\n    name: %s\n    nodeid: %s\n    ring0_addr: %s\n  }\n' "$n" "$id" "${ADDR[$n]}"
+    done
+    printf '}\nquorum {\n  provider: corosync_votequorum\n  two_node: 1\n}\n'
+    printf 'logging {\n  to_logfile: yes\n  logfile: /var/log/cluster/corosync.log\n'
+    printf '  to_syslog: no\n  to_stderr: no\n  timestamp: on\n}\n'
+  } > "$lab/corosync.conf"
+  corosync-keygen -k "$lab/authkey" >/dev/null 2>&1 || die "corosync-keygen failed"
+}
+
+cluster_online() { (on_node nodea crm_mon -1 2>/dev/null) | grep -q "Online: \[ nodea nodeb \]"; }
+
+cluster() {
+  command -v pacemakerd >/dev/null && command -v corosync >/dev/null || die "pacemaker and corosync are not installed (make deps)"
+  # ferry goes in with its own `make install`, into a copy of this machine's
+  # OCF tree that each node mounts at the real path: Pacemaker finds
+  # ocf:ferry:VirtualDomain where an operator's install puts it, and the
+  # host's /usr stays untouched.
+  rm -rf "$lab/root"
+  mkdir -p "$lab/root/usr/lib"
+  cp -a /usr/lib/ocf "$lab/root/usr/lib/ocf"
+  make -s -C "$repo" install DESTDIR="$lab/root" PREFIX=/usr >/dev/null
+  write_cluster_config
+  mkdir -p /etc/corosync /var/lib/corosync /var/lib/pacemaker /var/log/pacemaker /var/log/cluster
+  local n dir
+  for n in "${NODES[@]}"; do
+    dir=$lab/$n/cluster
+    mkdir -p "$dir/etc" "$dir/lib-corosync" "$dir/log-pacemaker" "$dir/log-cluster"
+    cp -a /etc/corosync/. "$dir/etc/"
+    cp "$lab/corosync.conf" "$dir/etc/corosync.conf"
+    install -m 0400 "$lab/authkey" "$dir/etc/authkey"
+    cp -a /var/lib/pacemaker "$dir/lib-pacemaker"
+    chown hacluster:haclient "$dir/log-pacemaker"
+    (on_node "$n" mount --bind "$dir/etc" /etc/corosync)
+    (on_node "$n" mount --bind "$dir/lib-corosync" /var/lib/corosync)
+    (on_node "$n" mount --bind "$dir/lib-pacemaker" /var/lib/pacemaker)
+    (on_node "$n" mount --bind "$dir/log-pacemaker" /var/log/pacemaker)
+    (on_node "$n" mount --bind "$dir/log-cluster" /var/log/cluster)
+    (on_node "$n" mount --bind "$lab/root/usr/lib/ocf" /usr/lib/ocf)
+    (on_node "$n" corosync) || die "$n: corosync did not start"
+  done
+  for n in "${NODES[@]}"; do
+    (on_node "$n" setsid -f pacemakerd </dev/null >/dev/null 2>&1) || die "$n: pacemakerd did not start"
+  done
+  for _ in $(seq 120); do cluster_online && break; sleep 1; done
+  cluster_online || die "the cluster did not come up"
+  # Lab only: nothing here can fence, and nothing needs to.
+  (on_node nodea crm_attribute -t crm_config -n stonith-enabled -v false)
+  # A guest stays where it is unless moved: the tests decide every move.
+  (on_node nodea crm_attribute -t rsc_defaults -n resource-stickiness -v 100)
+  echo "two-nodes: cluster up on ${NODES[*]}" >&2
+}
+
 cmd=${1:-}; shift || true
 case "$cmd" in
   up) up "${1:?usage}" ;;
@@ -207,6 +272,7 @@ case "$cmd" in
   libvirtd)
     load "$1"
     case "${3:-}" in stop) stop_libvirtd "$2" ;; start) start_libvirtd "$2" ;; *) usage ;; esac ;;
+  cluster) load "$1"; cluster ;;
   __init) node_init "$1" "$2" ;;
   *) usage ;;
 esac

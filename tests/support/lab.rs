@@ -80,6 +80,122 @@ impl Lab {
     }
 }
 
+/// One entry of the CIB's operation history (`lrm_rsc_op`).
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub node: String,
+    pub id: String,
+    pub operation: String,
+    pub rc: i32,
+    pub interval_ms: u64,
+    pub exec_ms: u64,
+}
+
+/// The value of `name="…"` inside one XML start tag.
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let key = format!(" {name}=\"");
+    let start = tag.find(&key)? + key.len();
+    Some(tag[start..].split('"').next()?.to_string())
+}
+
+impl Lab {
+    /// Runs a Pacemaker tool inside `node`; stdout, panicking on failure.
+    pub fn crm(&self, node: &str, argv: &[&str]) -> String {
+        let out = self.on(node, argv);
+        assert!(out.status.success(), "{argv:?} on {node}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The operation history of resource `rsc` on every node, from the CIB.
+    pub fn ops(&self, rsc: &str) -> Vec<Op> {
+        let cib = self.crm("nodea", &["cibadmin", "-Q", "-o", "status"]);
+        let mut ops = Vec::new();
+        for state in cib.split("<node_state ").skip(1) {
+            let node = attr(&format!(" {state}"), "uname").unwrap_or_default();
+            let Some(resource) = state.split("<lrm_resource ").skip(1).find(|r| attr(&format!(" {r}"), "id").as_deref() == Some(rsc)) else { continue };
+            let resource = resource.split("</lrm_resource>").next().unwrap_or("");
+            for op in resource.split("<lrm_rsc_op ").skip(1) {
+                let tag = format!(" {}", op.split('>').next().unwrap_or(""));
+                ops.push(Op {
+                    node: node.clone(),
+                    id: attr(&tag, "id").unwrap_or_default(),
+                    operation: attr(&tag, "operation").unwrap_or_default(),
+                    rc: attr(&tag, "rc-code").and_then(|v| v.parse().ok()).unwrap_or(-1),
+                    interval_ms: attr(&tag, "interval").and_then(|v| v.parse().ok()).unwrap_or(0),
+                    exec_ms: attr(&tag, "exec-time").and_then(|v| v.parse().ok()).unwrap_or(0),
+                });
+            }
+        }
+        ops
+    }
+
+    /// Where Pacemaker says `rsc` is active.
+    pub fn located(&self, rsc: &str) -> Vec<String> {
+        let out = self.on("nodea", &["crm_resource", "--locate", "-r", rsc, "-Q"]);
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect()
+    }
+}
+
+/// A resource in the lab cluster; stopped and removed when the test ends.
+pub struct ClusterResource<'l> {
+    pub lab: &'l Lab,
+    pub id: String,
+}
+
+impl<'l> ClusterResource<'l> {
+    /// Creates a primitive ocf:ferry:VirtualDomain (or a clone of one) with
+    /// these instance attributes, meta attributes and operations.
+    pub fn create(lab: &'l Lab, id: &str, params: &[(&str, &str)], meta: &[(&str, &str)], ops: &[(&str, &str, &str)], clone: bool) -> ClusterResource<'l> {
+        let nv = |set: &str, pairs: &[(&str, &str)]| -> String {
+            pairs.iter().map(|(k, v)| format!("<nvpair id=\"{id}-{set}-{k}\" name=\"{k}\" value=\"{}\"/>", xml_escape(v))).collect()
+        };
+        let op_xml: String = ops
+            .iter()
+            .map(|(name, interval, timeout)| format!("<op id=\"{id}-{name}-{interval}\" name=\"{name}\" interval=\"{interval}\" timeout=\"{timeout}\"/>"))
+            .collect();
+        let primitive = format!(
+            "<primitive id=\"{id}\" class=\"ocf\" provider=\"ferry\" type=\"VirtualDomain\">\
+             <instance_attributes id=\"{id}-params\">{}</instance_attributes>\
+             <meta_attributes id=\"{id}-meta\">{}</meta_attributes>\
+             <operations>{op_xml}</operations></primitive>",
+            nv("p", params),
+            nv("m", meta)
+        );
+        let xml = if clone { format!("<clone id=\"{id}-clone\">{primitive}</clone>") } else { primitive };
+        lab.crm("nodea", &["cibadmin", "--create", "-o", "resources", "--xml-text", &xml]);
+        ClusterResource { lab, id: id.to_string() }
+    }
+
+    /// Waits until Pacemaker reports the resource active on exactly one node.
+    pub fn wait_active(&self, within: Duration) -> Option<String> {
+        let mut found = None;
+        wait_for(within, || {
+            let nodes = self.lab.located(&self.id);
+            found = (nodes.len() == 1).then(|| nodes[0].clone());
+            found.is_some()
+        });
+        found
+    }
+
+    /// Waits until the cluster has nothing left to do (the transition is over).
+    pub fn settle(&self, within: Duration) -> bool {
+        wait_for(within, || self.lab.on("nodea", &["crm_resource", "--wait", "--timeout", "5s"]).status.success())
+    }
+}
+
+impl Drop for ClusterResource<'_> {
+    fn drop(&mut self) {
+        let lab = self.lab;
+        let _ = lab.on("nodea", &["crm_resource", "-r", &self.id, "--meta", "-p", "target-role", "-v", "Stopped"]);
+        wait_for(Duration::from_secs(90), || lab.located(&self.id).is_empty());
+        // A move's location constraint would keep the CIB from deleting it.
+        let _ = lab.on("nodea", &["crm_resource", "--clear", "-r", &self.id]);
+        let _ = lab.on("nodea", &["cibadmin", "--delete", "-o", "resources", "--xml-text", &format!("<clone id=\"{}-clone\"/>", self.id)]);
+        let _ = lab.on("nodea", &["cibadmin", "--delete", "-o", "resources", "--xml-text", &format!("<primitive id=\"{}\"/>", self.id)]);
+        let _ = lab.on("nodea", &["crm_resource", "--cleanup", "-r", &self.id]);
+    }
+}
+
 /// A test guest for the lab, destroyed on both nodes when the test ends.
 pub struct LabGuest<'l> {
     pub lab: &'l Lab,
@@ -125,10 +241,11 @@ impl<'l> LabGuest<'l> {
         self.g.ticks().into_iter().max()
     }
 
-    /// The serial counter goes beyond where it is now, within `within`.
+    /// The guest prints another tick within `within` (a restarted guest
+    /// counts from 0 again, so this counts lines, not values).
     pub fn ticks_on(&self, within: Duration) -> bool {
-        let now = self.last_tick();
-        wait_for(within, || self.last_tick() > now)
+        let now = self.g.ticks().len();
+        wait_for(within, || self.g.ticks().len() > now)
     }
 
     /// Starts the guest on `node` and waits until it counts.

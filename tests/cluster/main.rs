@@ -1,0 +1,229 @@
+//! ocf:ferry:VirtualDomain under a real two-node corosync + Pacemaker cluster
+//! (tests/lab/two-nodes.sh cluster): Pacemaker finds the installed agent,
+//! starts and monitors a guest, moves it by live migration on request and on
+//! standby, recovers it when it is destroyed behind its back and when a
+//! migration fails, refuses a clone, and never starts a second copy because
+//! one node cannot read the config file. Every test asserts what the CIB and
+//! the nodes show.
+//!
+//! Run through `tests/lab/with-two-nodes.sh --cluster` (make test), one test
+//! at a time: they share the cluster.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+use support::lab::*;
+use support::*;
+
+const SETTLE: Duration = Duration::from_secs(120);
+
+fn other(node: &str) -> &'static str {
+    if node == "nodea" {
+        "nodeb"
+    } else {
+        "nodea"
+    }
+}
+
+/// A guest plus its cluster resource, with migration allowed.
+fn vm<'l>(lab: &'l Lab, tag: &str, dirty: Option<u32>, extra: &[(&str, &str)], ops: &[(&str, &str, &str)]) -> (LabGuest<'l>, ClusterResource<'l>) {
+    let g = LabGuest::new(lab, tag, dirty);
+    let config = g.g.config.display().to_string();
+    let mut params = vec![("config", config.as_str()), ("migration_transport", "tcp")];
+    params.extend_from_slice(extra);
+    let mut all_ops = vec![("monitor", "5s", "30s"), ("start", "0", "90s"), ("stop", "0", "90s"), ("migrate_to", "0", "120s"), ("migrate_from", "0", "60s")];
+    for op in ops {
+        all_ops.retain(|o| o.0 != op.0);
+        all_ops.push(*op);
+    }
+    let r = ClusterResource::create(lab, &g.g.instance, &params, &[("allow-migrate", "true")], &all_ops, false);
+    (g, r)
+}
+
+fn boots(g: &LabGuest) -> usize {
+    g.g.console_text().matches("ferry-guest: up").count()
+}
+
+fn assert_only_on(g: &LabGuest, node: &str, step: &str) {
+    assert_eq!(g.lab.active_on(g.name()), vec![node], "{step}: the guest must run on exactly {node}");
+    assert!(g.ticks_on(Duration::from_secs(15)), "{step}: the serial counter stopped at {:?}", g.last_tick());
+}
+
+/// The last operation of `name` recorded for the resource on `node`.
+fn last_op(lab: &Lab, rsc: &str, node: &str) -> Option<Op> {
+    lab.ops(rsc).into_iter().find(|o| o.node == node && o.id == format!("{rsc}_last_0"))
+}
+
+/// The CIB shows a live migration from `from` to `to`: migrate_to and
+/// migrate_from succeeded, and the target never ran a start.
+fn assert_live_move(lab: &Lab, rsc: &str, from: &str, to: &str) {
+    let ops = lab.ops(rsc);
+    let has = |node: &str, op: &str| ops.iter().any(|o| o.node == node && o.operation == op && o.rc == 0);
+    assert!(has(from, "migrate_to") && has(to, "migrate_from"), "no successful migrate_to/migrate_from: {ops:?}");
+    assert!(!ops.iter().any(|o| o.node == to && o.operation == "start"), "the target ran a start: {ops:?}");
+}
+
+#[test]
+fn pacemaker_sees_the_installed_agent_and_validates_through_it() {
+    let lab = Lab::from_env();
+    let md = lab.crm("nodea", &["crm_resource", "--show-metadata", "ocf:ferry:VirtualDomain"]);
+    assert!(md.contains("<action name=\"migrate_to\"") && md.contains("name=\"migration_mode\""), "{md}");
+    let shared = TempDir::new("cluster-validate");
+    let config = shared.join("vm.xml");
+    std::fs::write(&config, "<domain type='qemu'><name>v</name></domain>").unwrap();
+    let option = format!("config={}", config.display());
+    let ok = lab.on("nodea", &["crm_resource", "--validate", "--class", "ocf", "--provider", "ferry", "--agent", "VirtualDomain", "--option", &option]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    let bad = lab.on("nodea", &["crm_resource", "--validate", "--class", "ocf", "--provider", "ferry", "--agent", "VirtualDomain", "--option", &option, "--option", "migration_mode=teleport"]);
+    assert!(!bad.status.success());
+    let said = format!("{}{}", String::from_utf8_lossy(&bad.stdout), String::from_utf8_lossy(&bad.stderr));
+    assert!(said.contains("teleport"), "{said}");
+}
+
+#[test]
+fn a_guest_starts_is_monitored_and_moves_by_live_migration() {
+    let lab = Lab::from_env();
+    let (g, r) = vm(&lab, "move", None, &[], &[]);
+    let home = r.wait_active(SETTLE).expect("the resource did not start");
+    assert!(g.ticks_on(crate::support::BOOT), "the guest does not run");
+    assert_only_on(&g, &home, "after start");
+    // The recurring monitor runs, and succeeds.
+    assert!(
+        wait_for(Duration::from_secs(30), || lab.ops(&r.id).iter().any(|o| o.node == home && o.operation == "monitor" && o.interval_ms == 5000 && o.rc == 0)),
+        "no recurring monitor in the CIB: {:?}",
+        lab.ops(&r.id)
+    );
+    let mut at = home;
+    for _ in 0..2 {
+        let to = other(&at);
+        let before = g.last_tick();
+        lab.crm("nodea", &["crm_resource", "--move", "-r", &r.id, "-N", to]);
+        assert!(r.settle(SETTLE), "the move did not settle");
+        assert_eq!(lab.located(&r.id), vec![to.to_string()]);
+        assert_live_move(&lab, &r.id, &at, to);
+        assert_only_on(&g, to, "after the move");
+        assert!(g.last_tick() > before);
+        assert_eq!(boots(&g), 1, "the guest must not have rebooted");
+        lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);
+        assert!(r.settle(SETTLE));
+        at = to.to_string();
+    }
+}
+
+#[test]
+fn standby_of_the_active_node_migrates_the_guest_off() {
+    let lab = Lab::from_env();
+    let (g, r) = vm(&lab, "standby", None, &[], &[]);
+    let home = r.wait_active(SETTLE).expect("the resource did not start");
+    assert!(g.ticks_on(crate::support::BOOT));
+    struct Unstandby<'a>(&'a Lab, String);
+    impl Drop for Unstandby<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.on("nodea", &["crm_attribute", "-N", &self.1, "-n", "standby", "-v", "off"]);
+        }
+    }
+    let _unstandby = Unstandby(&lab, home.clone());
+    lab.crm("nodea", &["crm_attribute", "-N", &home, "-n", "standby", "-v", "on"]);
+    assert!(r.settle(SETTLE));
+    let to = other(&home);
+    assert_eq!(lab.located(&r.id), vec![to.to_string()]);
+    assert_live_move(&lab, &r.id, &home, to);
+    assert_only_on(&g, to, "after standby");
+    assert_eq!(boots(&g), 1);
+}
+
+#[test]
+fn a_guest_destroyed_behind_the_cluster_s_back_is_recovered() {
+    let lab = Lab::from_env();
+    let (g, r) = vm(&lab, "recover", None, &[], &[]);
+    let home = r.wait_active(SETTLE).expect("the resource did not start");
+    assert!(g.ticks_on(crate::support::BOOT));
+    assert!(lab.virsh(&home, &["destroy", g.name()]).status.success());
+    // The monitor notices (7), and Pacemaker starts the guest again.
+    assert!(
+        wait_for(SETTLE, || lab.ops(&r.id).iter().any(|o| o.operation == "monitor" && o.rc == 7 && o.id.contains("last_failure"))),
+        "the monitor did not report the guest gone: {:?}",
+        lab.ops(&r.id)
+    );
+    assert!(wait_for(SETTLE, || boots(&g) == 2), "Pacemaker did not start the guest again");
+    assert!(r.settle(SETTLE));
+    let now = r.wait_active(SETTLE).expect("active again");
+    assert_only_on(&g, &now, "after recovery");
+}
+
+#[test]
+fn a_migration_that_cannot_finish_fails_in_its_timeout_and_pacemaker_recovers() {
+    let lab = Lab::from_env();
+    // A dirtying guest behind a slow link, no ladder, a 20 s migrate_to.
+    let (g, r) = vm(
+        &lab,
+        "failmig",
+        Some(48),
+        &[("migration_speed", "30"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "600")],
+        &[("migrate_to", "0", "20s")],
+    );
+    let home = r.wait_active(SETTLE).expect("the resource did not start");
+    assert!(g.ticks_on(crate::support::BOOT));
+    lab.crm("nodea", &["crm_resource", "--move", "-r", &r.id, "-N", other(&home)]);
+    assert!(
+        wait_for(SETTLE, || lab.ops(&r.id).iter().any(|o| o.operation == "migrate_to" && o.rc == 1)),
+        "migrate_to did not fail: {:?}",
+        lab.ops(&r.id)
+    );
+    let failed = lab.ops(&r.id).into_iter().find(|o| o.operation == "migrate_to" && o.rc == 1).unwrap();
+    assert!(failed.exec_ms < 20_000, "migrate_to must end inside its 20 s timeout: {failed:?}");
+    // Recovery: Pacemaker stops what may be left and starts the guest again.
+    assert!(r.settle(SETTLE));
+    let now = r.wait_active(SETTLE).expect("recovered");
+    assert_only_on(&g, &now, "after recovery");
+    lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);
+}
+
+#[test]
+fn a_clone_is_refused_with_err_configured() {
+    let lab = Lab::from_env();
+    let g = LabGuest::new(&lab, "clone", None);
+    let config = g.g.config.display().to_string();
+    // validate-all, as Pacemaker runs it for a clone.
+    let v = g.run("nodea", "validate-all", 10, &[("OCF_RESKEY_CRM_meta_clone_max", "2"), ("OCF_RESKEY_CRM_meta_clone", "0")]);
+    assert_eq!(v.code, 6, "{}", v.stderr);
+    let r = ClusterResource::create(&lab, "vm-clone", &[("config", &config), ("migration_transport", "tcp")], &[], &[("monitor", "5s", "30s")], true);
+    assert!(
+        wait_for(SETTLE, || lab.ops(&r.id).iter().any(|o| o.operation == "start" && o.rc == 6)),
+        "the clone's start was not refused with 6: {:?}",
+        lab.ops(&r.id)
+    );
+    assert!(r.settle(SETTLE));
+    assert!(lab.active_on(g.name()).is_empty(), "no copy of a cloned guest may run");
+}
+
+#[test]
+fn a_node_that_cannot_read_the_config_does_not_cause_a_second_copy() {
+    let lab = Lab::from_env();
+    let (g, r) = vm(&lab, "noconf", None, &[], &[]);
+    let home = r.wait_active(SETTLE).expect("the resource did not start");
+    assert!(g.ticks_on(crate::support::BOOT));
+    // Hide the config directory on the node running the guest (shared storage
+    // gone there), then make Pacemaker probe it again.
+    let dir = g.g.dir.display().to_string();
+    let empty = TempDir::new("noconf-empty");
+    let hidden = lab.on(&home, &["mount", "--bind", &empty.0.display().to_string(), &dir]);
+    assert!(hidden.status.success());
+    struct Unhide<'a>(&'a Lab, String, String);
+    impl Drop for Unhide<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.on(&self.1, &["umount", &self.2]);
+        }
+    }
+    let unhide = Unhide(&lab, home.clone(), dir.clone());
+    lab.crm("nodea", &["crm_resource", "--refresh", "-r", &r.id, "-N", &home]);
+    assert!(r.settle(SETTLE));
+    std::thread::sleep(Duration::from_secs(10)); // a few monitor intervals
+    assert_eq!(lab.located(&r.id), vec![home.clone()], "{:?}", lab.ops(&r.id));
+    assert_only_on(&g, &home, "with the config unreadable there");
+    assert_eq!(boots(&g), 1, "no restart, no second copy");
+    let probe = last_op(&lab, &r.id, &home).expect("probe result");
+    assert!(probe.rc == 0 || probe.rc == 190, "the probe must find the guest running: {probe:?}");
+    drop(unhide);
+}
