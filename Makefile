@@ -2,7 +2,8 @@
 #   make demo      set up this machine, build, drive a real guest through the agent,
 #                  then move it by live migration in a two-node Pacemaker cluster
 #   make test      every test: unit, real libvirt/QEMU integration, live migration
-#                  and a Pacemaker cluster in a two-node lab, ocf-tester, ocft
+#                  and a Pacemaker cluster in a two-node lab, Xen booted under
+#                  QEMU (make test-xen), ocf-tester, ocft
 #   make bench     ferry's monitor, probe and live migration against
 #                  heartbeat:VirtualDomain's and raw virsh's
 #   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr)
@@ -17,7 +18,7 @@ GUEST    = build/guest
 LIBVIRT  = tests/lab/with-libvirtd.sh
 LAB      = tests/lab/with-two-nodes.sh
 
-.PHONY: all build deps guest install uninstall test test-unit test-integration test-migration test-cluster test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest install uninstall test test-unit test-integration test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -56,6 +57,9 @@ test-migration: build guest
 
 test-cluster: build guest
 	$(LAB) --cluster cargo test --release --locked --test cluster -- --test-threads=1
+
+test-xen: build guest
+	tests/xen/run.sh
 
 test-ocf-tester: build guest
 	$(LIBVIRT) tests/ocf-tester.sh

@@ -225,26 +225,39 @@ pub mod recording {
 
     pub struct RecordingRunner {
         replies: Vec<(Vec<String>, Result<Output, RunError>, u32)>,
+        /// Replies given by `reply_once` and already used.
+        once: Vec<bool>,
+        spent: RefCell<Vec<bool>>,
         pub calls: RefCell<Vec<Cmd>>,
     }
 
     impl RecordingRunner {
         pub fn new() -> Self {
-            RecordingRunner { replies: Vec::new(), calls: RefCell::new(Vec::new()) }
+            RecordingRunner { replies: Vec::new(), once: Vec::new(), spent: RefCell::new(Vec::new()), calls: RefCell::new(Vec::new()) }
         }
         pub fn reply(mut self, prefix: &[&str], code: i32, stdout: &str, stderr: &str) -> Self {
             let out = Output { code: Some(code), stdout: stdout.into(), stderr: stderr.into() };
             self.replies.push((prefix.iter().map(|s| s.to_string()).collect(), Ok(out), 0));
+            self.once.push(false);
+            self
+        }
+        /// Like `reply`, but answers only the first matching call; later
+        /// calls fall through to the next matching script (a state change).
+        pub fn reply_once(mut self, prefix: &[&str], code: i32, stdout: &str, stderr: &str) -> Self {
+            self = self.reply(prefix, code, stdout, stderr);
+            *self.once.last_mut().unwrap() = true;
             self
         }
         /// A spawned command that keeps running for `polls` polls, then replies.
         pub fn reply_after(mut self, polls: u32, prefix: &[&str], code: i32, stdout: &str, stderr: &str) -> Self {
             let out = Output { code: Some(code), stdout: stdout.into(), stderr: stderr.into() };
             self.replies.push((prefix.iter().map(|s| s.to_string()).collect(), Ok(out), polls));
+            self.once.push(false);
             self
         }
         pub fn fail(mut self, prefix: &[&str], error: RunError) -> Self {
             self.replies.push((prefix.iter().map(|s| s.to_string()).collect(), Err(error), 0));
+            self.once.push(false);
             self
         }
         pub fn called(&self, prefix: &[&str]) -> bool {
@@ -262,11 +275,15 @@ pub mod recording {
     impl Runner for RecordingRunner {
         fn spawn<'a>(&'a self, cmd: &Cmd, _deadline: Deadline) -> Result<Box<dyn Job + 'a>, RunError> {
             self.calls.borrow_mut().push(cmd.clone());
-            let (_, reply, polls) = self
-                .replies
-                .iter()
-                .find(|(prefix, _, _)| cmd.starts_with(prefix))
+            let mut spent = self.spent.borrow_mut();
+            spent.resize(self.replies.len(), false);
+            let index = (0..self.replies.len())
+                .find(|&i| cmd.starts_with(&self.replies[i].0) && !spent[i])
                 .unwrap_or_else(|| panic!("unscripted command: {cmd}"));
+            if self.once[index] {
+                spent[index] = true;
+            }
+            let (_, reply, polls) = &self.replies[index];
             Ok(Box::new(ScriptedJob { reply: reply.clone(), polls_left: *polls }))
         }
     }

@@ -22,6 +22,7 @@ suite integration    cargo test --release --locked --test integration -- --test-
 suite libvirtd-down  cargo test --release --locked --test libvirtd_down
 suite migration      tests/lab/with-two-nodes.sh cargo test --release --locked --test migration -- --test-threads=1
 suite cluster        tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test cluster -- --test-threads=1
+suite xen            tests/xen/run.sh
 suite ocf-tester     tests/ocf-tester.sh
 suite ocft           tests/ocft.sh
 echo

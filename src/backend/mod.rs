@@ -4,3 +4,4 @@
 //! own error types. Agents translate those into OCF results.
 
 pub mod libvirt;
+pub mod xl;

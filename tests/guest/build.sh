@@ -15,7 +15,9 @@ set -euo pipefail
 out=${1:?usage: build.sh OUTDIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-[ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && exit 0
+# Rebuilt when this script changes: the guest's behaviour is defined here.
+stamp=$(sha256sum "$0" | cut -c1-16)
+[ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] && exit 0
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -59,6 +61,9 @@ mount -t devtmpfs devtmpfs /dev
 insmod /lib/evdev.ko
 insmod /lib/button.ko
 acpid -c /etc/acpi -l /tmp/acpid.log
+# A Xen PV guest has no ACPI button: xl shutdown makes the kernel run its
+# poweroff helper, which is the same handler.
+echo /etc/acpi/PWRF/00000080 > /proc/sys/kernel/poweroff_cmd
 dirty=$(sed -n 's/.*ferry\.dirty=\([0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$dirty" ]; then
   mount -t tmpfs -o size=$((dirty + 8))m tmpfs /tmp
@@ -78,4 +83,5 @@ cp "kernel/boot/vmlinuz-$kver" "$out/vmlinuz.tmp"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initrd.img.tmp"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
 mv "$out/initrd.img.tmp" "$out/initrd.img"
+echo "$stamp" > "$out/.stamp"
 echo "guest built: $out (kernel $kver)"

@@ -59,3 +59,20 @@ fn meta_data_works_for_an_unprivileged_user_without_environment() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("<parameter name=\"config\""));
 }
+
+fn parameter_names(xml: &str) -> BTreeSet<String> {
+    xml.split("<parameter name=\"").skip(1).map(|s| s[..s.find('"').unwrap()].to_string()).collect()
+}
+
+#[test]
+fn every_anchor_parameter_is_carried_with_the_same_name() {
+    for agent in ["VirtualDomain", "Xen"] {
+        let anchor = run_program(std::path::Path::new(&format!("/usr/lib/ocf/resource.d/heartbeat/{agent}")), &["meta-data"], &[]);
+        assert_eq!(anchor.code, 0, "heartbeat:{agent} meta-data: {}", anchor.stderr);
+        let ours = parameter_names(&run_program(&ferry(), &[agent, "meta-data"], &[]).stdout);
+        let theirs = parameter_names(&anchor.stdout);
+        assert!(theirs.len() >= 10, "{agent}: {theirs:?}");
+        let missing: Vec<_> = theirs.difference(&ours).collect();
+        assert!(missing.is_empty(), "ferry's {agent} lacks heartbeat parameters {missing:?}");
+    }
+}

@@ -49,6 +49,7 @@ use crate::backend::libvirt::{DomainState, Libvirt, LibvirtError};
 use crate::ocf::{log, Context, Deadline, OcfError};
 
 use super::locate::Whereabouts;
+use crate::agents::common::migration_peer;
 use super::settings::{words, MigrationMode, MigrationSettings, Settings};
 use super::{lv_err, refuse_clone, ConfigFile, VirtualDomain, POLL};
 
@@ -212,10 +213,6 @@ impl Ladder {
     }
 }
 
-fn meta<'c>(ctx: &'c Context, key: &str) -> Option<&'c str> {
-    ctx.env.meta.get(key).map(String::as_str).filter(|v| !v.is_empty())
-}
-
 fn mode_name(mode: MigrationMode) -> &'static str {
     match mode {
         MigrationMode::Live => "live",
@@ -229,8 +226,7 @@ impl VirtualDomain {
     pub(super) fn hand_over(&self, ctx: &Context) -> Result<(), OcfError> {
         let s = Settings::from_params(ctx.params)?;
         refuse_clone(ctx)?;
-        let target = meta(ctx, "migrate_target")
-            .ok_or_else(|| OcfError::configured("migrate_to needs the target node (OCF_RESKEY_CRM_meta_migrate_target)"))?;
+        let target = migration_peer(ctx, "migrate_target", "migrate_to")?;
         let config = ConfigFile::load(&s.config);
         let lv = self.libvirt(&s);
         let name = match self.locate(ctx, &lv, config.name(), ctx.deadline) {
@@ -411,7 +407,8 @@ impl VirtualDomain {
                 Err(e) => format!("unknown ({e})"),
             })));
         }
-        std::fs::rename(&partial, &image).map_err(|e| OcfError::generic(format!("{name} saved, but {} cannot be renamed to {}: {e}", partial.display(), image.display())))?;
+        crate::agents::common::publish_image(&partial, &image)
+            .map_err(|e| OcfError::generic(format!("{name} saved, but {} cannot be published as {}: {e}", partial.display(), image.display())))?;
         log::info(&format!("saved {name} to {} in {:.2?} for the target to restore", image.display(), started.elapsed()));
         Ok(())
     }
@@ -421,8 +418,7 @@ impl VirtualDomain {
         refuse_clone(ctx)?;
         // Pacemaker always names the source; without it this is not half of a
         // migration, and waiting for a guest that nobody sends would only hang.
-        let source = meta(ctx, "migrate_source")
-            .ok_or_else(|| OcfError::configured("migrate_from needs the source node (OCF_RESKEY_CRM_meta_migrate_source)"))?;
+        let source = migration_peer(ctx, "migrate_source", "migrate_from")?;
         let (_, info) = ConfigFile::load(&s.config).require()?;
         let name = info.name.as_str();
         let lv = self.libvirt(&s);

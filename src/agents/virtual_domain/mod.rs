@@ -20,9 +20,10 @@ use std::time::Duration;
 use crate::backend::libvirt::domxml::{self, DomainInfo, OwnerMark};
 use crate::backend::libvirt::{default_uri, DomainState, Libvirt, LibvirtError};
 use crate::ocf::{log, Agent, Context, Deadline, Health, OcfError};
+use super::common;
 use crate::process::{Cmd, Runner, SystemRunner};
 use locate::{Finder, Whereabouts};
-use settings::{Settings, UtilizationPolicy};
+use settings::Settings;
 
 pub const METADATA: &str = include_str!("../../../metadata/VirtualDomain.xml");
 
@@ -97,26 +98,8 @@ fn lv_err(what: &str, e: LibvirtError) -> OcfError {
     }
 }
 
-/// Whether `program` is an executable file on PATH (or at that path).
-fn on_path(program: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
-    if program.contains('/') {
-        return executable(Path::new(program));
-    }
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(program))))
-        .unwrap_or(false)
-}
-
-/// A running guest must not also run elsewhere; a clone would be many copies.
 fn refuse_clone(ctx: &Context) -> Result<(), OcfError> {
-    if ctx.env.is_clone() {
-        return Err(OcfError::configured(
-            "VirtualDomain must not be a clone: two running copies of one guest corrupt its disks",
-        ));
-    }
-    Ok(())
+    common::refuse_clone(ctx, "VirtualDomain")
 }
 
 impl VirtualDomain {
@@ -158,26 +141,14 @@ impl VirtualDomain {
         if s.sync_config_on_stop {
             tools.push("csync2");
         }
-        if let Some(missing) = tools.into_iter().find(|t| !on_path(t)) {
+        if let Some(missing) = tools.into_iter().find(|t| !common::on_path(t)) {
             return Err(OcfError::installed(format!("{missing} is not installed on this node")));
         }
-        if let Some(script) = s.monitor_scripts.iter().find(|p| !on_path(p)) {
-            return Err(OcfError::installed(format!("monitor script {script} is not an executable file")));
-        }
-        Ok(())
+        common::check_monitor_scripts(&s.monitor_scripts)
     }
 
     fn run_monitor_scripts(&self, s: &Settings, deadline: Deadline) -> Result<(), OcfError> {
-        for script in &s.monitor_scripts {
-            let out = self
-                .runner
-                .run(&Cmd::new(&[script.as_str()]), deadline)
-                .map_err(|e| OcfError::generic(format!("monitor script {script}: {e}")))?;
-            if !out.success() {
-                return Err(OcfError::generic(format!("monitor script {script} failed: {}", out.complaint())));
-            }
-        }
-        Ok(())
+        common::run_monitor_scripts(&*self.runner, &s.monitor_scripts, deadline)
     }
 
     /// Restores the guest from a saved memory image, if one waits for it: a
@@ -231,30 +202,20 @@ impl VirtualDomain {
         Ok(())
     }
 
-    /// Sets or deletes the resource's utilization attributes from the guest's
-    /// size. Only under a cluster, once per start: the size of a running guest
-    /// does not change on its own, and a monitor should cost nothing extra.
+    /// The utilization attributes from the guest's size (see `common`).
     fn update_utilization(&self, ctx: &Context, s: &Settings, info: &DomainInfo) {
-        if !ctx.env.under_cluster() {
-            return;
-        }
-        for (attribute, policy) in s.utilization {
-            let value = match attribute {
-                "cpu" => info.vcpus.map(|v| v.to_string()),
-                _ => info.memory_mib.map(|v| v.to_string()),
-            };
-            let base = ["crm_resource", "-Q", "-r", ctx.env.instance.as_str(), "-z"];
-            let cmd = match (policy, value) {
-                (UtilizationPolicy::Set, Some(v)) => Cmd::new(&base).arg("-p").arg(attribute).arg("-v").arg(v),
-                (UtilizationPolicy::Delete, _) => Cmd::new(&base).arg("-d").arg(attribute),
-                _ => continue,
-            };
-            match self.runner.run(&cmd, ctx.deadline) {
-                Ok(out) if out.success() => {}
-                Ok(out) => log::warn(&format!("cannot update utilization {attribute}: {}", out.complaint())),
-                Err(e) => log::warn(&format!("cannot update utilization {attribute}: {e}")),
-            }
-        }
+        let attributes: Vec<_> = s
+            .utilization
+            .iter()
+            .map(|(attribute, policy)| {
+                let value = match *attribute {
+                    "cpu" => info.vcpus.map(|v| v.to_string()),
+                    _ => info.memory_mib.map(|v| v.to_string()),
+                };
+                (*attribute, *policy, value)
+            })
+            .collect();
+        common::update_utilization(&*self.runner, ctx, &attributes);
     }
 
     fn save_config(&self, s: &Settings, lv: &Libvirt, name: &str, deadline: Deadline) {

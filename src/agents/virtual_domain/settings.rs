@@ -7,13 +7,7 @@ use std::path::PathBuf;
 use crate::ocf::metadata::Params;
 use crate::ocf::OcfError;
 
-/// What to do with one utilization attribute when the guest starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UtilizationPolicy {
-    Set,
-    Delete,
-    Keep,
-}
+pub use crate::agents::common::UtilizationPolicy;
 
 /// How migrate_to and migrate_from move the guest (`migration_mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

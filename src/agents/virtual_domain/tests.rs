@@ -3,6 +3,7 @@
 //! produce on demand. The real daemon carries the integration tests.
 
 use super::*;
+use crate::agents::common::on_path;
 use crate::ocf::env::OcfEnv;
 use crate::ocf::metadata::Metadata;
 use crate::ocf::OcfCode;

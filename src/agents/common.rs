@@ -1,0 +1,108 @@
+//! What every VM agent does the same way, whatever its hypervisor: refuse to
+//! be a clone, check tools on PATH, run monitor scripts, set utilization.
+
+use std::path::Path;
+
+use crate::ocf::{log, Context, Deadline, OcfError};
+use crate::process::{Cmd, Runner};
+
+/// Whether `program` is an executable file on PATH (or at that path).
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(program))))
+        .unwrap_or(false)
+}
+
+/// A running guest must not also run elsewhere; a clone would be many copies.
+pub fn refuse_clone(ctx: &Context, agent: &str) -> Result<(), OcfError> {
+    if ctx.env.is_clone() {
+        return Err(OcfError::configured(format!(
+            "{agent} must not be a clone: two running copies of one guest corrupt its disks"
+        )));
+    }
+    Ok(())
+}
+
+/// ERR_INSTALLED for the first monitor script that is not an executable file.
+pub fn check_monitor_scripts(scripts: &[String]) -> Result<(), OcfError> {
+    match scripts.iter().find(|p| !on_path(p)) {
+        Some(script) => Err(OcfError::installed(format!("monitor script {script} is not an executable file"))),
+        None => Ok(()),
+    }
+}
+
+/// Runs each monitor script; the first failure fails the monitor with its words.
+pub fn run_monitor_scripts(runner: &dyn Runner, scripts: &[String], deadline: Deadline) -> Result<(), OcfError> {
+    for script in scripts {
+        let out = runner
+            .run(&Cmd::new(&[script.as_str()]), deadline)
+            .map_err(|e| OcfError::generic(format!("monitor script {script}: {e}")))?;
+        if !out.success() {
+            return Err(OcfError::generic(format!("monitor script {script} failed: {}", out.complaint())));
+        }
+    }
+    Ok(())
+}
+
+/// What to do with one utilization attribute when the guest starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UtilizationPolicy {
+    Set,
+    Delete,
+    Keep,
+}
+
+/// Sets or deletes the resource's utilization attributes. Only under a
+/// cluster, once per start: a running guest's size does not change by
+/// itself, and a monitor should cost nothing extra. Failures are warnings.
+pub fn update_utilization(runner: &dyn Runner, ctx: &Context, attributes: &[(&str, UtilizationPolicy, Option<String>)]) {
+    if !ctx.env.under_cluster() {
+        return;
+    }
+    for (attribute, policy, value) in attributes {
+        let base = ["crm_resource", "-Q", "-r", ctx.env.instance.as_str(), "-z"];
+        let cmd = match (policy, value) {
+            (UtilizationPolicy::Set, Some(v)) => Cmd::new(&base).arg("-p").arg(*attribute).arg("-v").arg(v.as_str()),
+            (UtilizationPolicy::Delete, _) => Cmd::new(&base).arg("-d").arg(*attribute),
+            _ => continue,
+        };
+        match runner.run(&cmd, ctx.deadline) {
+            Ok(out) if out.success() => {}
+            Ok(out) => log::warn(&format!("cannot update utilization {attribute}: {}", out.complaint())),
+            Err(e) => log::warn(&format!("cannot update utilization {attribute}: {e}")),
+        }
+    }
+}
+
+/// The source or target node Pacemaker names for a migration; without it
+/// the action is not half of a migration, which is a configuration error.
+pub fn migration_peer<'c>(ctx: &'c Context, key: &str, action: &str) -> Result<&'c str, OcfError> {
+    ctx.env
+        .meta
+        .get(key)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| OcfError::configured(format!("{action} needs the {} node (OCF_RESKEY_CRM_meta_{key})", key.trim_start_matches("migrate_"))))
+}
+
+/// Makes a finished image visible under its final name on shared storage:
+/// flush it to the server, rename it, flush the directory. Another node
+/// then reads the whole image or none; a cached or network file system
+/// would otherwise let it see the new name before all of the data.
+pub fn publish_image(partial: &Path, image: &Path) -> std::io::Result<()> {
+    // Opened for writing: some file systems (9p, NFS) flush only a writer's data.
+    std::fs::OpenOptions::new().write(true).open(partial)?.sync_all()?;
+    std::fs::rename(partial, image)?;
+    if let Some(dir) = image.parent() {
+        // Not every file system can sync a directory; the rename stands anyway.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}

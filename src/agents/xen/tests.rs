@@ -1,0 +1,217 @@
+//! Unit tests of the Xen agent's decisions, with xl's answers scripted
+//! through the recording runner. The real hypervisor carries the Xen lab
+//! test (tests/xen).
+
+use super::*;
+use crate::ocf::env::OcfEnv;
+use crate::ocf::metadata::Metadata;
+use crate::ocf::OcfCode;
+use crate::process::recording::RecordingRunner;
+use std::rc::Rc;
+
+const HEADER: &str = "Name                                        ID   Mem VCPUs\tState\tTime(s)\n\
+Domain-0                                     0  1024     2     r-----      12.3\n";
+
+fn listing(rows: &str) -> String {
+    format!("{HEADER}{rows}")
+}
+
+struct Fixture {
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn new(tag: &str) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("ferry-xen-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("vm.cfg"), "name = \"vm1\"\nmemory = 256\nkernel = \"/k\"\n").unwrap();
+        Fixture { dir }
+    }
+
+    fn env(&self, extra: &[(&str, &str)]) -> OcfEnv {
+        let mut vars = vec![
+            ("OCF_RESOURCE_INSTANCE".to_string(), "r1".to_string()),
+            ("OCF_RESKEY_xmfile".to_string(), self.dir.join("vm.cfg").display().to_string()),
+        ];
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        OcfEnv::from_vars(vars)
+    }
+
+    fn run(&self, runner: &Rc<RecordingRunner>, action: &str, extra: &[(&str, &str)]) -> Result<Health, OcfError> {
+        let env = self.env(extra);
+        let md = Metadata::parse(METADATA).unwrap();
+        let params = md.resolve(&env.params)?;
+        let ctx = Context { env: &env, params: &params, deadline: Deadline::after(Duration::from_secs(3)) };
+        let agent = Xen { runner: Box::new(runner.clone()) };
+        let done = |r: Result<(), OcfError>| r.map(|()| Health::Running);
+        match action {
+            "monitor" => agent.monitor(&ctx),
+            "stop" => done(agent.stop(&ctx)),
+            "migrate_to" => done(agent.migrate_to(&ctx)),
+            "migrate_from" => done(agent.migrate_from(&ctx)),
+            "validate-all" => done(agent.validate(&ctx)),
+            other => panic!("{other}"),
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn every_declared_parameter_is_read_and_malformed_ones_are_err_configured() {
+    let md = Metadata::parse(METADATA).unwrap();
+    let given = [("xmfile".to_string(), "/etc/xen/vm1.cfg".to_string())].into_iter().collect();
+    let params = md.resolve(&given).unwrap();
+    Settings::from_params(&params).unwrap();
+    assert_eq!(params.unread(), Vec::<String>::new());
+    let cases: &[(&str, &str, &str)] = &[
+        ("xmfile", "vm1.cfg", "absolute path"),
+        ("shutdown_timeout", "soon", "shutdown_timeout 'soon'"),
+        ("reserved_Dom0_memory", "lots", "reserved_Dom0_memory 'lots'"),
+        ("name", "my vm", "not a usable domain name"),
+        ("migration_mode", "teleport", "migration_mode 'teleport'"),
+        ("migration_mode", "save", "needs migration_state_dir"),
+        ("migration_state_dir", "shared", "must be an absolute path"),
+    ];
+    for (key, value, expected) in cases {
+        let mut given: std::collections::BTreeMap<String, String> = [("xmfile".to_string(), "/etc/xen/vm1.cfg".to_string())].into_iter().collect();
+        given.insert(key.to_string(), value.to_string());
+        let e = Settings::from_params(&md.resolve(&given).unwrap()).unwrap_err();
+        assert_eq!(e.code, OcfCode::ErrConfigured, "{key}");
+        assert!(e.reason.contains(expected), "{key}: {}", e.reason);
+    }
+}
+
+#[test]
+fn monitor_maps_xl_list_and_never_calls_a_broken_toolstack_stopped() {
+    let f = Fixture::new("monitor");
+    let probe = [("OCF_RESKEY_CRM_meta_interval", "0")];
+    let running = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  3  256  1  -b----  0.9\n"), ""));
+    assert_eq!(f.run(&running, "monitor", &probe), Ok(Health::Running));
+    let absent = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing(""), ""));
+    assert_eq!(f.run(&absent, "monitor", &probe), Ok(Health::NotRunning));
+    let crashed = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ----c-  0.9\n"), ""));
+    assert_eq!(f.run(&crashed, "monitor", &probe).unwrap_err().code, OcfCode::ErrGeneric);
+    let incoming = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1--incoming  4  256  1  --p---  0.0\n"), ""));
+    assert!(matches!(f.run(&incoming, "monitor", &probe), Ok(Health::Degraded(_))));
+    let broken = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 1, "", "libxl: error: cannot connect to xenstored\n"));
+    let e = f.run(&broken, "monitor", &probe).unwrap_err();
+    assert_eq!(e.code, OcfCode::ErrGeneric);
+    assert!(e.reason.contains("xenstored"), "{}", e.reason);
+}
+
+#[test]
+fn a_recurring_monitor_rides_out_a_reboot_gap() {
+    let f = Fixture::new("reboot");
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing(""), "")
+            .reply(&["xl", "list"], 0, &listing("vm1  5  256  1  r-----  0.1\n"), ""),
+    );
+    assert_eq!(f.run(&runner, "monitor", &[("OCF_RESKEY_CRM_meta_interval", "10000")]), Ok(Health::Running));
+}
+
+#[test]
+fn an_unreadable_xmfile_without_a_name_is_not_reported_stopped() {
+    let f = Fixture::new("unreadable");
+    std::fs::remove_file(f.dir.join("vm.cfg")).unwrap();
+    let runner = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing(""), ""));
+    let e = f.run(&runner, "monitor", &[("OCF_RESKEY_CRM_meta_interval", "0")]).unwrap_err();
+    assert_eq!(e.code, OcfCode::ErrInstalled);
+    // With the name given, the answer comes from Xen itself.
+    assert_eq!(f.run(&runner, "monitor", &[("OCF_RESKEY_CRM_meta_interval", "0"), ("OCF_RESKEY_name", "vm1")]), Ok(Health::NotRunning));
+}
+
+#[test]
+fn stop_with_a_zero_shutdown_timeout_destroys_and_fails_if_the_guest_survives() {
+    let f = Fixture::new("stop");
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply(&["xl", "list"], 0, &listing("vm1  3  256  1  -b----  0.9\n"), "")
+            .reply(&["xl", "destroy"], 0, "", ""),
+    );
+    let e = f.run(&runner, "stop", &[("OCF_RESKEY_shutdown_timeout", "0")]).unwrap_err();
+    assert!(e.reason.contains("still present after destroy"), "{}", e.reason);
+    assert!(runner.called(&["xl", "destroy", "vm1"]));
+    assert!(!runner.called(&["xl", "shutdown"]), "shutdown_timeout=0 means destroy at once");
+}
+
+#[test]
+fn migrate_to_uses_the_node_ip_attribute_and_the_named_transport() {
+    let f = Fixture::new("migrate");
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  -b----  0.9\n"), "")
+            .reply(&["xl", "list"], 0, &listing(""), "")
+            .reply(&["crm_attribute"], 0, "10.9.9.2\n", "")
+            .reply_after(2, &["xl", "migrate"], 0, "", ""),
+    );
+    let r = f.run(
+        &runner,
+        "migrate_to",
+        &[("OCF_RESKEY_CRM_meta_migrate_target", "nodeb"), ("OCF_RESKEY_node_ip_attribute", "mig_ip"), ("OCF_RESKEY_migration_transport", "/usr/lib/lab-transport")],
+    );
+    assert_eq!(r, Ok(Health::Running));
+    assert!(runner.called(&["crm_attribute", "--type", "nodes", "--node", "nodeb", "-n", "mig_ip", "-G", "-q"]));
+    assert!(runner.called(&["xl", "migrate", "-s", "/usr/lib/lab-transport", "vm1", "10.9.9.2"]));
+}
+
+#[test]
+fn a_failed_migration_says_the_guest_keeps_running_here() {
+    let f = Fixture::new("migfail");
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply(&["xl", "list"], 0, &listing("vm1  3  256  1  -b----  0.9\n"), "")
+            .reply(&["xl", "migrate"], 1, "", "migration sender: Target reported failure\n"),
+    );
+    let e = f.run(&runner, "migrate_to", &[("OCF_RESKEY_CRM_meta_migrate_target", "nodeb")]).unwrap_err();
+    assert!(e.reason.contains("keeps running here") && e.reason.contains("Target reported failure"), "{}", e.reason);
+    assert!(runner.called(&["xl", "migrate", "vm1", "nodeb"]), "ssh (xl's default) unless a transport is named");
+}
+
+#[test]
+fn migrate_from_is_bounded_and_needs_its_source() {
+    let f = Fixture::new("migfrom");
+    let runner = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing(""), ""));
+    let e = f.run(&runner, "migrate_from", &[]).unwrap_err();
+    assert_eq!(e.code, OcfCode::ErrConfigured);
+    let started = std::time::Instant::now();
+    let e = f.run(&runner, "migrate_from", &[("OCF_RESKEY_CRM_meta_migrate_source", "nodea")]).unwrap_err();
+    assert!(e.reason.contains("never arrived from nodea"), "{}", e.reason);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn a_save_migration_saves_atomically_and_the_target_restores() {
+    let f = Fixture::new("save");
+    let dir = f.dir.join("shared");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display().to_string();
+    let mode = [("OCF_RESKEY_migration_mode", "save"), ("OCF_RESKEY_migration_state_dir", d.as_str())];
+    let part = dir.join("vm1.migrating.part").display().to_string();
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply(&["xl", "list"], 0, &listing("vm1  3  256  1  -b----  0.9\n"), "")
+            .reply(&["xl", "save", "vm1", &part], 0, "", ""),
+    );
+    // The scripted xl writes nothing: the save "succeeded" without an image,
+    // and nothing may appear under the final name.
+    let mut env = mode.to_vec();
+    env.push(("OCF_RESKEY_CRM_meta_migrate_target", "nodeb"));
+    let e = f.run(&runner, "migrate_to", &env).unwrap_err();
+    assert!(runner.called(&["xl", "save", "vm1", &part]), "saved under the temporary name");
+    assert!(e.reason.contains("cannot be published"), "{}", e.reason);
+    assert!(!dir.join("vm1.migrating").exists());
+    std::fs::write(dir.join("vm1.migrating"), "image").unwrap();
+    let image = dir.join("vm1.migrating").display().to_string();
+    let target = Rc::new(RecordingRunner::new().reply(&["xl", "restore", &image], 0, "", ""));
+    let mut env = mode.to_vec();
+    env.push(("OCF_RESKEY_CRM_meta_migrate_source", "nodea"));
+    assert_eq!(f.run(&target, "migrate_from", &env), Ok(Health::Running));
+    assert!(!dir.join("vm1.migrating").exists(), "the image is deleted once restored");
+}

@@ -1,0 +1,107 @@
+#!/bin/bash
+# Builds what the Xen lab boots under QEMU:
+#   OUT/xen              Debian's Xen 4.17 hypervisor (gunzipped, multiboot)
+#   OUT/vmlinuz          Debian's kernel, dom0 and the PV guest alike
+#   OUT/dom0.cpio.gz     dom0's initramfs: busybox, the xl toolstack with every
+#                        library it loads, the Xen kernel modules, the static
+#                        ferry binary installed as ocf:ferry:Xen, the test
+#                        guest (tests/guest) as a PV domU, and tests/xen/dom0
+#                        (init and the test script run inside dom0)
+# Inputs come only from Debian's archive (`apt-get download`, cached in
+# OUT/debs) and this tree; dom0.cpio.gz is rebuilt every time, since it
+# carries the ferry binary under test.
+# Usage: tests/xen/build.sh OUT FERRY GUEST_DIR
+set -euo pipefail
+out=${1:?usage: build.sh OUT FERRY GUEST_DIR}
+ferry=${2:?ferry binary}
+guest=${3:?guest dir (tests/guest/build.sh output)}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out/debs"
+out=$(cd "$out" && pwd)
+
+packages=(xen-hypervisor-4.17-amd64 xen-utils-4.17 libxencall1 libxenevtchn1 libxenforeignmemory1
+  libxengnttab1 libxenmisc4.17 libxenstore4 libxentoollog1 libxendevicemodel1 libxenhypfs1 libxentoolcore1 libyajl2)
+resolve_kernel() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+if [ "$(cat "$out/debs/.complete" 2>/dev/null)" != "${packages[*]}" ]; then
+  kpkg=$(resolve_kernel)
+  if [ -z "$kpkg" ] || ! apt-cache show xen-utils-4.17 >/dev/null 2>&1; then
+    apt-get update -qq
+    kpkg=$(resolve_kernel)
+  fi
+  (cd "$out/debs" && apt-get download -q "${packages[@]}" "$kpkg" >/dev/null 2>&1) || { echo "xen build: apt-get download failed" >&2; exit 1; }
+  echo "${packages[*]}" > "$out/debs/.complete"
+  rm -rf "$out/pkgroot"
+fi
+
+pkgroot=$out/pkgroot
+if [ ! -d "$pkgroot/usr/lib/xen-4.17" ]; then
+  rm -rf "$pkgroot"; mkdir -p "$pkgroot"
+  for deb in "$out"/debs/*.deb; do dpkg -x "$deb" "$pkgroot"; done
+fi
+[ -s "$out/xen" ] || gunzip -c "$pkgroot"/boot/xen-4.17-amd64.gz > "$out/xen"
+kver=$(ls "$pkgroot/lib/modules")
+cp "$pkgroot/boot/vmlinuz-$kver" "$out/vmlinuz"
+
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,sbin,etc/xen,lib/modules,proc,sys,dev,run,tmp,var/lib/xen,var/log/xen/console,guest}
+mkdir -p "$root/usr/lib/ocf/lib/ferry" "$root/usr/lib/ocf/resource.d/ferry"
+cp /bin/busybox "$root/bin/busybox"
+xenbin=/usr/lib/xen-4.17/bin
+mkdir -p "$root$xenbin"
+for tool in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
+  cp "$pkgroot$xenbin/$tool" "$root$xenbin/"
+done
+# Every shared library the tools load, from the unpacked packages first and
+# this (Debian 12) machine second, at the path the loader will look in.
+libpath=$pkgroot/usr/lib/x86_64-linux-gnu:$pkgroot/usr/lib/xen-4.17/lib/x86_64-linux-gnu:$pkgroot/lib/x86_64-linux-gnu
+if LD_LIBRARY_PATH=$libpath ldd "$root$xenbin"/* | grep -q "not found"; then
+  echo "xen build: libraries missing:" >&2
+  LD_LIBRARY_PATH=$libpath ldd "$root$xenbin"/* | grep "not found" | sort -u >&2
+  exit 1
+fi
+libs=$(for tool in "$root$xenbin"/*; do LD_LIBRARY_PATH=$libpath ldd "$tool"; done | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
+for lib in $libs /usr/lib/x86_64-linux-gnu/libgcc_s.so.1; do   # xl create aborts without libgcc_s
+  case $lib in
+    "$pkgroot"/*) dest=${lib#"$pkgroot"} ;;
+    *) dest=$lib ;;
+  esac
+  mkdir -p "$root$(dirname "$dest")"
+  cp -L "$lib" "$root$dest"
+done
+mkdir -p "$root/lib64" && cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd; do
+  cp "$pkgroot/lib/modules/$kver/kernel/drivers/xen/$m.ko" "$root/lib/modules/"
+done
+cp "$pkgroot/lib/modules/$kver/kernel/drivers/xen/xenfs/xenfs.ko" "$root/lib/modules/"
+kmod=$pkgroot/lib/modules/$kver/kernel
+cp "$kmod/drivers/net/ethernet/intel/e1000/e1000.ko" "$root/lib/modules/"
+# 9p over virtio: the two hosts' shared storage in stage 2.
+for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
+         drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache \
+         net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
+  cp "$kmod/$m.ko" "$root/lib/modules/"
+done
+
+cp "$ferry" "$root/usr/lib/ocf/lib/ferry/ferry"
+ln -s ../../lib/ferry/ferry "$root/usr/lib/ocf/resource.d/ferry/Xen"
+cp "$out/vmlinuz" "$root/guest/vmlinuz"
+cp "$guest/initrd.img" "$root/guest/initrd.img"
+cp "$here/dom0/init" "$here/dom0/lifecycle.sh" "$here/dom0/migration.sh" "$root/"
+chmod +x "$root/init" "$root/lifecycle.sh" "$root/migration.sh"
+cat > "$root/etc/xen/guest.cfg" <<'CFG'
+# The test guest (tests/guest) as a Xen PV domU.
+name = "xguest"
+type = "pv"
+kernel = "/guest/vmlinuz"
+ramdisk = "/guest/initrd.img"
+extra = "console=hvc0 quiet"
+memory = 128
+vcpus = 1
+on_poweroff = "destroy"
+on_reboot = "restart"
+on_crash = "destroy"
+CFG
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/dom0.cpio.gz.tmp"
+mv "$out/dom0.cpio.gz.tmp" "$out/dom0.cpio.gz"
+echo "xen build: $out (Xen $(ls "$pkgroot"/boot/xen-4.17-amd64.gz >/dev/null && dpkg-deb -f "$out"/debs/xen-hypervisor-4.17-amd64_*.deb Version), kernel $kver, dom0 initramfs $(du -h "$out/dom0.cpio.gz" | cut -f1))"

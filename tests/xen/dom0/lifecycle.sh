@@ -1,0 +1,64 @@
+#!/bin/sh
+# The first stage of the Xen lab, run inside dom0: ocf:ferry:Xen through its
+# lifecycle against a real PV guest, then bad input. Each case prints
+#   FERRY-XEN-CASE <host> <case> rc=<got> expect=<wanted>
+# and, when they differ, the agent's output. The host-side test asserts them.
+A=/usr/lib/ocf/resource.d/ferry/Xen
+export OCF_ROOT=/usr/lib/ocf OCF_RESOURCE_INSTANCE=xvm OCF_RESKEY_xmfile=/etc/xen/guest.cfg
+export OCF_RESKEY_CRM_meta_timeout=60000 OCF_RESKEY_CRM_meta_interval=10000
+LOG=/var/log/xen/console/guest-xguest.log
+check() {
+  name=$1 expect=$2; shift 2
+  "$@" >/tmp/out 2>&1
+  rc=$?
+  echo "FERRY-XEN-CASE ${HOST:-single} $name rc=$rc expect=$expect"
+  [ "$rc" = "$expect" ] || sed 's/^/FERRY-XEN-LOG /' /tmp/out
+  sed -n 's/^ocf-exit-reason:/FERRY-XEN-REASON /p' /tmp/out
+}
+ticks() { grep -c 'ferry-tick' "$LOG" 2>/dev/null || echo 0; }
+wait_ticks() {   # wait_ticks N: the guest's console shows more than N ticks
+  for _ in $(seq 120); do [ "$(ticks)" -gt "$1" ] && return 0; sleep 1; done
+  return 1
+}
+
+check probe 7 env OCF_RESKEY_CRM_meta_interval=0 $A monitor
+check validate 0 $A validate-all
+t0=$(cut -d' ' -f1 /proc/uptime)
+check start 0 $A start
+echo "FERRY-XEN-TIME start $t0 $(cut -d' ' -f1 /proc/uptime)"
+check monitor 0 $A monitor
+check start-again 0 $A start
+check guest-runs 0 wait_ticks 2
+xl list
+# A save migration (the pull model) through shared storage, here to this same
+# host: migrate_to saves and ends the guest, migrate_from restores it, and
+# the guest keeps counting where it stopped, without booting again.
+mkdir -p /var/lib/xen/migrate
+SAVE="OCF_RESKEY_migration_mode=save OCF_RESKEY_migration_state_dir=/var/lib/xen/migrate"
+SAVE="$SAVE OCF_RESKEY_CRM_meta_migrate_source=single OCF_RESKEY_CRM_meta_migrate_target=single"
+check save-migrate_to 0 env $SAVE $A migrate_to
+check save-image-written 0 test -s /var/lib/xen/migrate/xguest.migrating
+check save-gone 7 env OCF_RESKEY_CRM_meta_interval=0 $A monitor
+n=$(ticks)
+check save-migrate_from 0 env $SAVE $A migrate_from
+check save-image-removed 1 test -e /var/lib/xen/migrate/xguest.migrating
+check save-guest-runs 0 wait_ticks "$n"
+check save-not-rebooted 1 test "$(grep -c 'ferry-guest: up' "$LOG")" -gt 1
+check stop 0 $A stop
+# The guest's own shutdown ends in "Power down" (or "System halted" as a PV
+# guest); a destroy would cut the log without either.
+check stop-graceful 0 grep -Eq 'Power down|System halted' "$LOG"
+grep -Eq 'Power down|System halted' "$LOG" || tail -5 "$LOG" | sed 's/^/FERRY-XEN-LOG guest: /'
+check stop-again 0 $A stop
+check monitor-stopped 7 $A monitor
+check probe-stopped 7 env OCF_RESKEY_CRM_meta_interval=0 $A monitor
+# Bad input: the right code, and a reason.
+check no-xmfile 6 env -u OCF_RESKEY_xmfile $A validate-all
+check relative-xmfile 6 env OCF_RESKEY_xmfile=guest.cfg $A validate-all
+check missing-xmfile 5 env OCF_RESKEY_xmfile=/etc/xen/none.cfg $A validate-all
+check bad-shutdown-timeout 6 env OCF_RESKEY_shutdown_timeout=soon $A validate-all
+check bad-name 6 env OCF_RESKEY_name="two words" $A validate-all
+check clone 6 env OCF_RESKEY_CRM_meta_clone_max=2 $A validate-all
+check migrate-without-target 6 $A migrate_to
+check unknown-action 3 $A promote
+check meta-data 0 $A meta-data
