@@ -117,13 +117,7 @@ fn standby_of_the_active_node_migrates_the_guest_off() {
     let (g, r) = vm(&lab, "standby", None, &[], &[]);
     let home = r.wait_active(SETTLE).expect("the resource did not start");
     assert!(g.ticks_on(crate::support::BOOT));
-    struct Unstandby<'a>(&'a Lab, String);
-    impl Drop for Unstandby<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.on("nodea", &["crm_attribute", "-N", &self.1, "-n", "standby", "-v", "off"]);
-        }
-    }
-    let _unstandby = Unstandby(&lab, home.clone());
+    let _unstandby = Defer(|| drop(lab.on("nodea", &["crm_attribute", "-N", &home, "-n", "standby", "-v", "off"])));
     lab.crm("nodea", &["crm_attribute", "-N", &home, "-n", "standby", "-v", "on"]);
     assert!(r.settle(SETTLE));
     let to = other(&home);
@@ -210,13 +204,7 @@ fn a_node_that_cannot_read_the_config_does_not_cause_a_second_copy() {
     let empty = TempDir::new("noconf-empty");
     let hidden = lab.on(&home, &["mount", "--bind", &empty.0.display().to_string(), &dir]);
     assert!(hidden.status.success());
-    struct Unhide<'a>(&'a Lab, String, String);
-    impl Drop for Unhide<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.on(&self.1, &["umount", &self.2]);
-        }
-    }
-    let unhide = Unhide(&lab, home.clone(), dir.clone());
+    let unhide = Defer(|| drop(lab.on(&home, &["umount", &dir])));
     lab.crm("nodea", &["crm_resource", "--refresh", "-r", &r.id, "-N", &home]);
     assert!(r.settle(SETTLE));
     std::thread::sleep(Duration::from_secs(10)); // a few monitor intervals

@@ -23,7 +23,7 @@ fn a_fresh_link_named_after_the_agent_dispatches_to_it() {
 fn as_ferry_it_lists_agents_and_runs_them_by_name() {
     let list = run_program(&ferry(), &["list"], &[]);
     assert_eq!(list.code, 0);
-    assert_eq!(list.stdout.lines().collect::<Vec<_>>(), vec!["VirtualDomain"]);
+    assert_eq!(list.stdout.lines().collect::<Vec<_>>(), vec!["VirtualDomain", "Xen"]);
     let version = run_program(&ferry(), &["--version"], &[]);
     assert!(version.stdout.starts_with("ferry "), "{}", version.stdout);
     let meta = run_program(&ferry(), &["VirtualDomain", "meta-data"], &[]);

@@ -135,11 +135,10 @@ fn a_migration_that_cannot_converge_is_aborted_inside_its_budget() {
     let reason = out.reason().unwrap_or_default();
     assert!(reason.contains("aborted") && reason.contains("keeps running here"), "{reason}");
     assert_only_on(&g, "nodea", "after the abort");
-    // With the ladder on (the default), the same guest and link get there.
-    let out = g.migrate_to("nodea", "nodeb", MIGRATE_TIMEOUT, &[SLOW_LINK, ("OCF_RESKEY_migration_stall", "3")]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(g.migrate_from("nodea", "nodeb", 60, &[]).code, 0);
-    assert_only_on(&g, "nodeb", "after the laddered retry");
+    // With the ladder on (the default), the same guest and link get there:
+    // a_stalled_migration_climbs_the_ladder_and_converges. Not repeated here:
+    // each long migration of a dirtying TCG guest risks the rare guest-memory
+    // corruption noted in the README.
 }
 
 /// Runs migrate_to in the background, does `fault` once the copy is under
@@ -162,13 +161,7 @@ fn cutting_the_link_mid_migration_leaves_the_guest_running_on_the_source() {
     let lab = Lab::from_env();
     let g = LabGuest::new(&lab, "cut", Some(48));
     g.start_on("nodea");
-    struct Relink<'a>(&'a Lab);
-    impl Drop for Relink<'_> {
-        fn drop(&mut self) {
-            self.0.link(true);
-        }
-    }
-    let relink = Relink(&lab);
+    let relink = Defer(|| lab.link(true));
     let out = migrate_with_fault(&g, 30, || lab.link(false));
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.took < Duration::from_secs(30), "took {:?}", out.took);
@@ -191,15 +184,7 @@ fn killing_the_target_libvirtd_mid_migration_leaves_the_guest_running_on_the_sou
     let lab = Lab::from_env();
     let g = LabGuest::new(&lab, "tkill", Some(48));
     g.start_on("nodea");
-    struct Restart<'a>(&'a Lab, bool);
-    impl Drop for Restart<'_> {
-        fn drop(&mut self) {
-            if !self.1 {
-                self.0.libvirtd("nodeb", true);
-            }
-        }
-    }
-    let mut restart = Restart(&lab, false);
+    let restart = Defer(|| lab.libvirtd("nodeb", true));
     let out = migrate_with_fault(&g, 30, || lab.libvirtd("nodeb", false));
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.took < Duration::from_secs(30), "took {:?}", out.took);
@@ -211,8 +196,7 @@ fn killing_the_target_libvirtd_mid_migration_leaves_the_guest_running_on_the_sou
     let probe = g.run("nodeb", "monitor", 30, &[]);
     let leftover = lab.qemu_on("nodeb", g.name());
     assert_eq!(probe.code == 7, !leftover, "QEMU on nodeb: {leftover}; monitor: {} {}", probe.code, probe.stderr);
-    lab.libvirtd("nodeb", true);
-    restart.1 = true;
+    drop(restart);
     // Pacemaker's recovery stops the resource on the target; that must end
     // the half-migrated copy there and leave the source alone.
     let stop = g.run("nodeb", "stop", 90, &[]);
@@ -246,13 +230,7 @@ fn after_a_migration_the_target_needs_nothing_from_the_source() {
     let wiped = lab.on("nodea", &["rm", "-rf", "/run/ferry"]);
     assert!(wiped.status.success());
     lab.libvirtd("nodea", false);
-    struct Restart<'a>(&'a Lab);
-    impl Drop for Restart<'_> {
-        fn drop(&mut self) {
-            self.0.libvirtd("nodea", true);
-        }
-    }
-    let _restart = Restart(&lab);
+    let _restart = Defer(|| lab.libvirtd("nodea", true));
     assert_eq!(g.run("nodeb", "monitor", 30, &[]).code, 0);
     let stop = g.run("nodeb", "stop", 90, &[]);
     assert_eq!(stop.code, 0, "{}", stop.stderr);

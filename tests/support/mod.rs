@@ -186,6 +186,16 @@ impl Drop for TempDir {
     }
 }
 
+/// Runs `undo` when dropped: puts back what a test changed (a cut link, a
+/// stopped daemon, a standby node), also when an assertion fails first.
+pub struct Defer<F: FnMut()>(pub F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
 pub fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + within;
     loop {

@@ -87,7 +87,7 @@ cp "$ferry" "$root/usr/lib/ocf/lib/ferry/ferry"
 ln -s ../../lib/ferry/ferry "$root/usr/lib/ocf/resource.d/ferry/Xen"
 cp "$out/vmlinuz" "$root/guest/vmlinuz"
 cp "$guest/initrd.img" "$root/guest/initrd.img"
-cp "$here/dom0/init" "$here/dom0/lifecycle.sh" "$here/dom0/migration.sh" "$root/"
+cp "$here/dom0/init" "$here/dom0/cases.sh" "$here/dom0/lifecycle.sh" "$here/dom0/migration.sh" "$root/"
 chmod +x "$root/init" "$root/lifecycle.sh" "$root/migration.sh"
 cat > "$root/etc/xen/guest.cfg" <<'CFG'
 # The test guest (tests/guest) as a Xen PV domU.

@@ -1,25 +1,8 @@
 #!/bin/sh
 # The first stage of the Xen lab, run inside dom0: ocf:ferry:Xen through its
-# lifecycle against a real PV guest, then bad input. Each case prints
-#   FERRY-XEN-CASE <host> <case> rc=<got> expect=<wanted>
-# and, when they differ, the agent's output. The host-side test asserts them.
-A=/usr/lib/ocf/resource.d/ferry/Xen
-export OCF_ROOT=/usr/lib/ocf OCF_RESOURCE_INSTANCE=xvm OCF_RESKEY_xmfile=/etc/xen/guest.cfg
+# lifecycle against a real PV guest, then bad input (cases.sh reports them).
+. /cases.sh
 export OCF_RESKEY_CRM_meta_timeout=60000 OCF_RESKEY_CRM_meta_interval=10000
-LOG=/var/log/xen/console/guest-xguest.log
-check() {
-  name=$1 expect=$2; shift 2
-  "$@" >/tmp/out 2>&1
-  rc=$?
-  echo "FERRY-XEN-CASE ${HOST:-single} $name rc=$rc expect=$expect"
-  [ "$rc" = "$expect" ] || sed 's/^/FERRY-XEN-LOG /' /tmp/out
-  sed -n 's/^ocf-exit-reason:/FERRY-XEN-REASON /p' /tmp/out
-}
-ticks() { grep -c 'ferry-tick' "$LOG" 2>/dev/null || echo 0; }
-wait_ticks() {   # wait_ticks N: the guest's console shows more than N ticks
-  for _ in $(seq 120); do [ "$(ticks)" -gt "$1" ] && return 0; sleep 1; done
-  return 1
-}
 
 check probe 7 env OCF_RESKEY_CRM_meta_interval=0 $A monitor
 check validate 0 $A validate-all

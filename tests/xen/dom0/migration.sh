@@ -6,21 +6,8 @@
 # migration through the shared directory; host b restores it in migrate_from.
 role=$1
 HOST=$role
-A=/usr/lib/ocf/resource.d/ferry/Xen
-export OCF_ROOT=/usr/lib/ocf OCF_RESOURCE_INSTANCE=xvm OCF_RESKEY_xmfile=/etc/xen/guest.cfg
+. /cases.sh
 export OCF_RESKEY_CRM_meta_migrate_source=10.77.0.1 OCF_RESKEY_CRM_meta_migrate_target=10.77.0.2
-LOG=/var/log/xen/console/guest-xguest.log
-check() {
-  name=$1 expect=$2; shift 2
-  "$@" >/tmp/out 2>&1
-  rc=$?
-  echo "FERRY-XEN-CASE $HOST $name rc=$rc expect=$expect"
-  [ "$rc" = "$expect" ] || sed 's/^/FERRY-XEN-LOG /' /tmp/out
-  sed -n 's/^ocf-exit-reason:/FERRY-XEN-REASON /p' /tmp/out
-}
-ticks() { grep -c 'ferry-tick' "$LOG" 2>/dev/null || echo 0; }
-wait_ticks() { for _ in $(seq 120); do [ "$(ticks)" -gt "$1" ] && return 0; sleep 1; done; return 1; }
-wait_file() { for _ in $(seq "$2"); do [ -e "$1" ] && return 0; sleep 1; done; return 1; }
 
 insmod /lib/modules/e1000.ko
 ip link set lo up
