@@ -3,7 +3,8 @@
 #                  then move it by live migration in a two-node Pacemaker cluster
 #   make test      every test: unit, real libvirt/QEMU integration, live migration
 #                  and a Pacemaker cluster in a two-node lab, Xen booted under
-#                  QEMU (make test-xen), ocf-tester, ocft
+#                  QEMU (make test-xen), ocf-tester, ocft, and the fault
+#                  injection suite (make test-faults)
 #   make bench     ferry's monitor, probe and live migration against
 #                  heartbeat:VirtualDomain's and raw virsh's
 #   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr)
@@ -18,7 +19,7 @@ GUEST    = build/guest
 LIBVIRT  = tests/lab/with-libvirtd.sh
 LAB      = tests/lab/with-two-nodes.sh
 
-.PHONY: all build deps guest install uninstall test test-unit test-integration test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest install uninstall test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -44,7 +45,7 @@ uninstall:
 	-rmdir $(OCF_DIR)/resource.d/ferry $(OCF_DIR)/lib/ferry 2>/dev/null
 
 test: deps build guest
-	$(LIBVIRT) tests/run-all.sh
+	tests/run-all.sh
 
 test-unit:
 	cargo test --release --locked --bins
@@ -60,6 +61,10 @@ test-cluster: build guest
 
 test-xen: build guest
 	tests/xen/run.sh
+
+test-faults: build guest
+	$(LIBVIRT) cargo test --release --locked --test faults -- --test-threads=1 --nocapture
+	$(LAB) cargo test --release --locked --test faults_lab -- --test-threads=1
 
 test-ocf-tester: build guest
 	$(LIBVIRT) tests/ocf-tester.sh

@@ -1,10 +1,19 @@
 //! The boundary between ferry and every program it runs.
 //!
 //! Commands are argv vectors, never shell lines. Each child gets a null (or
-//! given) stdin, `LC_ALL=C` so its messages can be matched, and its own process
-//! group; stdout and stderr are drained on their own threads so a noisy child
-//! cannot block on a full pipe. At the deadline the whole group is SIGKILLed and
-//! reaped, and the caller gets `RunError::TimedOut` instead of hanging.
+//! given) stdin and `LC_ALL=C` so its messages can be matched; stdout and
+//! stderr are drained on their own threads so a noisy child cannot block on
+//! a full pipe. At the deadline the child is SIGKILLed and the caller gets
+//! `RunError::TimedOut` instead of hanging.
+//!
+//! Nothing a child starts outlives ferry's action:
+//! - children stay in ferry's process group, which Pacemaker kills at a
+//!   timeout, and die with ferry alone too (`PR_SET_PDEATHSIG`);
+//! - ferry adopts what its children leave behind (`PR_SET_CHILD_SUBREAPER`)
+//!   and ends it when the child ends and when the action ends (`end_strays`);
+//! - a child is signalled only while it is unreaped, so never by a reused PID;
+//! - no read of a child's output waits past the deadline, even when a daemon
+//!   it started holds the pipe.
 //!
 //! `Runner` is a trait so unit tests can script the failures a real daemon will
 //! not produce on demand (`RecordingRunner`); integration tests use the real one.
@@ -13,8 +22,14 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::prctl;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::{getpid, getppid, Pid};
 
 use crate::ocf::Deadline;
 
@@ -22,11 +37,18 @@ use crate::ocf::Deadline;
 pub struct Cmd {
     pub argv: Vec<String>,
     pub stdin: Option<Vec<u8>>,
+    /// What the command leaves running when it exits is meant to outlive
+    /// the action (xl's per-domain daemon), not a stray to end.
+    pub leaves_daemons: bool,
 }
 
 impl Cmd {
     pub fn new<S: AsRef<str>>(argv: &[S]) -> Cmd {
-        Cmd { argv: argv.iter().map(|s| s.as_ref().to_string()).collect(), stdin: None }
+        Cmd { argv: argv.iter().map(|s| s.as_ref().to_string()).collect(), stdin: None, leaves_daemons: false }
+    }
+    pub fn leaving_daemons(mut self) -> Cmd {
+        self.leaves_daemons = true;
+        self
     }
     pub fn arg(mut self, a: impl Into<String>) -> Cmd {
         self.argv.push(a.into());
@@ -119,22 +141,148 @@ pub trait Job {
 /// Runs real processes.
 pub struct SystemRunner;
 
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
+/// How long a finished child's pipes may stay open before ferry stops
+/// reading them: a daemon the child left behind (`setsid cmd &`) can hold
+/// them open for ever, and its output is not the child's answer.
+const PIPE_GRACE: Duration = Duration::from_millis(200);
+/// How long to wait for the kernel to end a SIGKILLed child. A process in
+/// uninterruptible sleep can take longer; ferry then answers without it.
+const REAP_GRACE: Duration = Duration::from_millis(250);
+/// The longest a wait blocks without looking at the deadline again, so a
+/// SIGTERM (which shortens every deadline) is noticed at once.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A pipe read on its own thread into a buffer the caller can take at any
+/// time, so a child that never closes its end cannot hold the caller.
+struct Drain {
+    buf: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Drain {
+    fn start(mut pipe: impl Read + Send + 'static) -> Drain {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = mpsc::channel();
+        let sink = Arc::clone(&buf);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                lock(&sink).extend_from_slice(&chunk[..n]);
+            }
+            let _ = tx.send(());
+        });
+        Drain { buf, done }
+    }
+
+    /// What was read by `until` (or by end of file, if sooner).
+    fn take(&self, until: Instant) -> String {
+        let _ = self.done.recv_timeout(until.saturating_duration_since(Instant::now()));
+        String::from_utf8_lossy(&lock(&self.buf)).into_owned()
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it;
+/// the data (PIDs, bytes) is still what it was.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The PIDs of the children ferry is waiting on. Every other child of ferry
+/// is a stray: something a child left behind, adopted by ferry as its
+/// subreaper. Held while spawning, so a sweep never takes a child that is
+/// being started for a stray.
+static JOBS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// Children adopted from a command that `leaves_daemons`: never strays.
+static DAEMONS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Makes ferry the reaper of every process its children leave behind, so
+/// their leftovers are still ferry's to end (`end_strays`) instead of
+/// init's. Called once, at start.
+pub fn adopt_orphans() {
+    let _ = prctl::set_child_subreaper(true);
+}
+
+/// Ends every stray: a child of ferry that no job waits on and that no
+/// command left on purpose. They are ferry's children, not yet reaped, so
+/// their PIDs are still theirs. Ending one can orphan its own children onto
+/// ferry, hence the rounds.
+pub fn end_strays() {
+    // Only a subreaper has strays to end; any other process (a unit test
+    // binary) would take its neighbours' children for strays.
+    if !matches!(prctl::get_child_subreaper(), Ok(true)) {
+        return;
+    }
+    for _ in 0..8 {
+        let strays: Vec<Pid> = {
+            let jobs = lock(&JOBS);
+            let daemons = lock(&DAEMONS);
+            let strays: Vec<Pid> = own_children().into_iter().filter(|pid| !jobs.contains(pid) && !daemons.contains(pid)).map(Pid::from_raw).collect();
+            for &pid in &strays {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            strays
+        };
+        if strays.is_empty() {
+            return;
+        }
+        let until = Instant::now() + REAP_GRACE;
+        for pid in strays {
+            while !matches!(waitpid(pid, Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// Marks every child no job waits on as a daemon to keep: called right
+/// after a command that `leaves_daemons` exits, when what it left has just
+/// been adopted.
+fn keep_daemons() {
+    let jobs = lock(&JOBS);
+    let mut daemons = lock(&DAEMONS);
+    for pid in own_children() {
+        if !jobs.contains(&pid) && !daemons.contains(&pid) {
+            daemons.push(pid);
+        }
+    }
+}
+
+/// ferry's living children, from /proc/self/task/*/children.
+fn own_children() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    let mut pids: Vec<i32> = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// A child killed at most once and never after it is reaped: until then its
+/// zombie holds the PID, so a signal cannot reach a process that reused it.
+struct Held {
+    pid: Pid,
+    reaped: Mutex<bool>,
+}
+
+impl Held {
+    fn kill(&self) {
+        if !*lock(&self.reaped) {
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
+    }
 }
 
 struct SystemJob {
     program: String,
-    pid: libc::pid_t,
     started: Instant,
     deadline: Deadline,
+    child: Arc<Held>,
     status: mpsc::Receiver<std::io::Result<std::process::ExitStatus>>,
-    out: Option<std::thread::JoinHandle<String>>,
-    err: Option<std::thread::JoinHandle<String>>,
+    out: Drain,
+    err: Drain,
     ended: bool,
 }
 
@@ -143,76 +291,126 @@ struct SystemJob {
 impl Drop for SystemJob {
     fn drop(&mut self) {
         if !self.ended {
-            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+            self.child.kill();
         }
     }
 }
 
 impl SystemJob {
-    fn collect(&mut self) -> (String, String) {
-        let join = |h: Option<std::thread::JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
-        (join(self.out.take()), join(self.err.take()))
+    fn output(&self, code: Option<i32>) -> Output {
+        // What the child left behind is ended with it, so the pipes close
+        // unless a daemon of its own session holds them. Read what came.
+        let until = Instant::now() + PIPE_GRACE.min(self.deadline.remaining().max(Duration::from_millis(20)));
+        Output { code, stdout: self.out.take(until), stderr: self.err.take(until) }
+    }
+
+    fn timed_out(&mut self) -> RunError {
+        self.ended = true;
+        self.child.kill();
+        let _ = self.status.recv_timeout(REAP_GRACE);
+        let _ = self.output(None);
+        RunError::TimedOut { program: self.program.clone(), after: self.started.elapsed() }
     }
 }
 
 impl Job for SystemJob {
     fn wait_for(&mut self, wait: Duration) -> Option<Result<Output, RunError>> {
-        let left = self.deadline.remaining();
-        let status = match self.status.recv_timeout(wait.min(left)) {
-            Ok(status) => status,
-            Err(_) if wait < left => return None,
-            Err(_) => {
-                self.ended = true;
-                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
-                let _ = self.status.recv_timeout(Duration::from_secs(5));
-                // The group is dead, so the pipes close; the readers end.
-                self.collect();
-                return Some(Err(RunError::TimedOut { program: self.program.clone(), after: self.started.elapsed() }));
+        let until = Instant::now() + wait.min(Duration::from_secs(86_400));
+        let status = loop {
+            let left = self.deadline.remaining();
+            if left.is_zero() {
+                return Some(Err(self.timed_out()));
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            match self.status.recv_timeout(left.min(until - now).min(TICK)) {
+                Ok(status) => break status,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.ended = true;
+                    return Some(Err(RunError::Spawn { program: self.program.clone(), error: "lost track of the child".into() }));
+                }
             }
         };
         self.ended = true;
-        // A child may leave grandchildren holding the pipes open; they belong to
-        // its process group, which ends here too.
-        unsafe { libc::kill(-self.pid, libc::SIGKILL) };
-        let (stdout, stderr) = self.collect();
-        Some(
-            status
-                .map(|st| Output { code: st.code(), stdout, stderr })
-                .map_err(|e| RunError::Spawn { program: self.program.clone(), error: e.to_string() }),
-        )
+        Some(match status {
+            Ok(st) => Ok(self.output(st.code())),
+            Err(e) => Err(RunError::Spawn { program: self.program.clone(), error: e.to_string() }),
+        })
     }
 }
 
 impl Runner for SystemRunner {
+    /// Children stay in ferry's process group: Pacemaker ends a timed-out
+    /// or cancelled operation by SIGKILLing that group, and everything ferry
+    /// started must end with it, grandchildren included.
     fn spawn<'a>(&'a self, cmd: &Cmd, deadline: Deadline) -> Result<Box<dyn Job + 'a>, RunError> {
         let program = cmd.program().to_string();
         if deadline.expired() {
             return Err(RunError::TimedOut { program, after: Duration::ZERO });
         }
-        let mut child = Command::new(&program)
+        let parent = getpid();
+        let mut command = Command::new(&program);
+        command
             .args(&cmd.argv[1..])
             .env("LC_ALL", "C")
             .stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| RunError::Spawn { program: program.clone(), error: e.to_string() })?;
-        let pid = child.id() as libc::pid_t;
-        let out = drain(child.stdout.take().expect("piped"));
-        let err = drain(child.stderr.take().expect("piped"));
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the child between fork and exec, where
+        // only async-signal-safe calls are allowed: prctl, getppid and raise
+        // are plain system calls that allocate nothing and take no locks.
+        unsafe {
+            command.pre_exec(move || {
+                // A child of a ferry killed alone (not with its group) dies
+                // with it. The signal follows the thread that forked, so
+                // children are only spawned from threads that live as long
+                // as the action (the main thread).
+                prctl::set_pdeathsig(Signal::SIGKILL)?;
+                if getppid() != parent {
+                    // ferry died before the line above took effect.
+                    let _ = nix::sys::signal::raise(Signal::SIGKILL);
+                }
+                Ok(())
+            });
+        }
+        let mut jobs = lock(&JOBS);
+        let mut child = command.spawn().map_err(|e| RunError::Spawn { program: program.clone(), error: e.to_string() })?;
+        let pid = Pid::from_raw(child.id() as i32);
+        jobs.push(pid.as_raw());
+        drop(jobs);
+        let out = Drain::start(child.stdout.take().expect("piped"));
+        let err = Drain::start(child.stderr.take().expect("piped"));
         if let (Some(data), Some(mut pipe)) = (cmd.stdin.clone(), child.stdin.take()) {
             std::thread::spawn(move || {
                 let _ = pipe.write_all(&data);
             });
         }
-        // wait() on its own thread, so the deadline is a channel timeout and not
-        // a polling loop that would add latency to every short command.
-        let (tx, rx) = mpsc::channel();
+        let held = Arc::new(Held { pid, reaped: Mutex::new(false) });
+        // The wait runs on its own thread, so the deadline is a channel
+        // timeout and not a polling loop that would add latency to every
+        // short command. It waits without reaping, ends what the child left
+        // behind (its orphans are ferry's now), and only then reaps.
+        let (tx, status) = mpsc::channel();
+        let waiter_held = Arc::clone(&held);
+        let leaves_daemons = cmd.leaves_daemons;
         std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
+            while let Err(Errno::EINTR) = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {}
+            if leaves_daemons {
+                keep_daemons();
+            } else {
+                end_strays();
+            }
+            let mut reaped = lock(&waiter_held.reaped);
+            let result = child.wait();
+            *reaped = true;
+            drop(reaped);
+            lock(&JOBS).retain(|&p| p != pid.as_raw());
+            let _ = tx.send(result);
         });
-        Ok(Box::new(SystemJob { program, pid, started: Instant::now(), deadline, status: rx, out: Some(out), err: Some(err), ended: false }))
+        Ok(Box::new(SystemJob { program, started: Instant::now(), deadline, child: held, status, out, err, ended: false }))
     }
 }
 
@@ -323,11 +521,25 @@ mod tests {
     }
 
     #[test]
-    fn a_child_past_the_deadline_is_killed_with_its_group() {
+    fn a_child_past_the_deadline_is_killed() {
         let started = Instant::now();
-        let err = run(&["sh", "-c", "sleep 30 & sleep 30"], Duration::from_millis(300)).unwrap_err();
+        let err = run(&["sh", "-c", "sleep 30"], Duration::from_millis(300)).unwrap_err();
         assert!(matches!(err, RunError::TimedOut { .. }), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_daemon_holding_the_pipes_cannot_hold_the_caller() {
+        // The child leaves a daemon in a session of its own, with stdout and
+        // stderr still open, and exits at once.
+        let started = Instant::now();
+        let out = run(&["sh", "-c", "setsid sleep 30 & echo $!"], Duration::from_secs(10)).unwrap();
+        let took = started.elapsed();
+        let daemon: i32 = out.stdout.trim().parse().expect("the daemon's pid");
+        // The test started it, so the test ends it, by that PID.
+        let _ = kill(Pid::from_raw(daemon), Signal::SIGKILL);
+        assert!(out.success());
+        assert!(took < Duration::from_secs(2), "the caller waited {took:?} for a daemon's pipe");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 #!/bin/bash
 # Every test suite, in order; each runs even if an earlier one failed, and the
-# last line counts suites as "N passed, N failed". Needs a libvirtd (make test
-# wraps this in tests/lab/with-libvirtd.sh); the migration and cluster suites
-# bring up their own two-node lab.
+# last line counts suites as "N passed, N failed". Each single-node suite gets
+# a private libvirtd of its own (tests/lab/with-libvirtd.sh), so a libvirtd the
+# host runs is never touched; the migration and cluster suites bring up their
+# own two-node lab.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 passed=0 failed=0 failures=()
@@ -17,14 +18,25 @@ suite() {
     failed=$((failed + 1)); failures+=("$name"); echo "==== $name: FAILED ($((SECONDS - started)) s)"
   fi
 }
+solo=tests/lab/with-libvirtd.sh
+# A libvirtd the host runs must come out of the run as it went in.
+host_libvirtd() { pgrep -x -d, libvirtd 2>/dev/null | tr , '\n' | while read -r p; do [ "$(readlink /proc/"$p"/ns/net)" = "$(readlink /proc/self/ns/net)" ] && echo "$p"; done | sort | tr '\n' ' '; }
+host_before=$(host_libvirtd)
 suite unit           cargo test --release --locked --bins
-suite integration    cargo test --release --locked --test integration -- --test-threads=2
-suite libvirtd-down  cargo test --release --locked --test libvirtd_down
+suite integration    $solo cargo test --release --locked --test integration -- --test-threads=2
+suite libvirtd-down  $solo cargo test --release --locked --test libvirtd_down
+suite faults         $solo cargo test --release --locked --test faults -- --test-threads=1 --nocapture
 suite migration      tests/lab/with-two-nodes.sh cargo test --release --locked --test migration -- --test-threads=1
+suite faults-lab     tests/lab/with-two-nodes.sh cargo test --release --locked --test faults_lab -- --test-threads=1
 suite cluster        tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test cluster -- --test-threads=1
 suite xen            tests/xen/run.sh
-suite ocf-tester     tests/ocf-tester.sh
-suite ocft           tests/ocft.sh
+suite ocf-tester     $solo tests/ocf-tester.sh
+suite ocft           $solo tests/ocft.sh
+host_after=$(host_libvirtd)
+if [ "$host_before" != "$host_after" ]; then
+  failed=$((failed + 1)); failures+=("host-libvirtd")
+  echo "==== the host's libvirtd changed during the run: [$host_before] -> [$host_after]"
+fi
 echo
 [ "$failed" -eq 0 ] || echo "failed suites: ${failures[*]}"
 echo "suites: $passed passed, $failed failed"

@@ -109,6 +109,9 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
     let kind = if matches!(action, Action::Monitor | Action::Status) && env.is_probe() { " (probe)" } else { "" };
     log::debug(&format!("{action}{kind}: budget {:?} of timeout {timeout:?}", deadline.remaining()));
 
+    if let Some(name) = env.not_utf8.first() {
+        return settle(Err(OcfError::configured(format!("{name} is not valid UTF-8"))));
+    }
     let params = match metadata.resolve(&env.params) {
         Ok(p) => p,
         Err(e) => return settle(Err(e)),
@@ -126,7 +129,7 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
     };
     let ctx = Context { env: &env, params: &params, deadline };
     let done = |r: Result<(), OcfError>| r.map(|()| Health::Running);
-    let code = settle(match action {
+    let result = match action {
         Action::Start => done(agent.start(&ctx)),
         Action::Stop => done(agent.stop(&ctx)),
         Action::Monitor | Action::Status => agent.monitor(&ctx),
@@ -134,7 +137,15 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
         Action::MigrateTo => done(agent.migrate_to(&ctx)),
         Action::MigrateFrom => done(agent.migrate_from(&ctx)),
         Action::MetaData => unreachable!("answered above"),
+    };
+    // A failure after a SIGTERM is most likely the SIGTERM's doing: say so.
+    let result = result.map_err(|mut e| {
+        if super::deadline::terminated() {
+            e.reason = format!("{} (ferry received SIGTERM and ended the action early)", e.reason);
+        }
+        e
     });
+    let code = settle(result);
     log::debug(&format!("{action}: exit {} ({})", code.value(), code.name()));
     code
 }

@@ -5,8 +5,59 @@
 //! into one `Deadline` when the action starts, keeps a safety margin for its own
 //! exit, and hands the deadline to every wait loop and every child process, so
 //! it always answers before the kill.
+//!
+//! A SIGTERM shortens every deadline at once to `TERM_GRACE` from its arrival:
+//! whoever sent it wants ferry gone soon, and the same code paths that end an
+//! action at its deadline (kill children, abort a migration, report where the
+//! guest is) then end it cleanly, instead of a special path that is never
+//! tested. No arithmetic here can panic: the numbers come from operators.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// How long ferry keeps going after a SIGTERM: enough to abort a migration
+/// and see the guest resumed, short enough for whoever sent it.
+pub const TERM_GRACE: Duration = Duration::from_secs(5);
+
+/// Set by the SIGTERM handler: an atomic store is all a handler may do.
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+/// When ferry first noticed the SIGTERM (set outside the handler).
+static TERMINATED_AT: OnceLock<Instant> = OnceLock::new();
+
+/// Records a SIGTERM. Async-signal-safe: one atomic store.
+pub fn note_termination() {
+    TERMINATED.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    note_termination();
+}
+
+/// Routes SIGTERM to `note_termination` for the rest of the process's life.
+/// SA_RESTART keeps reads and waits going; they look at the deadline often.
+pub fn catch_termination() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(on_sigterm), SaFlags::SA_RESTART, SigSet::empty());
+    // SAFETY: the handler does one atomic store, which is async-signal-safe,
+    // and replaces no handler that other code relies on.
+    let _ = unsafe { sigaction(Signal::SIGTERM, &action) };
+}
+
+/// Whether a SIGTERM has arrived.
+pub fn terminated() -> bool {
+    TERMINATED.load(Ordering::SeqCst)
+}
+
+fn termination_end() -> Option<Instant> {
+    terminated().then(|| *TERMINATED_AT.get_or_init(Instant::now) + TERM_GRACE)
+}
+
+/// `now + d`, or a point far enough away when `d` is absurdly large.
+fn instant_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline {
@@ -23,16 +74,24 @@ impl Deadline {
     /// The deadline for an operation Pacemaker gave `timeout`.
     pub fn for_operation(timeout: Duration) -> Deadline {
         let budget = timeout.saturating_sub(exit_margin(timeout));
-        Deadline { end: Instant::now() + budget }
+        Deadline { end: instant_after(budget) }
     }
 
-    #[cfg(test)]
+    /// `d` from now.
     pub fn after(d: Duration) -> Deadline {
-        Deadline { end: Instant::now() + d }
+        Deadline { end: instant_after(d) }
+    }
+
+    /// The end in force: the given one, or sooner after a SIGTERM.
+    fn end(&self) -> Instant {
+        match termination_end() {
+            Some(t) => self.end.min(t),
+            None => self.end,
+        }
     }
 
     pub fn remaining(&self) -> Duration {
-        self.end.saturating_duration_since(Instant::now())
+        self.end().saturating_duration_since(Instant::now())
     }
 
     pub fn expired(&self) -> bool {
@@ -47,7 +106,7 @@ impl Deadline {
 
     /// The earlier of this deadline and `d` from now.
     pub fn within(&self, d: Duration) -> Deadline {
-        Deadline { end: self.end.min(Instant::now() + d) }
+        Deadline { end: self.end.min(instant_after(d)) }
     }
 
     /// Polls `check` every `every` until it yields a value or the deadline passes.
@@ -81,6 +140,13 @@ mod tests {
         let d = Deadline::for_operation(Duration::from_secs(20));
         let left = d.remaining();
         assert!(left <= Duration::from_secs(19) && left > Duration::from_millis(18_900), "{left:?}");
+    }
+
+    #[test]
+    fn absurd_durations_do_not_panic() {
+        assert!(!Deadline::for_operation(Duration::MAX).expired());
+        assert!(!Deadline::after(Duration::MAX).within(Duration::MAX).expired());
+        assert!(Deadline::after(Duration::ZERO).leaving(Duration::MAX).expired());
     }
 
     #[test]

@@ -18,11 +18,34 @@ pub struct OcfEnv {
     pub params: BTreeMap<String, String>,
     /// `OCF_RESKEY_CRM_meta_<name>`, keyed by `<name>`.
     pub meta: BTreeMap<String, String>,
+    /// OCF variables whose name or value is not UTF-8: no CIB can produce
+    /// them, so they are refused by name rather than guessed at.
+    pub not_utf8: Vec<String>,
 }
 
 impl OcfEnv {
+    /// `std::env::vars` would panic on a variable that is not UTF-8, and
+    /// any variable may be: it is read as raw bytes and judged here.
     pub fn from_process() -> OcfEnv {
-        Self::from_vars(std::env::vars())
+        Self::from_os_vars(std::env::vars_os())
+    }
+
+    pub fn from_os_vars(vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> OcfEnv {
+        let mut not_utf8 = Vec::new();
+        let mut usable = Vec::new();
+        for (key, value) in vars {
+            let key_text = key.to_string_lossy();
+            if !key_text.starts_with("OCF_") {
+                continue; // not ours to judge
+            }
+            match (key.to_str(), value.into_string()) {
+                (Some(k), Ok(v)) => usable.push((k.to_string(), v)),
+                _ => not_utf8.push(key_text.into_owned()),
+            }
+        }
+        let mut env = Self::from_vars(usable);
+        env.not_utf8 = not_utf8;
+        env
     }
 
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> OcfEnv {
@@ -90,6 +113,19 @@ mod tests {
         assert!(!e.params.contains_key("CRM_meta_timeout"));
         assert_eq!(e.timeout(), Some(Duration::from_secs(20)));
         assert!(!e.is_probe());
+    }
+
+    #[test]
+    fn variables_that_are_not_utf8_are_named_not_fatal() {
+        use std::os::unix::ffi::OsStringExt;
+        let os = |b: &[u8]| std::ffi::OsString::from_vec(b.to_vec());
+        let e = OcfEnv::from_os_vars([
+            (os(b"OCF_RESKEY_config"), os(b"/etc/\xff.xml")),
+            (os(b"OCF_RESKEY_name"), os(b"good")),
+            (os(b"LANG"), os(b"\xfe\xff")),
+        ]);
+        assert_eq!(e.not_utf8, ["OCF_RESKEY_config"]);
+        assert_eq!(e.params.get("name").map(String::as_str), Some("good"));
     }
 
     #[test]

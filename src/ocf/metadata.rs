@@ -145,12 +145,21 @@ impl Metadata {
                             spec.name
                         )))
                     }
-                    ParamType::Integer if v.trim().parse::<i64>().is_err() => {
-                        return Err(OcfError::configured(format!(
-                            "parameter '{}' must be an integer, not '{v}'",
-                            spec.name
-                        )))
-                    }
+                    ParamType::Integer => match v.trim().parse::<i64>() {
+                        Ok(n) if (-INTEGER_LIMIT..=INTEGER_LIMIT).contains(&n) => {}
+                        Ok(n) => {
+                            return Err(OcfError::configured(format!(
+                                "parameter '{}' is {n}, outside the range ferry accepts (-{INTEGER_LIMIT} to {INTEGER_LIMIT})",
+                                spec.name
+                            )))
+                        }
+                        Err(_) => {
+                            return Err(OcfError::configured(format!(
+                                "parameter '{}' must be an integer between -{INTEGER_LIMIT} and {INTEGER_LIMIT}, not '{v}'",
+                                spec.name
+                            )))
+                        }
+                    },
                     _ => {}
                 }
             }
@@ -164,6 +173,12 @@ impl Metadata {
         Ok(Params { values, unknown, read: RefCell::new(BTreeSet::new()) })
     }
 }
+
+/// The largest integer parameter ferry accepts, either sign. Every integer
+/// parameter is a count, a size or a time, and none is meaningful anywhere
+/// near this; the bound keeps every later sum, product and `Duration` on
+/// them far from overflow.
+pub const INTEGER_LIMIT: i64 = 1 << 31;
 
 /// The truth values ocf-shellfuncs' `ocf_is_true` accepts.
 pub fn parse_bool(text: &str) -> Option<bool> {
@@ -278,6 +293,11 @@ mod tests {
         assert!(e.reason.contains("'force' must be a boolean"), "{}", e.reason);
         let e = md.resolve(&given(&[("config", "x"), ("count", "3x")])).unwrap_err();
         assert!(e.reason.contains("'count' must be an integer"), "{}", e.reason);
+        for huge in ["9999999999999999", "-9999999999999999", "99999999999999999999999"] {
+            let e = md.resolve(&given(&[("config", "x"), ("count", huge)])).unwrap_err();
+            assert_eq!(e.code, super::super::exit::OcfCode::ErrConfigured);
+            assert!(e.reason.contains("2147483648"), "{huge}: {}", e.reason);
+        }
     }
 
     #[test]

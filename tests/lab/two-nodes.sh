@@ -24,7 +24,9 @@
 set -euo pipefail
 
 NODES=(nodea nodeb)
-declare -A ADDR=([nodea]=10.213.77.1 [nodeb]=10.213.77.2)
+# solo is with-libvirtd.sh's single node; its libvirtd listens only inside
+# its own network namespace.
+declare -A ADDR=([nodea]=10.213.77.1 [nodeb]=10.213.77.2 [solo]=127.0.0.1)
 
 usage() { sed -n '/^#   two-nodes/p' "$0" >&2; exit 2; }
 die() { echo "two-nodes: $*" >&2; exit 1; }
@@ -274,5 +276,6 @@ case "$cmd" in
     case "${3:-}" in stop) stop_libvirtd "$2" ;; start) start_libvirtd "$2" ;; *) usage ;; esac ;;
   cluster) load "$1"; cluster ;;
   __init) node_init "$1" "$2" ;;
+  __config) lab=$(cd "$1" && pwd); write_node_config "$2" ;;
   *) usage ;;
 esac

@@ -8,6 +8,13 @@
 //! 3. With libvirt unreachable, look for the guest's QEMU process in /proc (the
 //!    name from the config, or from the mark in libvirt's status files).
 //! 4. Anything that cannot be settled is `Unknown`, which fails the action.
+//!
+//! "Not here" must be proven: libvirt answered "no such domain", its list
+//! was read whole and holds no domain of ours, or this node's QEMU processes
+//! were all read and none is the guest. A broken connection, a timeout, an
+//! unreadable status file or a domain that could not be read are `Unknown`.
+//! Even a name libvirt does not know is checked against the mark: the
+//! config's `<name>` may have been edited while the old guest runs on.
 
 use std::path::Path;
 
@@ -39,9 +46,15 @@ pub struct Finder<'a> {
 impl Finder<'_> {
     /// Looks for the guest by name (when the config gave one), else by mark.
     pub fn locate(&self, name: Option<&str>, deadline: Deadline) -> Whereabouts {
+        // libvirt gets half of what is left, so a hung daemon still leaves
+        // time to look in /proc and to act on the answer.
+        let asking = deadline.within(deadline.remaining() / 2);
         match name {
-            Some(n) => self.by_name(n, deadline),
-            None => self.by_mark(deadline),
+            Some(n) => match self.by_name(n, asking) {
+                Whereabouts::NotHere => self.by_mark(asking),
+                found => found,
+            },
+            None => self.by_mark(asking),
         }
     }
 
@@ -79,12 +92,17 @@ impl Finder<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {}: {e}", self.status_dir.display())),
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
+        for entry in entries {
+            let path = entry.map_err(|e| format!("cannot list {}: {e}", self.status_dir.display()))?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("xml") {
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                // The domain ended between the listing and the read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            };
             if domxml::read_mark(&text).as_ref() == Some(self.mark) {
                 return Ok(path.file_stem().map(|s| s.to_string_lossy().into_owned()));
             }

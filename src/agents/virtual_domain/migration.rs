@@ -205,7 +205,7 @@ impl Ladder {
             return Step::AwaitThrottle;
         }
         // Post-copy only with time for it: one more pass over memory at most.
-        if self.postcopy_allowed && time_left > self.stall * 2 {
+        if self.postcopy_allowed && time_left > self.stall.saturating_mul(2) {
             self.in_postcopy = true;
             return Step::StartPostCopy;
         }
@@ -273,8 +273,14 @@ impl VirtualDomain {
             if let Some(result) = migration.wait_for(JOB_POLL) {
                 break result;
             }
-            if aborted.is_none() && !ladder.in_postcopy && abort_at.expired() {
-                aborted = Some(format!("it did not finish within the {:.0?} budget of this operation", started.elapsed()));
+            // A SIGTERM shortens the deadline to a grace period; abort at once
+            // so the grace is spent seeing the guest resumed here.
+            if aborted.is_none() && !ladder.in_postcopy && (abort_at.expired() || crate::ocf::deadline::terminated()) {
+                aborted = Some(if crate::ocf::deadline::terminated() {
+                    "ferry received SIGTERM".to_string()
+                } else {
+                    format!("it did not finish within the {:.0?} budget of this operation", started.elapsed())
+                });
             }
             if aborted.is_some() {
                 if deadline.remaining() < AFTER_ABORT {
@@ -340,7 +346,7 @@ impl VirtualDomain {
             }
             Err(e) => {
                 let why = aborted.map(|w| format!("aborted the migration of {name} to {target}: {w}")).unwrap_or_else(|| format!("migration of {name} to {target} failed: {e}"));
-                Err(self.after_failed_push(lv, name, &remote, why, deadline))
+                Err(self.after_failed_push(lv, name, &remote, why, ladder.in_postcopy, deadline))
             }
         }
     }
@@ -355,10 +361,14 @@ impl VirtualDomain {
     }
 
     /// Works out where the guest is after a failed push, makes sure it runs
-    /// on exactly one node, and returns the error to report.
-    fn after_failed_push(&self, lv: &Libvirt, name: &str, remote: &str, why: String, deadline: Deadline) -> OcfError {
-        // libvirt's Confirm phase resumes the guest here; give it a moment.
-        let settled = deadline.wait_until(POLL, || match lv.handover_state(name, deadline) {
+    /// on exactly one node, and returns the error to report. A target that
+    /// does not answer is "unknown", never "not there": the guest is then
+    /// left as it is for the cluster to resolve.
+    fn after_failed_push(&self, lv: &Libvirt, name: &str, remote: &str, why: String, postcopy: bool, deadline: Deadline) -> OcfError {
+        // libvirt's Confirm phase resumes the guest here; give it a moment,
+        // but keep time to ask the target.
+        let ask_target = Duration::from_secs(2).min(deadline.remaining() / 2);
+        let settled = deadline.leaving(ask_target).wait_until(POLL, || match lv.handover_state(name, deadline) {
             Ok(Some((_, true))) => None,
             other => Some(other),
         });
@@ -373,9 +383,15 @@ impl VirtualDomain {
                     log::warn(&format!("{why}; but {name} is {state} on the target and gone from here"));
                     OcfError::generic(format!("{why}; {name} now runs only on the target"))
                 }
-                other => OcfError::generic(format!("{why}; {name} is gone from here and not running on the target ({other:?})")),
+                Ok(other) => OcfError::generic(format!("{why}; {name} is gone from here and the target reports it {}", other.map_or("absent".to_string(), |s| s.to_string()))),
+                Err(e) => OcfError::generic(format!("{why}; {name} is gone from here and the target did not answer ({e})")),
             },
             Some(Err(e)) => OcfError::generic(format!("{why}; and libvirt here cannot say where {name} is: {e}")),
+            // Post-copy had begun: the guest's vCPUs run on the target, which
+            // pulls the rest of its memory from here until libvirt is done.
+            None if postcopy => OcfError::generic(format!(
+                "{why}; {name} was switched to post-copy and runs on the target, which is still fetching its memory from here; libvirt finishes the job on its own"
+            )),
             None => match there() {
                 // Still paused mid-hand-over here. Resume only if the target
                 // certainly does not have it: two running copies would share disks.
@@ -383,7 +399,8 @@ impl VirtualDomain {
                     Ok(()) => OcfError::generic(format!("{why}; the target does not have {name}, so it was resumed here")),
                     Err(e) => OcfError::generic(format!("{why}; {name} is paused here and cannot be resumed: {e}")),
                 },
-                other => OcfError::generic(format!("{why}; {name} is paused here mid-hand-over and the target reports {other:?}: left paused for the cluster to resolve")),
+                Ok(Some(state)) => OcfError::generic(format!("{why}; {name} is paused here mid-hand-over and {state} on the target: left for the cluster to resolve")),
+                Err(e) => OcfError::generic(format!("{why}; {name} is paused here mid-hand-over and the target did not answer ({e}), so where it should run is unknown: left paused for the cluster to resolve")),
             },
         }
     }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::backend::libvirt::domxml::{self, DomainInfo, OwnerMark};
+use crate::backend::libvirt::procscan;
 use crate::backend::libvirt::{default_uri, DomainState, Libvirt, LibvirtError};
 use crate::ocf::{log, Agent, Context, Deadline, Health, OcfError};
 use super::common;
@@ -274,17 +275,8 @@ impl VirtualDomain {
     /// Ends the guest's QEMU process by PID when libvirtd is down: the only way
     /// left to make sure it no longer runs here.
     fn kill_orphan(&self, name: &str, pid: u32, deadline: Deadline) -> Result<(), OcfError> {
-        let alive = || self.proc_root.join(pid.to_string()).exists();
         log::warn(&format!("libvirt is unreachable; ending {name}'s QEMU process {pid} directly"));
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        let gone = deadline.leaving(deadline.remaining() / 3).wait_until(POLL, || (!alive()).then_some(()));
-        if gone.is_none() {
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            if deadline.wait_until(POLL, || (!alive()).then_some(())).is_none() {
-                return Err(OcfError::generic(format!("QEMU process {pid} of {name} survived SIGKILL")));
-            }
-        }
-        Ok(())
+        procscan::end_qemu_guest(&self.proc_root, pid, name, deadline).map_err(OcfError::generic)
     }
 }
 
@@ -313,7 +305,20 @@ impl Agent for VirtualDomain {
         let lv = self.libvirt(&s);
         let name = info.name.as_str();
         match lv.state(name, ctx.deadline) {
-            Ok(Some(DomainState::ShutOff)) | Ok(None) => {}
+            Ok(Some(DomainState::ShutOff)) | Ok(None) => match self.locate(ctx, &lv, None, ctx.deadline) {
+                // The config's <name> was edited while the old guest runs:
+                // a start under the new name would be a second copy.
+                Whereabouts::Here { name: running, state } if state.is_active() => {
+                    return Err(OcfError::generic(format!("this resource's guest already runs here as {running} ({state}); stop it before starting it as {name}")));
+                }
+                Whereabouts::ProcessOnly { name: running, why, .. } => {
+                    return Err(OcfError::generic(format!("{why}; this resource's guest may still run here as {running}")));
+                }
+                Whereabouts::Unknown(why) => {
+                    return Err(OcfError::generic(format!("cannot tell whether this resource's guest already runs here under another name: {why}")));
+                }
+                Whereabouts::Here { .. } | Whereabouts::NotHere => {}
+            },
             Ok(Some(DomainState::Crashed)) | Ok(Some(DomainState::NoState)) => {
                 log::warn(&format!("{name} is crashed or stateless; destroying it before starting afresh"));
                 lv.destroy(name, ctx.deadline).map_err(|e| lv_err(&format!("cannot clear crashed {name}"), e))?;
@@ -412,6 +417,10 @@ impl Agent for VirtualDomain {
             Whereabouts::Here { name, state: DomainState::PmSuspended } => {
                 Health::Degraded(format!("{name} is suspended by its own power management"))
             }
+            Whereabouts::Here { name, .. } if config.name().is_some_and(|n| n != name) => Health::Degraded(format!(
+                "the guest runs as {name}, but the config now names it {}; a restart applies the new name",
+                config.name().unwrap_or_default()
+            )),
             Whereabouts::Here { .. } => Health::Running,
             Whereabouts::ProcessOnly { name, pid, why } => {
                 Health::Degraded(format!("{why}; {name} still runs here as QEMU process {pid}"))

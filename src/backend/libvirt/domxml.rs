@@ -44,20 +44,22 @@ fn attr(tag: &BytesStart, name: &str) -> Option<String> {
     tag.try_get_attribute(name).ok().flatten().and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
 }
 
+/// The amount in MiB; `None` for an unknown unit or a size too large to be
+/// real (it would overflow, and a wrapped size is a wrong size).
 fn to_mib(amount: u64, unit: &str) -> Option<u64> {
-    let bytes = match unit {
-        "b" | "bytes" => amount,
-        "KB" => amount * 1000,
-        "k" | "KiB" => amount << 10,
-        "MB" => amount * 1_000_000,
-        "M" | "MiB" => amount << 20,
-        "GB" => amount * 1_000_000_000,
-        "G" | "GiB" => amount << 30,
-        "TB" => amount * 1_000_000_000_000,
-        "T" | "TiB" => amount << 40,
+    let scale: u64 = match unit {
+        "b" | "bytes" => 1,
+        "KB" => 1000,
+        "k" | "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "M" | "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "G" | "GiB" => 1 << 30,
+        "TB" => 1_000_000_000_000,
+        "T" | "TiB" => 1 << 40,
         _ => return None,
     };
-    Some(bytes >> 20)
+    amount.checked_mul(scale).map(|bytes| bytes >> 20)
 }
 
 /// Parses the parts of a domain definition ferry needs. An error means the text
@@ -268,6 +270,14 @@ mod tests {
 
     fn mark(r: &str) -> OwnerMark {
         OwnerMark { agent: "VirtualDomain".into(), resource: r.into() }
+    }
+
+    #[test]
+    fn sizes_too_large_to_be_real_are_unknown_not_wrapped() {
+        assert_eq!(to_mib(1 << 20, "KiB"), Some(1024));
+        assert_eq!(to_mib(u64::MAX / 1000, "TB"), None);
+        assert_eq!(to_mib(1 << 30, "TiB"), None);
+        assert_eq!(to_mib(3, "parsecs"), None);
     }
 
     #[test]

@@ -245,15 +245,29 @@ impl<'r> Libvirt<'r> {
         }
     }
 
-    /// The domain's state; `Ok(None)` when the daemon knows no such domain.
+    /// Runs `ask` once, and once more on a fresh connection if the first
+    /// broke: one reset socket must not decide what a monitor answers. A
+    /// timeout is not retried (the deadline is spent), nor is any answer.
+    fn asking_twice<T>(&self, deadline: Deadline, mut ask: impl FnMut() -> Result<T, LibvirtError>) -> Result<T, LibvirtError> {
+        match ask() {
+            Err(LibvirtError::Unreachable(first)) if !deadline.expired() => ask().map_err(|e| match e {
+                LibvirtError::Unreachable(second) if second != first => LibvirtError::Unreachable(format!("{first}; then {second}")),
+                other => other,
+            }),
+            other => other,
+        }
+    }
+
+    /// The domain's state; `Ok(None)` only when the daemon answered that it
+    /// knows no such domain.
     pub fn state(&self, name: &str, deadline: Deadline) -> Result<Option<DomainState>, LibvirtError> {
-        let found = match self.rpc(deadline) {
+        let found = self.asking_twice(deadline, || match self.rpc(deadline) {
             Some(client) => client.and_then(|mut c| {
                 let dom = c.lookup_by_name(name).map_err(rpc_error)?;
                 c.state(&dom).map(|(s, _)| DomainState::from_code(s)).map_err(rpc_error)
             }),
             None => self.virsh(&["domstate", name], deadline).map(|o| DomainState::from_virsh(&o.stdout)),
-        };
+        });
         match found {
             Ok(s) => Ok(Some(s)),
             Err(LibvirtError::NoDomain) => Ok(None),
@@ -261,25 +275,40 @@ impl<'r> Libvirt<'r> {
         }
     }
 
-    /// Every domain the daemon knows, with its live definition.
+    /// Every domain the daemon knows, with its live definition. All or
+    /// nothing: a domain that could not be read fails the whole list, since
+    /// the caller looks for one guest in it and must not miss it. Only a
+    /// domain the daemon says is gone (it ended between the list and the
+    /// question) is left out.
     pub fn list_with_xml(&self, deadline: Deadline) -> Result<Vec<ListedDomain>, LibvirtError> {
+        self.asking_twice(deadline, || self.list_with_xml_once(deadline))
+    }
+
+    fn list_with_xml_once(&self, deadline: Deadline) -> Result<Vec<ListedDomain>, LibvirtError> {
+        let mut listed = Vec::new();
         if let Some(client) = self.rpc(deadline) {
             let mut c = client?;
-            let mut listed = Vec::new();
             for dom in c.list_all_domains().map_err(rpc_error)? {
-                // A domain may vanish between the list and the question.
-                let (Ok((state, _)), Ok(xml)) = (c.state(&dom), c.xml_desc(&dom, VIR_DOMAIN_XML_SECURE)) else { continue };
-                listed.push(ListedDomain { name: dom.name, state: DomainState::from_code(state), xml });
+                let read = c.state(&dom).and_then(|(state, _)| Ok((state, c.xml_desc(&dom, VIR_DOMAIN_XML_SECURE)?)));
+                match read.map_err(rpc_error) {
+                    Ok((state, xml)) => listed.push(ListedDomain { name: dom.name, state: DomainState::from_code(state), xml }),
+                    Err(LibvirtError::NoDomain) => {}
+                    Err(e) => return Err(e),
+                }
             }
             return Ok(listed);
         }
         let names = self.virsh(&["list", "--all", "--name"], deadline)?;
-        let mut listed = Vec::new();
         for name in names.stdout.lines().map(str::trim).filter(|n| !n.is_empty()) {
-            let (Ok(Some(state)), Ok(xml)) = (self.state(name, deadline), self.virsh(&["dumpxml", "--security-info", name], deadline)) else {
-                continue;
-            };
-            listed.push(ListedDomain { name: name.to_string(), state, xml: xml.stdout });
+            let read = self.virsh(&["domstate", name], deadline).and_then(|state| {
+                let xml = self.virsh(&["dumpxml", "--security-info", name], deadline)?;
+                Ok((DomainState::from_virsh(&state.stdout), xml.stdout))
+            });
+            match read {
+                Ok((state, xml)) => listed.push(ListedDomain { name: name.to_string(), state, xml }),
+                Err(LibvirtError::NoDomain) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(listed)
     }
@@ -346,6 +375,7 @@ fn rpc_error(e: rpc::RpcError) -> LibvirtError {
         rpc::RpcError::Remote { code: rpc::ERR_NO_DOMAIN, .. } => LibvirtError::NoDomain,
         rpc::RpcError::Remote { message, .. } => LibvirtError::Failed(message),
         rpc::RpcError::Transport(m) => LibvirtError::Unreachable(m),
+        rpc::RpcError::TimedOut(m) => LibvirtError::TimedOut(m),
         rpc::RpcError::Protocol(m) => LibvirtError::Failed(format!("libvirt protocol: {m}")),
     }
 }

@@ -6,7 +6,14 @@
 //! (`-name guest=NAME,…`, or `-name NAME` from older versions), so /proc can
 //! still tell whether the guest runs on this node.
 
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+
+use crate::ocf::Deadline;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Scan {
@@ -72,6 +79,93 @@ pub fn find_qemu_guest(proc_root: &Path, name: &str) -> Scan {
     Scan::Absent
 }
 
+/// A process held by a pidfd: signals reach the process that was opened,
+/// never one that reused its PID later.
+struct Process {
+    fd: OwnedFd,
+}
+
+impl Process {
+    fn open(pid: u32) -> Result<Process, String> {
+        // SAFETY: pidfd_open takes a PID and flags and returns a new file
+        // descriptor or -1; no memory is passed. std and nix have no wrapper.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        // SAFETY: the kernel just returned this descriptor, and only this owns it.
+        Ok(Process { fd: unsafe { OwnedFd::from_raw_fd(fd as i32) } })
+    }
+
+    fn signal(&self, signal: Signal) -> Result<(), String> {
+        // SAFETY: pidfd_send_signal with a pidfd we own, a signal number, a
+        // null siginfo (the kernel fills one as kill(2) would) and no flags.
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.fd.as_raw_fd(), signal as libc::c_int, std::ptr::null::<libc::siginfo_t>(), 0) };
+        match rc {
+            0 => Ok(()),
+            _ => match std::io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ESRCH) => Ok(()), // already gone
+                e => Err(e.to_string()),
+            },
+        }
+    }
+
+    /// Whether it has exited by `until`. A pidfd turns readable when its
+    /// process exits, also when it stays a zombie because its parent (a
+    /// stopped libvirtd) does not reap it: a zombie runs nothing and holds
+    /// no disk.
+    fn exited_by(&self, until: Deadline) -> bool {
+        loop {
+            let left = until.remaining();
+            let wait = PollTimeout::try_from(left.min(Duration::from_millis(100))).unwrap_or(PollTimeout::ZERO);
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            if let Ok(n @ 1..) = poll(&mut fds, wait) {
+                return n > 0;
+            }
+            if left.is_zero() {
+                return false;
+            }
+        }
+    }
+}
+
+/// Ends the QEMU process `pid` of guest `name`: SIGTERM (QEMU closes its
+/// disks cleanly), then SIGKILL once two thirds of the time are spent. Ok
+/// once it has exited. The process is checked to still be `name`'s QEMU
+/// after it is held, so a PID reused since the scan is never signalled.
+pub fn end_qemu_guest(proc_root: &Path, pid: u32, name: &str, deadline: Deadline) -> Result<(), String> {
+    let process = match Process::open(pid) {
+        Ok(p) => p,
+        Err(_) if !proc_root.join(pid.to_string()).exists() => return Ok(()), // already gone
+        Err(e) => return Err(format!("cannot hold process {pid}: {e}")),
+    };
+    // A process in the middle of exec shows no command line for a moment.
+    let read_name = || {
+        let cmdline = std::fs::read(proc_root.join(pid.to_string()).join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline);
+        let argv: Vec<&str> = text.split('\0').filter(|a| !a.is_empty()).collect();
+        guest_name(&argv)
+    };
+    let identity = Deadline::after(Duration::from_millis(100)).wait_until(Duration::from_millis(10), || {
+        read_name().map(Some).or_else(|| process.exited_by(Deadline::after(Duration::ZERO)).then_some(None))
+    });
+    match identity {
+        Some(Some(found)) if found == name => {}
+        // Exited since the scan: a zombie has no command line.
+        Some(None) => return Ok(()),
+        _ => return Err(format!("process {pid} is no longer {name}'s QEMU")),
+    }
+    process.signal(Signal::SIGTERM)?;
+    if process.exited_by(deadline.leaving(deadline.remaining() / 3)) {
+        return Ok(());
+    }
+    process.signal(Signal::SIGKILL)?;
+    if process.exited_by(deadline) {
+        return Ok(());
+    }
+    Err(format!("QEMU process {pid} of {name} survived SIGKILL"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +180,37 @@ mod tests {
         assert_eq!(guest_name(&["qemu-system-x86_64", "-name", "guest=a,,b,debug-threads=on"]).as_deref(), Some("a,b"));
         assert_eq!(guest_name(&["/bin/sleep", "-name", "vm1"]), None);
         assert_eq!(guest_name(&["/usr/bin/qemu-system-x86_64", "-m", "128"]), None);
+    }
+
+    #[test]
+    fn a_held_process_is_ended_and_a_zombie_counts_as_ended() {
+        use std::os::unix::process::CommandExt;
+        // A "QEMU" for guest vm-t: a shell under a name that contains qemu.
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg0("qemu-system-x86_64")
+            .args(["-c", "trap '' TERM; while :; do sleep 1; done", "-name", "guest=vm-t"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        std::thread::sleep(Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        // It ignores SIGTERM, so SIGKILL ends it; it stays a zombie, unreaped.
+        assert_eq!(end_qemu_guest(Path::new("/proc"), pid, "vm-t", Deadline::after(Duration::from_secs(3))), Ok(()));
+        assert!(started.elapsed() < Duration::from_millis(2900), "{:?}", started.elapsed());
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(stat.contains(") Z "), "a zombie until reaped: {stat}");
+        child.wait().unwrap();
+        assert_eq!(end_qemu_guest(Path::new("/proc"), pid, "vm-t", Deadline::after(Duration::from_secs(1))), Ok(()), "gone is ended");
+    }
+
+    #[test]
+    fn a_pid_that_is_not_the_guest_is_never_signalled() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let err = end_qemu_guest(Path::new("/proc"), child.id(), "vm-t", Deadline::after(Duration::from_secs(1))).unwrap_err();
+        assert!(err.contains("no longer"), "{err}");
+        assert!(child.try_wait().unwrap().is_none(), "sleep must still run");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

@@ -19,11 +19,22 @@
 //!
 //! Each message is a 4-byte length (counting itself), a 24-byte header
 //! (program, version, procedure, type, serial, status), then the XDR body.
+//!
+//! Every step is bounded by the caller's deadline, not just each read: the
+//! connect (a stopped daemon's full backlog would block it), every read and
+//! write, and every turn of the loop that skips events, so neither a hung nor
+//! a trickling peer keeps ferry past it. A broken, closed or garbled
+//! conversation is an error, never an empty answer: the caller must not read
+//! "could not ask" as "not there".
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 
 use super::xdr::{Decoder, Encoder, Truncated};
 use crate::ocf::Deadline;
@@ -36,6 +47,11 @@ const STATUS_OK: u32 = 0;
 const STATUS_ERROR: u32 = 1;
 /// libvirt refuses messages above 32 MiB; anything larger is corrupt.
 const MAX_MESSAGE: usize = 32 << 20;
+/// The longest one socket call may block before the deadline is looked at
+/// again (a SIGTERM shortens it).
+const TICK: Duration = Duration::from_millis(100);
+/// How often a connect to a daemon whose backlog is full is tried again.
+const CONNECT_RETRY: Duration = Duration::from_millis(10);
 
 pub const PROC_CONNECT_OPEN: i32 = 1;
 pub const PROC_DOMAIN_GET_XML_DESC: i32 = 14;
@@ -55,6 +71,8 @@ pub const ERR_NO_DOMAIN: i32 = 42;
 pub enum RpcError {
     /// The socket could not be reached, or the connection broke.
     Transport(String),
+    /// The deadline passed before the daemon answered.
+    TimedOut(String),
     /// The daemon answered with an error.
     Remote { code: i32, message: String },
     /// The answer did not parse.
@@ -93,12 +111,35 @@ pub struct Client {
     deadline: Deadline,
 }
 
+/// Connects to `path` without ever blocking past `deadline`.
+fn connect_by(path: &Path, deadline: Deadline) -> Result<UnixStream, RpcError> {
+    let transport = |e: Errno| RpcError::Transport(format!("cannot connect to {}: {}", path.display(), e.desc()));
+    let addr = UnixAddr::new(path).map_err(transport)?;
+    let fd: OwnedFd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None).map_err(transport)?;
+    loop {
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => continue,
+            // A UNIX socket's listener whose backlog is full (a stopped or
+            // swamped daemon): try again until the deadline.
+            Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => {
+                if deadline.expired() {
+                    return Err(RpcError::TimedOut(format!("{} accepted no connection in time", path.display())));
+                }
+                std::thread::sleep(CONNECT_RETRY.min(deadline.remaining()));
+            }
+            Err(e) => return Err(transport(e)),
+        }
+    }
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false).map_err(|e| RpcError::Transport(e.to_string()))?;
+    Ok(stream)
+}
+
 impl Client {
     /// Connects, authenticates and opens the hypervisor connection `uri`.
     pub fn open(socket: &Path, uri: &str, deadline: Deadline) -> Result<Client, RpcError> {
-        let stream = UnixStream::connect(socket)
-            .map_err(|e| RpcError::Transport(format!("cannot connect to {}: {e}", socket.display())))?;
-        let mut client = Client { stream, serial: 0, deadline };
+        let mut client = Client::over(connect_by(socket, deadline)?, deadline);
         let reply = client.call(PROC_AUTH_LIST, &Encoder::default())?;
         let mut d = Decoder::new(&reply);
         let n = d.u32()?;
@@ -116,37 +157,75 @@ impl Client {
         Ok(client)
     }
 
-    fn arm_timeouts(&self) -> Result<(), RpcError> {
-        let left = self.deadline.remaining().max(Duration::from_millis(1));
-        self.stream
-            .set_read_timeout(Some(left))
-            .and_then(|()| self.stream.set_write_timeout(Some(left)))
-            .map_err(|e| RpcError::Transport(e.to_string()))
+    /// A client on an already connected stream (no handshake): the daemon's
+    /// socket after `open`, or one end of a pair in the unit tests.
+    pub fn over(stream: UnixStream, deadline: Deadline) -> Client {
+        Client { stream, serial: 0, deadline }
+    }
+
+    fn timed_out(&self, what: &str) -> RpcError {
+        RpcError::TimedOut(format!("libvirt did not {what} before the deadline"))
+    }
+
+    /// Fills `buf`, or fails at the deadline however slowly the peer sends.
+    fn read_exact_by(&mut self, buf: &mut [u8]) -> Result<(), RpcError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let left = self.deadline.remaining();
+            if left.is_zero() {
+                return Err(self.timed_out("answer"));
+            }
+            self.stream.set_read_timeout(Some(left.min(TICK))).map_err(|e| RpcError::Transport(e.to_string()))?;
+            match self.stream.read(&mut buf[filled..]) {
+                Ok(0) => return Err(RpcError::Transport("libvirt closed the connection mid-conversation".into())),
+                Ok(n) => filled += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e) => return Err(RpcError::Transport(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_all_by(&mut self, mut data: &[u8]) -> Result<(), RpcError> {
+        while !data.is_empty() {
+            let left = self.deadline.remaining();
+            if left.is_zero() {
+                return Err(self.timed_out("take the request"));
+            }
+            self.stream.set_write_timeout(Some(left.min(TICK))).map_err(|e| RpcError::Transport(e.to_string()))?;
+            match self.stream.write(data) {
+                Ok(0) => return Err(RpcError::Transport("libvirt closed the connection".into())),
+                Ok(n) => data = &data[n..],
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e) => return Err(RpcError::Transport(e.to_string())),
+            }
+        }
+        Ok(())
     }
 
     /// Sends one call and returns the body of its reply.
     pub fn call(&mut self, procedure: i32, args: &Encoder) -> Result<Vec<u8>, RpcError> {
         if self.deadline.expired() {
-            return Err(RpcError::Transport("deadline passed".into()));
+            return Err(self.timed_out("answer"));
         }
-        self.arm_timeouts()?;
         self.serial += 1;
         let mut msg = Encoder::default();
         msg.u32(0).u32(PROGRAM).u32(VERSION).i32(procedure).u32(TYPE_CALL).u32(self.serial).u32(STATUS_OK);
         msg.buf.extend_from_slice(&args.buf);
         let len = msg.buf.len() as u32;
         msg.buf[..4].copy_from_slice(&len.to_be_bytes());
-        let io = |e: std::io::Error| RpcError::Transport(e.to_string());
-        self.stream.write_all(&msg.buf).map_err(io)?;
+        self.write_all_by(&msg.buf)?;
         loop {
+            // Each turn reads under the deadline, so a stream of events
+            // cannot keep this loop going past it.
             let mut len = [0u8; 4];
-            self.stream.read_exact(&mut len).map_err(io)?;
+            self.read_exact_by(&mut len)?;
             let len = u32::from_be_bytes(len) as usize;
             if !(28..=MAX_MESSAGE).contains(&len) {
                 return Err(RpcError::Protocol(format!("bad message length {len}")));
             }
             let mut body = vec![0u8; len - 4];
-            self.stream.read_exact(&mut body).map_err(io)?;
+            self.read_exact_by(&mut body)?;
             let mut d = Decoder::new(&body);
             let (prog, _vers, proc_, kind, serial, status) = (d.u32()?, d.u32()?, d.i32()?, d.u32()?, d.u32()?, d.u32()?);
             // Anything else (an event, a keepalive) is not ours to answer.
@@ -200,5 +279,147 @@ impl Client {
         let mut d = Decoder::new(&reply);
         let n = d.u32()?;
         (0..n).map(|_| RemoteDomain::decode(&mut d).map_err(RpcError::from)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client against a scripted peer on a socket pair: each test's peer
+    //! reads the request and answers with exactly the bytes it is given.
+    use super::*;
+    use std::time::Instant;
+
+    /// A reply frame for the first call (serial 1) of `procedure`.
+    fn frame(procedure: i32, kind: u32, serial: u32, status: u32, payload: &[u8]) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.u32(0).u32(PROGRAM).u32(VERSION).i32(procedure).u32(kind).u32(serial).u32(status);
+        e.buf.extend_from_slice(payload);
+        let len = e.buf.len() as u32;
+        e.buf[..4].copy_from_slice(&len.to_be_bytes());
+        e.buf
+    }
+
+    /// Runs `call` against a peer that answers with `answer`, byte-paced by `pace`.
+    fn against(answer: Vec<u8>, pace: Option<Duration>, within: Duration) -> (Result<Vec<u8>, RpcError>, Duration) {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut request = [0u8; 28];
+            let _ = theirs.read_exact(&mut request);
+            match pace {
+                None => {
+                    let _ = theirs.write_all(&answer);
+                }
+                Some(gap) => {
+                    for byte in answer {
+                        if theirs.write_all(&[byte]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(gap);
+                    }
+                }
+            }
+            // Closing its end ends the conversation.
+        });
+        let started = Instant::now();
+        let mut client = Client::over(ours, Deadline::after(within));
+        let result = client.call(PROC_DOMAIN_GET_STATE, &Encoder::default());
+        let took = started.elapsed();
+        drop(client);
+        let _ = peer.join();
+        (result, took)
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_reply_after_events_and_other_serials_is_found() {
+        let mut answer = frame(PROC_DOMAIN_GET_STATE, 2, 0, STATUS_OK, &[0; 8]); // an event (type MESSAGE)
+        answer.extend(frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, 7, STATUS_OK, &[9; 8])); // someone else's serial
+        answer.extend(frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, 1, STATUS_OK, &[0, 0, 0, 1, 0, 0, 0, 5]));
+        assert_eq!(against(answer, None, SECOND).0, Ok(vec![0, 0, 0, 1, 0, 0, 0, 5]));
+    }
+
+    #[test]
+    fn a_remote_error_carries_its_code_and_message() {
+        let mut payload = Encoder::default();
+        payload.i32(ERR_NO_DOMAIN).i32(10).optional_string(Some("Domain not found"));
+        let answer = frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, 1, STATUS_ERROR, &payload.buf);
+        assert_eq!(against(answer, None, SECOND).0, Err(RpcError::Remote { code: ERR_NO_DOMAIN, message: "Domain not found".into() }));
+    }
+
+    #[test]
+    fn a_truncated_frame_is_a_broken_conversation_not_an_answer() {
+        let whole = frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, 1, STATUS_OK, &[0; 8]);
+        for cut in [0, 2, 4, 20, whole.len() - 1] {
+            let result = against(whole[..cut].to_vec(), None, SECOND).0;
+            assert!(matches!(result, Err(RpcError::Transport(_))), "cut at {cut}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn bad_lengths_and_statuses_are_protocol_errors() {
+        for len in [0u32, 27, (MAX_MESSAGE + 1) as u32, u32::MAX] {
+            let mut answer = frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, 1, STATUS_OK, &[0; 8]);
+            answer[..4].copy_from_slice(&len.to_be_bytes());
+            let result = against(answer, None, SECOND).0;
+            assert!(matches!(result, Err(RpcError::Protocol(ref m)) if m.contains("length")), "length {len}: {result:?}");
+        }
+        let answer = frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, 1, 9, &[]);
+        assert!(matches!(against(answer, None, SECOND).0, Err(RpcError::Protocol(_))));
+        // An error reply too short to hold its error.
+        let answer = frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, 1, STATUS_ERROR, &[0, 0]);
+        assert!(matches!(against(answer, None, SECOND).0, Err(RpcError::Protocol(_))));
+    }
+
+    #[test]
+    fn a_peer_that_trickles_cannot_hold_the_client_past_its_deadline() {
+        let answer = frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, 1, STATUS_OK, &[0; 8]);
+        let (result, took) = against(answer, Some(Duration::from_millis(150)), Duration::from_millis(700));
+        assert!(matches!(result, Err(RpcError::TimedOut(_))), "{result:?}");
+        assert!(took < Duration::from_millis(1000), "took {took:?}");
+    }
+
+    #[test]
+    fn a_peer_that_streams_events_for_ever_cannot_either() {
+        let event = frame(PROC_DOMAIN_GET_STATE, 2, 0, STATUS_OK, &[0; 8]);
+        let answer: Vec<u8> = std::iter::repeat(event).take(50_000).flatten().collect();
+        let (result, took) = against(answer, None, Duration::from_millis(300));
+        // Either the deadline or the peer's end comes first; never an answer.
+        assert!(matches!(result, Err(RpcError::TimedOut(_)) | Err(RpcError::Transport(_))), "{result:?}");
+        assert!(took < Duration::from_millis(800), "took {took:?}");
+    }
+
+    #[test]
+    fn a_silent_peer_times_out_at_the_deadline() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let started = Instant::now();
+        let result = Client::over(ours, Deadline::after(Duration::from_millis(300))).call(PROC_DOMAIN_GET_STATE, &Encoder::default());
+        assert!(matches!(result, Err(RpcError::TimedOut(_))), "{result:?}");
+        assert!(started.elapsed() < Duration::from_millis(600));
+    }
+
+    #[test]
+    fn connecting_to_a_listener_that_never_accepts_ends_at_the_deadline() {
+        let dir = std::env::temp_dir().join(format!("ferry-rpc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sock");
+        // A listener that never accepts: like a stopped libvirtd. Its backlog
+        // fills, and then a blocking connect would wait for ever.
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let mut held = Vec::new();
+        let started = Instant::now();
+        let outcome = loop {
+            match connect_by(&path, Deadline::after(Duration::from_millis(300))) {
+                Ok(s) => held.push(s),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 10_000, "the backlog never filled");
+        };
+        assert!(matches!(outcome, RpcError::TimedOut(_)), "{outcome:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(listener);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(connect_by(&dir.join("none"), Deadline::after(SECOND)), Err(RpcError::Transport(_))));
     }
 }

@@ -66,24 +66,30 @@ impl XlDomain {
     }
 }
 
-/// Parses `xl list` output (a header, then one row per domain).
-pub fn parse_list(text: &str) -> Vec<XlDomain> {
-    text.lines()
-        .skip_while(|l| !l.starts_with("Name"))
-        .skip(1)
-        .filter_map(|line| {
+/// Parses `xl list` output (a header, then one row per domain). All or
+/// nothing: a row that does not parse could be the guest a caller looks
+/// for, so it fails the list instead of dropping out of it; and a list
+/// without its header (dom0 is always there) is no list.
+pub fn parse_list(text: &str) -> Result<Vec<XlDomain>, String> {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("Name"));
+    if lines.next().is_none() {
+        return Err("xl list printed no header".into());
+    }
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
             // The name may not contain spaces (xl refuses them), so columns split.
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 5 {
-                return None;
-            }
-            Some(XlDomain {
-                name: cols[0].to_string(),
-                id: cols[1].parse().ok()?,
-                memory_mib: cols[2].parse().ok()?,
-                vcpus: cols[3].parse().ok()?,
-                flags: cols[4].to_string(),
-            })
+            let row = || -> Option<XlDomain> {
+                Some(XlDomain {
+                    name: cols.first()?.to_string(),
+                    id: cols.get(1)?.parse().ok()?,
+                    memory_mib: cols.get(2)?.parse().ok()?,
+                    vcpus: cols.get(3)?.parse().ok()?,
+                    flags: cols.get(4)?.to_string(),
+                })
+            };
+            row().ok_or_else(|| format!("xl list printed a row ferry cannot read: '{}'", line.trim()))
         })
         .collect()
 }
@@ -127,15 +133,24 @@ impl<'r> Xl<'r> {
         Xl { runner }
     }
 
+    fn xl_cmd(args: &[&str]) -> Cmd {
+        args.iter().fold(Cmd::new(&["xl"]), |c, a| c.arg(*a))
+    }
+
     fn xl(&self, args: &[&str], deadline: Deadline) -> Result<Output, XlError> {
-        let cmd = args.iter().fold(Cmd::new(&["xl"]), |c, a| c.arg(*a));
-        checked(self.runner.run(&cmd, deadline))
+        checked(self.runner.run(&Self::xl_cmd(args), deadline))
+    }
+
+    /// For commands that start a domain: xl leaves a process behind that
+    /// watches the domain (reboot, crash actions) for its whole life.
+    fn xl_starting_domain(&self, args: &[&str], deadline: Deadline) -> Result<Output, XlError> {
+        checked(self.runner.run(&Self::xl_cmd(args).leaving_daemons(), deadline))
     }
 
     /// Every domain, dom0 included. Callers look for a name in the full list:
     /// `xl list NAME` answers a missing name and a broken toolstack alike.
     pub fn list(&self, deadline: Deadline) -> Result<Vec<XlDomain>, XlError> {
-        self.xl(&["list"], deadline).map(|o| parse_list(&o.stdout))
+        self.xl(&["list"], deadline).and_then(|o| parse_list(&o.stdout).map_err(XlError::Failed))
     }
 
     /// Creates the domain from `file`, with `name` and any further `key=value`
@@ -145,7 +160,7 @@ impl<'r> Xl<'r> {
         let file = file.to_string_lossy();
         let mut args = vec!["create", "-q", file.as_ref()];
         args.extend(overrides.iter().map(String::as_str));
-        self.xl(&args, deadline).map(drop)
+        self.xl_starting_domain(&args, deadline).map(drop)
     }
 
     pub fn shutdown(&self, name: &str, deadline: Deadline) -> Result<(), XlError> {
@@ -169,7 +184,7 @@ impl<'r> Xl<'r> {
 
     /// Recreates a domain from a `save` image; it runs as it was.
     pub fn restore(&self, file: &Path, deadline: Deadline) -> Result<(), XlError> {
-        self.xl(&["restore", &file.to_string_lossy()], deadline).map(drop)
+        self.xl_starting_domain(&["restore", &file.to_string_lossy()], deadline).map(drop)
     }
 
     pub fn mem_set(&self, name: &str, mib: u64, deadline: Deadline) -> Result<(), XlError> {
@@ -209,12 +224,20 @@ dead                                         5   128     1     ---sc-       0.1\
 
     #[test]
     fn xl_list_parses_into_domains_with_flags() {
-        let d = parse_list(LIST);
+        let d = parse_list(LIST).unwrap();
         assert_eq!(d.len(), 4);
         assert_eq!(d[1], XlDomain { name: "guest1".into(), id: 3, memory_mib: 256, vcpus: 1, flags: "-b----".into() });
         assert!(d[2].paused() && !d[2].crashed());
         assert!(d[3].crashed() && d[3].ending());
-        assert!(parse_list("").is_empty());
+        assert!(parse_list("Name ID Mem VCPUs State Time(s)\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_list_fails_instead_of_losing_a_domain() {
+        assert!(parse_list("").is_err(), "no header: xl printed something else");
+        let garbled = LIST.replace("guest1                                       3", "guest1                                       ?");
+        assert!(parse_list(&garbled).unwrap_err().contains("guest1"));
+        assert!(parse_list(&format!("{LIST}half-row 7\n")).is_err());
     }
 
     #[test]

@@ -1,0 +1,303 @@
+//! Fault injection against a real running guest on a real libvirtd: the
+//! promises ferry makes are tested by breaking what they depend on.
+//! - one socket error at any point of ferry's conversation with libvirtd
+//!   (strace's `-e inject=`) never makes monitor say 7 or stop say 0 while
+//!   the guest runs;
+//! - a hung libvirtd (SIGSTOP) neither hangs an action nor fakes an answer;
+//! - children that daemonize or ignore SIGTERM cannot stretch an action or
+//!   outlive it;
+//! - input that is not UTF-8 or is out of range gets an OCF code and a
+//!   reason, never an abort.
+//!
+//! It stops libvirtd, so it runs only against a private one that
+//! tests/lab/with-libvirtd.sh started for this run (make test-faults), one
+//! test at a time.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn require_own_libvirtd() {
+    if std::env::var("FERRY_TEST_OWNS_LIBVIRTD").as_deref() != Ok("1") {
+        panic!("this suite stops libvirtd: run it through tests/lab/with-libvirtd.sh (make test-faults)");
+    }
+}
+
+/// The PID of the QEMU process running guest `name`, if any (zombies excluded).
+fn qemu_pid(name: &str) -> Option<u32> {
+    let needle = format!("guest={name},");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let text = String::from_utf8_lossy(&cmdline);
+        (text.contains("qemu") && text.contains(&needle)).then_some(pid)
+    })
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Runs ferry under strace, with `inject` as strace's fault, or just
+/// counting the system calls in `calls` when `inject` is None.
+fn traced(action: &str, env: &[(String, String)], calls: &str, inject: Option<&str>, log: &Path) -> Run {
+    let mut args = vec!["-qq".to_string(), "-o".into(), log.display().to_string(), "-e".into(), format!("trace={calls}")];
+    if let Some(fault) = inject {
+        args.extend(["-e".into(), format!("inject={fault}")]);
+    }
+    args.extend([ferry().display().to_string(), "VirtualDomain".into(), action.into()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_program(Path::new("strace"), &argv, env)
+}
+
+/// How many times ferry makes each of `calls` in one `action`.
+fn positions(action: &str, env: &[(String, String)], calls: &[&str], log: &Path) -> BTreeMap<String, usize> {
+    let run = traced(action, env, &calls.join(","), None, log);
+    assert!(run.code == 0 || run.code == 7 || run.code == 190, "the baseline {action} failed: {}", run.stderr);
+    let text = std::fs::read_to_string(log).unwrap();
+    calls.iter().map(|c| (c.to_string(), text.lines().filter(|l| l.starts_with(&format!("{c}("))).count())).collect()
+}
+
+#[derive(Default, Debug)]
+struct Matrix {
+    injected: usize,
+    false_not_running: usize,
+    false_stopped: usize,
+    notes: Vec<String>,
+}
+
+/// The socket calls of ferry's libvirt conversation and the error each gets.
+const FAULTS: [(&str, &str); 3] = [("connect", "ECONNREFUSED"), ("sendto", "EPIPE"), ("recvfrom", "ECONNRESET")];
+
+#[test]
+fn one_socket_error_anywhere_never_makes_a_running_guest_look_stopped() {
+    require_own_libvirtd();
+    let g = Guest::new("sockfault");
+    assert_eq!(g.run("start", &[]).code, 0);
+    let scratch = TempDir::new("sockfault");
+    let log = scratch.join("strace.log");
+    let away = g.dir.join("away.xml");
+    let mut total = Matrix::default();
+    for readable in [true, false] {
+        if !readable {
+            std::fs::rename(&g.config, &away).unwrap();
+        }
+        let env = g.env(&[("OCF_RESKEY_CRM_meta_interval", "10000"), ("OCF_RESKEY_CRM_meta_timeout", "20000")]);
+        // monitor: every position of every socket call.
+        let counts = positions("monitor", &env, &FAULTS.map(|(c, _)| c), &log);
+        assert!(counts["recvfrom"] >= 6, "ferry must be talking to libvirtd over its socket: {counts:?}");
+        for (call, errno) in FAULTS {
+            for n in 1..=counts[call] {
+                let run = traced("monitor", &env, call, Some(&format!("{call}:error={errno}:when={n}")), &log);
+                total.injected += 1;
+                if run.code == 7 {
+                    total.false_not_running += 1;
+                    total.notes.push(format!("monitor, config readable={readable}, {call}#{n}: 7 ({})", run.stderr.trim()));
+                }
+                assert!(matches!(run.code, 0 | 1 | 190), "monitor {call}#{n}: {} {}", run.code, run.stderr);
+            }
+        }
+        // stop: force_stop keeps each round short (destroy, no shutdown).
+        let stop_env = g.env(&[("OCF_RESKEY_force_stop", "true"), ("OCF_RESKEY_CRM_meta_timeout", "20000")]);
+        let stop_counts = positions("stop", &stop_env, &FAULTS.map(|(c, _)| c), &log);
+        for (call, errno) in FAULTS {
+            for n in 1..=stop_counts[call] {
+                if g.libvirt_state().as_deref() != Some("running") {
+                    std::fs::rename(&away, &g.config).ok();
+                    assert_eq!(g.run("start", &[]).code, 0, "restart between rounds");
+                    if !readable {
+                        std::fs::rename(&g.config, &away).unwrap();
+                    }
+                }
+                let run = traced("stop", &stop_env, call, Some(&format!("{call}:error={errno}:when={n}")), &log);
+                total.injected += 1;
+                let state = g.libvirt_state();
+                let runs = qemu_pid(&g.name).is_some_and(alive) || state.as_deref() == Some("running");
+                if run.code == 0 && runs {
+                    total.false_stopped += 1;
+                    total.notes.push(format!("stop, config readable={readable}, {call}#{n}: 0 while {state:?}"));
+                }
+            }
+        }
+        if !readable {
+            std::fs::rename(&away, &g.config).unwrap();
+        }
+        if g.libvirt_state().as_deref() != Some("running") {
+            assert_eq!(g.run("start", &[]).code, 0);
+        }
+    }
+    let _ = g.run("stop", &[("OCF_RESKEY_force_stop", "true")]);
+    println!(
+        "fault matrix (sockets): {} positions injected, {} false 7s, {} false stop-0s",
+        total.injected, total.false_not_running, total.false_stopped
+    );
+    assert!(total.injected >= 40, "too few positions to mean anything: {total:?}");
+    assert!(total.notes.is_empty(), "false answers:\n{}", total.notes.join("\n"));
+}
+
+fn libvirtd_pid() -> i32 {
+    std::fs::read_to_string("/run/libvirtd.pid").expect("the node's libvirtd pid file").trim().parse().unwrap()
+}
+
+fn signal(pid: i32, sig: &str) {
+    assert!(Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success());
+}
+
+#[test]
+fn a_hung_libvirtd_neither_hangs_an_action_nor_fakes_an_answer() {
+    require_own_libvirtd();
+    let g = Guest::new("hung");
+    assert_eq!(g.run("start", &[]).code, 0);
+    let qemu = qemu_pid(&g.name).expect("the guest's QEMU process");
+    let daemon = libvirtd_pid();
+    signal(daemon, "STOP");
+    let _resume = Defer(move || signal(daemon, "CONT"));
+
+    let timeout = |s: u64| (s * 1000).to_string();
+    let monitor = g.run("monitor", &[("OCF_RESKEY_CRM_meta_timeout", &timeout(10))]);
+    assert!(monitor.took < Duration::from_secs(10), "monitor took {:?}", monitor.took);
+    assert_eq!(monitor.code, 190, "running guest, hung libvirtd: {}", monitor.stderr);
+    let away = g.dir.join("away.xml");
+    std::fs::rename(&g.config, &away).unwrap();
+    let by_mark = g.run("monitor", &[("OCF_RESKEY_CRM_meta_timeout", &timeout(10))]);
+    std::fs::rename(&away, &g.config).unwrap();
+    assert!(by_mark.took < Duration::from_secs(10), "monitor took {:?}", by_mark.took);
+    assert_eq!(by_mark.code, 190, "config unreadable, hung libvirtd: {}", by_mark.stderr);
+
+    let stop = g.run("stop", &[("OCF_RESKEY_CRM_meta_timeout", &timeout(20))]);
+    assert!(stop.took < Duration::from_secs(20), "stop took {:?}", stop.took);
+    assert_eq!(stop.code, 0, "stop must end the guest by its process: {}", stop.stderr);
+    assert!(!alive(qemu), "stop said 0, but QEMU {qemu} still runs");
+
+    signal(daemon, "CONT");
+    assert!(wait_for(Duration::from_secs(20), || g.libvirt_state().as_deref() != Some("running")));
+    assert_eq!(g.run("monitor", &[]).code, 7, "libvirt agrees once it answers again");
+}
+
+/// Writes an executable script into `dir`.
+fn script(dir: &TempDir, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn pid_in(file: &Path) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+#[test]
+fn runaway_children_cannot_stretch_an_action_or_outlive_it() {
+    let g = Guest::new("runaway");
+    assert_eq!(g.run("start", &[]).code, 0);
+    let dir = TempDir::new("runaway");
+    let daemon_pid = dir.join("daemon.pid");
+    let daemonizing = script(&dir, "daemonizing.sh", &format!("setsid sleep 120 & echo $! > {}\nexit 0", daemon_pid.display()));
+    let stubborn_pid = dir.join("stubborn.pid");
+    let stubborn = script(&dir, "stubborn.sh", &format!("trap '' TERM\nsleep 120 &\necho $! > {}\nwait", stubborn_pid.display()));
+
+    // A script that leaves a daemon holding its stdout: the monitor answers
+    // at once, and the daemon does not outlive ferry.
+    let monitor = g.run("monitor", &[("OCF_RESKEY_monitor_scripts", &daemonizing), ("OCF_RESKEY_CRM_meta_timeout", "20000")]);
+    assert_eq!(monitor.code, 0, "{}", monitor.stderr);
+    assert!(monitor.took < Duration::from_secs(3), "the daemon's pipe held the monitor for {:?}", monitor.took);
+    let daemon = pid_in(&daemon_pid).expect("the script recorded its daemon");
+    assert!(wait_for(Duration::from_secs(2), || !alive(daemon)), "the daemon {daemon} outlived ferry");
+
+    // A script that ignores SIGTERM and never ends: the monitor fails inside
+    // its timeout, and neither the script nor its child survives.
+    let monitor = g.run("monitor", &[("OCF_RESKEY_monitor_scripts", &stubborn), ("OCF_RESKEY_CRM_meta_timeout", "5000")]);
+    assert_eq!(monitor.code, 1, "{}", monitor.stderr);
+    assert!(monitor.took < Duration::from_secs(5), "took {:?} of a 5 s timeout", monitor.took);
+    let child = pid_in(&stubborn_pid).expect("the script recorded its child");
+    assert!(wait_for(Duration::from_secs(2), || !alive(child)), "the script's child {child} outlived ferry");
+
+    // ferry SIGKILLed alone (not its group) mid-script: its child dies with it.
+    let started = dir.join("started");
+    let slow = script(&dir, "slow.sh", &format!("echo $$ > {}\nexec sleep 120", started.display()));
+    let mut cmd = Command::new(ferry());
+    cmd.args(["VirtualDomain", "monitor"]).process_group(0);
+    for (k, v) in g.env(&[("OCF_RESKEY_monitor_scripts", &slow), ("OCF_RESKEY_CRM_meta_timeout", "60000"), ("OCF_RESKEY_CRM_meta_interval", "10000")]) {
+        cmd.env(k, v);
+    }
+    let mut ferry_process = cmd.spawn().unwrap();
+    assert!(wait_for(Duration::from_secs(10), || pid_in(&started).is_some()), "the script never started");
+    let script_pid = pid_in(&started).unwrap();
+    signal(ferry_process.id() as i32, "KILL");
+    ferry_process.wait().unwrap();
+    assert!(wait_for(Duration::from_secs(2), || !alive(script_pid)), "the monitor script {script_pid} outlived a killed ferry");
+    assert_eq!(g.run("stop", &[("OCF_RESKEY_force_stop", "true")]).code, 0);
+}
+
+#[test]
+fn input_that_is_not_utf8_or_out_of_range_is_refused_never_aborts() {
+    use std::os::unix::ffi::OsStrExt;
+    let g = Guest::new("input");
+    let config = g.config.display().to_string();
+    let run_raw = |agent: &str, action: &str, vars: &[(&[u8], &[u8])]| {
+        let mut cmd = Command::new(ferry());
+        cmd.args([agent, action]).env("OCF_RESOURCE_INSTANCE", "input");
+        for (k, v) in vars {
+            cmd.env(std::ffi::OsStr::from_bytes(k), std::ffi::OsStr::from_bytes(v));
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let cfg = config.as_bytes();
+    let cases: Vec<(&str, &str, Vec<(&[u8], &[u8])>, i32, &str)> = vec![
+        ("a parameter that is not UTF-8", "validate-all", vec![(b"OCF_RESKEY_config", b"/etc/\xff\xfe.xml")], 6, "OCF_RESKEY_config is not valid UTF-8"),
+        ("a parameter that is not UTF-8, on stop", "stop", vec![(b"OCF_RESKEY_config", cfg), (b"OCF_RESKEY_migrate_options", b"\xc3\x28")], 6, "not valid UTF-8"),
+        ("someone else's variable that is not UTF-8", "monitor", vec![(b"OCF_RESKEY_config", cfg), (b"LANG", b"\xff")], 7, ""),
+        ("a huge stall", "validate-all", vec![(b"OCF_RESKEY_config", cfg), (b"OCF_RESKEY_migration_stall", b"9999999999999999")], 6, "migration_stall"),
+        ("an integer past i64", "validate-all", vec![(b"OCF_RESKEY_config", cfg), (b"OCF_RESKEY_migration_speed", b"99999999999999999999999")], 6, "migration_speed"),
+        ("a negative downtime", "validate-all", vec![(b"OCF_RESKEY_config", cfg), (b"OCF_RESKEY_migration_downtime", b"-5")], 6, "must not be negative"),
+        ("a huge timeout", "monitor", vec![(b"OCF_RESKEY_config", cfg), (b"OCF_RESKEY_CRM_meta_timeout", b"18446744073709551615")], 7, ""),
+        ("a huge Xen shutdown timeout", "validate-all", vec![(b"OCF_RESKEY_xmfile", b"/etc/xen/vm1"), (b"OCF_RESKEY_shutdown_timeout", b"99999999999999999999")], 6, "shutdown_timeout"),
+    ];
+    let mut failures = Vec::new();
+    for (what, action, vars, want, reason) in &cases {
+        let agent = if vars.iter().any(|(k, _)| k.starts_with(b"OCF_RESKEY_xmfile")) { "Xen" } else { "VirtualDomain" };
+        let (code, stderr) = run_raw(agent, action, vars);
+        let ok = code == Some(*want) && (reason.is_empty() || stderr.lines().any(|l| l.starts_with("ocf-exit-reason:") && l.contains(reason)));
+        if !ok || stderr.contains("panicked") {
+            failures.push(format!("{what}: {action} -> {code:?}, want {want} with {reason:?}:\n{stderr}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn an_edited_name_never_hides_the_running_guest() {
+    // The config's <name> is edited while the old guest runs: it is still
+    // found by its mark, so stop ends it and start refuses a second copy.
+    let g = Guest::new("rename");
+    assert_eq!(g.run("start", &[]).code, 0);
+    let original = std::fs::read_to_string(&g.config).unwrap();
+    let renamed = original.replace(&format!("<name>{}</name>", g.name), &format!("<name>{}-new</name>", g.name));
+    assert_ne!(original, renamed);
+    std::fs::write(&g.config, &renamed).unwrap();
+    let _cleanup = Defer(|| {
+        let _ = virsh(&["destroy", &format!("{}-new", g.name)]);
+    });
+    let monitor = g.run("monitor", &[]);
+    assert_eq!(monitor.code, 190, "{}", monitor.stderr);
+    let start = g.run("start", &[]);
+    assert_eq!(start.code, 1, "a second copy under the new name: {}", start.stderr);
+    assert!(!virsh(&["domstate", &format!("{}-new", g.name)]).status.success(), "no domain of the new name may exist");
+    let started = Instant::now();
+    let stop = g.run("stop", &[("OCF_RESKEY_force_stop", "true")]);
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_ne!(g.libvirt_state().as_deref(), Some("running"), "stop said 0 but the old guest runs on");
+    assert_eq!(g.run("monitor", &[]).code, 7);
+}
