@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use crate::agents;
-use crate::ocf::{agent, OcfCode};
+use crate::ocf::{agent, log, OcfCode};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -40,27 +40,27 @@ pub fn run(argv: Vec<OsString>) -> u8 {
     match args.first().map(String::as_str) {
         Some("list") => {
             for name in agents::NAMES {
-                println!("{name}");
+                log::stdout_text(&format!("{name}\n"));
             }
             0
         }
         Some("--version") | Some("version") => {
-            println!("ferry {VERSION}");
+            log::stdout_text(&format!("ferry {VERSION}\n"));
             0
         }
         Some("--help") | Some("-h") | Some("help") => {
-            println!("{}", usage());
+            log::stdout_text(&format!("{}\n", usage()));
             0
         }
         Some(name) => match agents::by_name(name) {
             Some(agent) => agent::run(agent.as_ref(), &args[1..]).value(),
             None => {
-                eprintln!("ferry: no agent named '{name}'\n{}", usage());
+                log::stderr_line(&format!("ferry: no agent named '{name}'\n{}", usage()));
                 OcfCode::ErrArgs.value()
             }
         },
         None => {
-            eprintln!("{}", usage());
+            log::stderr_line(&usage());
             OcfCode::ErrArgs.value()
         }
     }

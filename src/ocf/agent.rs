@@ -80,7 +80,7 @@ pub fn usage(agent: &str) -> String {
 /// Runs one invocation of `agent`; `args` are the words after the program name.
 pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
     let Some(word) = args.first() else {
-        eprintln!("{}", usage(agent.name()));
+        log::stderr_line(&usage(agent.name()));
         return OcfCode::ErrArgs;
     };
     // OCF 1.1: words after the action are ignored.
@@ -96,7 +96,7 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
         }
     };
     if action == Action::MetaData {
-        print!("{}", agent.metadata_xml());
+        log::stdout_text(agent.metadata_xml());
         return OcfCode::Success;
     }
     // status is monitor's older name and shares its timeout.

@@ -7,7 +7,6 @@
 //! a lock, not state, and it vanishes with the process or the node.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,10 +44,8 @@ impl ResourceLock {
             .write(true)
             .open(&path)
             .map_err(|e| OcfError::perm(format!("cannot open lock {}: {e}", path.display())))?;
-        let fd = file.as_raw_fd();
-        let got = deadline.wait_until(Duration::from_millis(50), || {
-            (unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(())
-        });
+        // flock(2) underneath: released by the kernel however ferry ends.
+        let got = deadline.wait_until(Duration::from_millis(50), || file.try_lock().ok());
         match got {
             Some(()) => Ok(ResourceLock { _file: file }),
             None => Err(OcfError::generic(format!(

@@ -72,6 +72,18 @@ fn env_flag(name: &str) -> bool {
     std::env::var(name).map(|v| matches!(v.as_str(), "1" | "yes" | "true" | "on")).unwrap_or(false)
 }
 
+/// Writes to stderr without the panic `eprintln!` gives on a closed or
+/// broken stream: a lost log line must never abort an action.
+pub fn stderr_line(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Writes to stdout, likewise; the caller learns nothing from a failure.
+pub fn stdout_text(text: &str) {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -83,6 +95,8 @@ pub fn init(agent: &str, instance: &str) {
         Some(fac) => {
             // openlog keeps the pointer: the tag must live for the process.
             let ident: &'static CString = Box::leak(Box::new(CString::new(agent).unwrap_or_default()));
+            // SAFETY: `ident` is a NUL-terminated string leaked for the life of
+            // the process, as openlog requires; the other arguments are flags.
             unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, fac) };
             true
         }
@@ -100,8 +114,11 @@ pub fn init(agent: &str, instance: &str) {
 
 fn timestamp() -> String {
     let mut now: libc::time_t = 0;
+    // SAFETY: libc::tm is plain old data, for which all zeroes is valid.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     let mut buf = [0u8; 32];
+    // SAFETY: every pointer is to a live local of the right type; strftime
+    // writes at most buf.len() bytes and returns how many it wrote.
     let n = unsafe {
         libc::time(&mut now);
         libc::localtime_r(&now, &mut tm);
@@ -118,13 +135,13 @@ fn append(path: &str, line: &str) {
 
 pub fn log(level: Level, message: &str) {
     let Some(l) = LOGGER.get() else {
-        eprintln!("ferry: {}: {message}", level.word());
+        stderr_line(&format!("ferry: {}: {message}", level.word()));
         return;
     };
     if level == Level::Debug && !l.debug {
         return;
     }
-    eprintln!("{}: {}: {message}", l.tag, level.word());
+    stderr_line(&format!("{}: {}: {message}", l.tag, level.word()));
     let file_line = format!("{}:\t{} {}: {message}\n", l.tag, timestamp(), level.word());
     if level >= Level::Info {
         if let Some(f) = &l.logfile {
@@ -138,6 +155,7 @@ pub fn log(level: Level, message: &str) {
     }
     if l.syslog {
         if let Ok(msg) = CString::new(format!("{}: {message}", level.word())) {
+            // SAFETY: a constant "%s" format with one NUL-terminated argument.
             unsafe { libc::syslog(level.syslog_priority(), c"%s".as_ptr(), msg.as_ptr()) };
         }
     }
@@ -148,7 +166,7 @@ pub fn exit_reason(reason: &str) {
     let prefix = LOGGER.get().map(|l| l.reason_prefix.as_str()).unwrap_or("ocf-exit-reason:");
     // Pacemaker keeps only the first line of the reason.
     let one_line = reason.lines().next().unwrap_or("");
-    eprintln!("{prefix}{one_line}");
+    stderr_line(&format!("{prefix}{one_line}"));
     log(Level::Error, reason);
 }
 

@@ -506,6 +506,43 @@ mod tests {
         JobStats { active: true, memory_iteration: iteration, data_remaining: remaining_mib << 20, ..Default::default() }
     }
 
+    /// An agent whose libvirt answers come from `runner`.
+    fn agent(runner: crate::process::recording::RecordingRunner) -> VirtualDomain {
+        let nowhere = std::path::PathBuf::from("/nonexistent/ferry-unit");
+        VirtualDomain { runner: Box::new(runner), proc_root: nowhere.clone(), libvirt_run_dir: nowhere.clone(), libvirt_conf: nowhere }
+    }
+
+    const SOURCE: &str = "qemu+ssh://nodea/system";
+    const TARGET: &str = "qemu+ssh://nodeb/system";
+
+    fn domstate_reason(uri: &'static str) -> [&'static str; 7] {
+        ["virsh", "--quiet", "--connect", uri, "domstate", "--reason", "vm"]
+    }
+
+    #[test]
+    fn a_post_copy_cut_short_is_reported_running_on_the_target_not_left_paused() {
+        use crate::process::recording::RecordingRunner;
+        let vd = agent(RecordingRunner::new().reply(&domstate_reason(SOURCE), 0, "paused (post-copy)\n", ""));
+        let lv = Libvirt::new(SOURCE, &*vd.runner);
+        let err = vd.after_failed_push(&lv, "vm", TARGET, "the deadline came".into(), true, Deadline::after(Duration::from_millis(800)));
+        assert!(err.reason.contains("runs on the target"), "{}", err.reason);
+        assert!(!err.reason.contains("left paused"), "{}", err.reason);
+    }
+
+    #[test]
+    fn a_target_that_does_not_answer_is_unknown_and_the_source_stays_paused() {
+        use crate::process::recording::RecordingRunner;
+        use crate::process::RunError;
+        let runner = RecordingRunner::new()
+            .reply(&domstate_reason(SOURCE), 0, "paused (migrating)\n", "")
+            .fail(&["virsh", "--quiet", "--connect", TARGET, "domstate", "vm"], RunError::TimedOut { program: "virsh".into(), after: Duration::from_secs(1) });
+        let vd = agent(runner);
+        let lv = Libvirt::new(SOURCE, &*vd.runner);
+        let err = vd.after_failed_push(&lv, "vm", TARGET, "the link broke".into(), false, Deadline::after(Duration::from_millis(800)));
+        assert!(err.reason.contains("did not answer") && err.reason.contains("left paused"), "{}", err.reason);
+        assert!(err.reason.contains("the link broke"), "{}", err.reason);
+    }
+
     #[test]
     fn target_uris_follow_the_anchor_s_parameters() {
         let m = settings(&[]);
