@@ -18,7 +18,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 fn usage() -> String {
     format!(
         "usage: ferry list | ferry AGENT ACTION | ferry --version\nagents: {}",
-        agents::NAMES.join(", ")
+        agents::names().collect::<Vec<_>>().join(", ")
     )
 }
 
@@ -39,7 +39,7 @@ pub fn run(argv: Vec<OsString>) -> u8 {
     let args = strings(argv.get(1..).unwrap_or_default());
     match args.first().map(String::as_str) {
         Some("list") => {
-            for name in agents::NAMES {
+            for name in agents::names() {
                 log::stdout_text(&format!("{name}\n"));
             }
             0

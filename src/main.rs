@@ -9,13 +9,14 @@
 mod agents;
 mod backend;
 mod cli;
+mod deadline;
 mod ocf;
 mod process;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ocf::deadline::catch_termination();
+    deadline::catch_termination();
     process::adopt_orphans();
     let code = cli::run(std::env::args_os().collect());
     // Whatever the action's children left behind ends with the action.

@@ -31,7 +31,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, getppid, Pid};
 
-use crate::ocf::Deadline;
+use crate::deadline::Deadline;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cmd {

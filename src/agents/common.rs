@@ -89,20 +89,3 @@ pub fn migration_peer<'c>(ctx: &'c Context, key: &str, action: &str) -> Result<&
         .filter(|v| !v.is_empty())
         .ok_or_else(|| OcfError::configured(format!("{action} needs the {} node (OCF_RESKEY_CRM_meta_{key})", key.trim_start_matches("migrate_"))))
 }
-
-/// Makes a finished image visible under its final name on shared storage:
-/// flush it to the server, rename it, flush the directory. Another node
-/// then reads the whole image or none; a cached or network file system
-/// would otherwise let it see the new name before all of the data.
-pub fn publish_image(partial: &Path, image: &Path) -> std::io::Result<()> {
-    // Opened for writing: some file systems (9p, NFS) flush only a writer's data.
-    std::fs::OpenOptions::new().write(true).open(partial)?.sync_all()?;
-    std::fs::rename(partial, image)?;
-    if let Some(dir) = image.parent() {
-        // Not every file system can sync a directory; the rename stands anyway.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}

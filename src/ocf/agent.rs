@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::action::Action;
-use super::deadline::Deadline;
+use crate::deadline::Deadline;
 use super::env::OcfEnv;
 use super::exit::{OcfCode, OcfError};
 use super::lock::{ResourceLock, LOCK_DIR};
@@ -140,7 +140,7 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
     };
     // A failure after a SIGTERM is most likely the SIGTERM's doing: say so.
     let result = result.map_err(|mut e| {
-        if super::deadline::terminated() {
+        if crate::deadline::terminated() {
             e.reason = format!("{} (ferry received SIGTERM and ended the action early)", e.reason);
         }
         e

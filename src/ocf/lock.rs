@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::deadline::Deadline;
+use crate::deadline::Deadline;
 use super::exit::OcfError;
 
 pub const LOCK_DIR: &str = "/run/ferry/lock";

@@ -3,7 +3,6 @@
 
 pub mod action;
 pub mod agent;
-pub mod deadline;
 pub mod env;
 pub mod exit;
 pub mod lock;
@@ -11,5 +10,5 @@ pub mod log;
 pub mod metadata;
 
 pub use agent::{Agent, Context, Health};
-pub use deadline::Deadline;
+pub use crate::deadline::Deadline;
 pub use exit::{OcfCode, OcfError};

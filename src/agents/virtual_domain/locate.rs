@@ -20,7 +20,8 @@ use std::path::Path;
 
 use crate::backend::libvirt::domxml::{self, OwnerMark};
 use crate::backend::libvirt::procscan::{self, Scan};
-use crate::backend::libvirt::{DomainState, Libvirt, LibvirtError};
+use crate::backend::libvirt::{DomainState, Libvirt};
+use crate::backend::BackendError;
 use crate::ocf::Deadline;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,9 +112,9 @@ impl Finder<'_> {
     }
 
     /// libvirt failed with `error`; decide from this node's processes.
-    fn without_libvirt(&self, name: Option<&str>, error: LibvirtError) -> Whereabouts {
+    fn without_libvirt(&self, name: Option<&str>, error: BackendError) -> Whereabouts {
         let local = self.libvirt.is_local();
-        let unreachable = matches!(error, LibvirtError::Unreachable(_) | LibvirtError::TimedOut(_));
+        let unreachable = matches!(error, BackendError::Unreachable(_) | BackendError::TimedOut(_));
         if !local || !unreachable {
             return Whereabouts::Unknown(error.to_string());
         }

@@ -44,192 +44,32 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backend::libvirt::migration::{JobStats, MigrationRequest};
-use crate::backend::libvirt::{DomainState, Libvirt, LibvirtError};
+use crate::backend::libvirt::migration::MigrationRequest;
+use crate::backend::libvirt::{DomainState, Libvirt};
+use crate::backend::{BackendError, MigrationJob};
 use crate::ocf::{log, Context, Deadline, OcfError};
 
+use super::ladder::{Ladder, Step};
 use super::locate::Whereabouts;
+use super::settings::{MigrationMode, Settings};
+use super::uri::{data_uri, extra_options, target_uri};
+use super::{refuse_clone, ConfigFile, VirtualDomain};
 use crate::agents::common::migration_peer;
-use super::settings::{words, MigrationMode, MigrationSettings, Settings};
-use super::{lv_err, refuse_clone, ConfigFile, VirtualDomain, POLL};
+use crate::agents::lifecycle::{self, backend_error, POLL};
 
 /// How often migrate_to looks at the job (Nova's monitor uses the same).
 const JOB_POLL: Duration = Duration::from_millis(500);
 /// Kept at the end of migrate_to to find out where the guest is after an abort.
 const AFTER_ABORT: Duration = Duration::from_millis(1500);
-/// QEMU's own downtime limit, where the ladder starts when none is configured.
-const QEMU_DEFAULT_DOWNTIME_MS: u64 = 300;
-
-/// The libvirt URI of `node` as the source's libvirtd should open it.
-/// `remoteuri` wins; otherwise the local URI's driver and path with the
-/// transport (ssh unless told), user and migration network suffix.
-pub fn target_uri(m: &MigrationSettings, local_uri: &str, node: &str) -> String {
-    if let Some(uri) = &m.remote_uri {
-        return uri.replace("%n", node);
-    }
-    let (scheme, rest) = local_uri.split_once("://").unwrap_or(("qemu", "/system"));
-    let driver = scheme.split('+').next().unwrap_or("qemu");
-    let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("/system");
-    let path = path.split('?').next().unwrap_or(path);
-    let transport = m.transport.as_deref().filter(|t| !t.is_empty()).unwrap_or("ssh");
-    let user = m.user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
-    format!("{driver}+{transport}://{user}{}{path}", migration_host(m, node))
-}
-
-/// The data stream's URI: `migrateuri`, else a `--migrateuri=` inside
-/// `migrate_options` (the anchor accepts it there), else one on the migration
-/// network when a suffix or port is set; `None` lets libvirt choose.
-pub fn data_uri(m: &MigrationSettings, node: &str) -> Option<String> {
-    let in_options = words(m.options.as_deref()).into_iter().find_map(|w| w.strip_prefix("--migrateuri=").map(String::from));
-    if let Some(uri) = m.migrate_uri.clone().or(in_options) {
-        return Some(uri.replace("%n", node));
-    }
-    let suffixed = m.network_suffix.as_deref().is_some_and(|s| !s.is_empty());
-    if !suffixed && m.port.is_none() {
-        return None;
-    }
-    let port = m.port.map(|p| format!(":{p}")).unwrap_or_default();
-    Some(format!("tcp://{}{port}", migration_host(m, node)))
-}
-
-/// `migrate_options` as virsh words, without a `--migrateuri=` (see `data_uri`).
-pub fn extra_options(m: &MigrationSettings) -> Vec<String> {
-    words(m.options.as_deref()).into_iter().filter(|w| !w.starts_with("--migrateuri=")).collect()
-}
-
-/// `node` with the migration network suffix after its short name
-/// (node1.example.com with -mig becomes node1-mig.example.com).
-fn migration_host(m: &MigrationSettings, node: &str) -> String {
-    match m.network_suffix.as_deref().filter(|s| !s.is_empty()) {
-        Some(suffix) => match node.split_once('.') {
-            Some((short, domain)) => format!("{short}{suffix}.{domain}"),
-            None => format!("{node}{suffix}"),
-        },
-        None => node.to_string(),
-    }
-}
-
-/// What the ladder asks for after looking at the job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    Wait,
-    SetDowntime(u64),
-    /// Nothing to order: give auto-converge's throttle a stall period.
-    AwaitThrottle,
-    StartPostCopy,
-    /// Every rung is climbed and the job still stalls.
-    GiveUp,
-}
-
-/// The convergence ladder: when pre-copy stops making progress, climb one
-/// rung per stall period. Pure, so its decisions are unit-tested; the caller
-/// acts on them and alone watches the deadline.
-#[derive(Debug)]
-pub struct Ladder {
-    stall: Duration,
-    initial_downtime_ms: Option<u64>,
-    downtime_from_ms: u64,
-    downtime_max_ms: u64,
-    downtime_steps: u32,
-    auto_converge: bool,
-    postcopy_allowed: bool,
-    // progress
-    best_remaining: Option<u64>,
-    last_progress: Duration,
-    // rungs climbed
-    initial_set: bool,
-    steps_taken: u32,
-    throttle_awaited: bool,
-    pub in_postcopy: bool,
-}
-
-impl Ladder {
-    pub fn new(m: &MigrationSettings) -> Ladder {
-        let from = if m.downtime_ms > 0 { m.downtime_ms as u64 } else { QEMU_DEFAULT_DOWNTIME_MS };
-        Ladder {
-            stall: m.stall,
-            initial_downtime_ms: (m.downtime_ms > 0).then_some(m.downtime_ms as u64),
-            downtime_from_ms: from,
-            downtime_max_ms: m.downtime_max_ms,
-            downtime_steps: if m.downtime_max_ms > from { m.downtime_steps } else { 0 },
-            auto_converge: m.auto_converge && m.mode != MigrationMode::Pause,
-            postcopy_allowed: m.mode == MigrationMode::PostCopy,
-            best_remaining: None,
-            last_progress: Duration::ZERO,
-            initial_set: false,
-            steps_taken: 0,
-            throttle_awaited: false,
-            in_postcopy: false,
-        }
-    }
-
-    /// `now` is the time since the job started; `time_left` what remains
-    /// before the caller must abort.
-    pub fn observe(&mut self, now: Duration, job: &JobStats, time_left: Duration) -> Step {
-        if !self.initial_set {
-            self.initial_set = true;
-            self.last_progress = now;
-            if let Some(ms) = self.initial_downtime_ms {
-                return Step::SetDowntime(ms);
-            }
-        }
-        if self.in_postcopy {
-            return Step::Wait; // post-copy always ends; it must not be aborted
-        }
-        // The first pass always moves forward. After it, progress is a new low
-        // of the data left to send (by 5 %): a dirtying guest's sawtooth that
-        // never reaches a new low is a stall.
-        let progressed = job.memory_iteration <= 1
-            || match self.best_remaining {
-                None => true,
-                Some(best) => job.data_remaining < best - best / 20,
-            };
-        if job.memory_iteration > 1 {
-            self.best_remaining = Some(self.best_remaining.map_or(job.data_remaining, |b| b.min(job.data_remaining)));
-        }
-        if progressed {
-            self.last_progress = now;
-            return Step::Wait;
-        }
-        if now.saturating_sub(self.last_progress) < self.stall {
-            return Step::Wait;
-        }
-        self.last_progress = now; // each rung gets a full stall period
-        if self.steps_taken < self.downtime_steps {
-            self.steps_taken += 1;
-            let span = self.downtime_max_ms - self.downtime_from_ms;
-            return Step::SetDowntime(self.downtime_from_ms + span * self.steps_taken as u64 / self.downtime_steps as u64);
-        }
-        if self.auto_converge && !self.throttle_awaited {
-            self.throttle_awaited = true;
-            return Step::AwaitThrottle;
-        }
-        // Post-copy only with time for it: one more pass over memory at most.
-        if self.postcopy_allowed && time_left > self.stall.saturating_mul(2) {
-            self.in_postcopy = true;
-            return Step::StartPostCopy;
-        }
-        Step::GiveUp
-    }
-}
-
-fn mode_name(mode: MigrationMode) -> &'static str {
-    match mode {
-        MigrationMode::Live => "live",
-        MigrationMode::Pause => "pause",
-        MigrationMode::PostCopy => "postcopy",
-        MigrationMode::Save => "save",
-    }
-}
 
 impl VirtualDomain {
-    pub(super) fn hand_over(&self, ctx: &Context) -> Result<(), OcfError> {
-        let s = Settings::from_params(ctx.params)?;
+    pub(super) fn migrate_to(&self, ctx: &Context) -> Result<(), OcfError> {
+        let settings = Settings::from_params(ctx.params)?;
         refuse_clone(ctx)?;
         let target = migration_peer(ctx, "migrate_target", "migrate_to")?;
-        let config = ConfigFile::load(&s.config);
-        let lv = self.libvirt(&s);
-        let name = match self.locate(ctx, &lv, config.name(), ctx.deadline) {
+        let config = ConfigFile::load(&settings.config);
+        let libvirt = self.libvirt(&settings);
+        let name = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::Here { name, state } if state.is_active() && state != DomainState::Crashed => name,
             Whereabouts::Here { name, state } => return Err(OcfError::generic(format!("{name} is {state} here; there is nothing to migrate"))),
             Whereabouts::NotHere => return Err(OcfError::generic("the guest is not running here; there is nothing to migrate")),
@@ -238,10 +78,10 @@ impl VirtualDomain {
             }
             Whereabouts::Unknown(why) => return Err(OcfError::generic(format!("cannot tell whether the guest runs here: {why}"))),
         };
-        log::info(&format!("migrating {name} to {target} ({})", mode_name(s.migration.mode)));
-        match s.migration.mode {
-            MigrationMode::Save => self.save_for_migration(&s, &lv, &name, ctx.deadline),
-            _ => self.push(&s, &lv, &name, target, ctx.deadline),
+        log::info(&format!("migrating {name} to {target} ({})", settings.migration.mode.name()));
+        match settings.migration.image(&name) {
+            Some(image) => lifecycle::save_for_migration(&libvirt, &name, &image, ctx.deadline),
+            None => self.push(&settings, &libvirt, &name, target, ctx.deadline),
         }
     }
 
@@ -266,7 +106,7 @@ impl VirtualDomain {
         let reserve = (deadline.remaining() / 6).clamp(Duration::from_secs(3), Duration::from_secs(20));
         let abort_at = deadline.leaving(reserve);
         let started = Instant::now();
-        let mut migration = lv.start_migration(&request, deadline).map_err(|e| lv_err("cannot start the migration", e))?;
+        let mut migration = lv.start_migration(&request, deadline).map_err(|e| backend_error("cannot start the migration", e))?;
         let mut ladder = Ladder::new(m);
         let mut aborted: Option<String> = None;
         let outcome = loop {
@@ -275,8 +115,8 @@ impl VirtualDomain {
             }
             // A SIGTERM shortens the deadline to a grace period; abort at once
             // so the grace is spent seeing the guest resumed here.
-            if aborted.is_none() && !ladder.in_postcopy && (abort_at.expired() || crate::ocf::deadline::terminated()) {
-                aborted = Some(if crate::ocf::deadline::terminated() {
+            if aborted.is_none() && !ladder.in_postcopy && (abort_at.expired() || crate::deadline::terminated()) {
+                aborted = Some(if crate::deadline::terminated() {
                     "ferry received SIGTERM".to_string()
                 } else {
                     format!("it did not finish within the {:.0?} budget of this operation", started.elapsed())
@@ -287,7 +127,7 @@ impl VirtualDomain {
                     // libvirt is still winding the job down (a dead link waits
                     // for its keepalive). Stop waiting: the answer must come
                     // before the timeout, and p2p lets libvirtd finish alone.
-                    break Err(LibvirtError::TimedOut("virsh migrate had not returned after the abort".into()));
+                    break Err(BackendError::TimedOut("virsh migrate had not returned after the abort".into()));
                 }
                 // Repeated each round until the job ends: an abort sent while
                 // libvirt is between phases can find no job to abort.
@@ -356,7 +196,7 @@ impl VirtualDomain {
         match lv.state(name, deadline) {
             Ok(None) | Ok(Some(DomainState::ShutOff)) => Ok(()),
             Ok(Some(state)) => Err(OcfError::generic(format!("libvirt reported the migration of {name} done, but it is still {state} here"))),
-            Err(e) => Err(lv_err(&format!("cannot confirm {name} left this node"), e)),
+            Err(e) => Err(backend_error(&format!("cannot confirm {name} left this node"), e)),
         }
     }
 
@@ -405,88 +245,27 @@ impl VirtualDomain {
         }
     }
 
-    /// Pull, first half: the guest's memory to shared storage, atomically.
-    fn save_for_migration(&self, s: &Settings, lv: &Libvirt, name: &str, deadline: Deadline) -> Result<(), OcfError> {
-        let image = s.migration_image(name).expect("save mode requires migration_state_dir (checked)");
-        let dir = image.parent().expect("image is inside migration_state_dir");
-        if !dir.is_dir() {
-            return Err(OcfError::installed(format!("migration_state_dir {} does not exist on this node", dir.display())));
-        }
-        let partial = image.with_extension("migrating.part");
-        let _ = std::fs::remove_file(&partial);
-        let started = Instant::now();
-        if let Err(e) = lv.save(name, &partial, deadline) {
-            let _ = std::fs::remove_file(&partial);
-            let still = lv.state(name, deadline);
-            return Err(OcfError::generic(format!("cannot save {name} to {}: {e}; it is {} here", partial.display(), match still {
-                Ok(Some(state)) => state.to_string(),
-                Ok(None) => "gone".into(),
-                Err(e) => format!("unknown ({e})"),
-            })));
-        }
-        crate::agents::common::publish_image(&partial, &image)
-            .map_err(|e| OcfError::generic(format!("{name} saved, but {} cannot be published as {}: {e}", partial.display(), image.display())))?;
-        log::info(&format!("saved {name} to {} in {:.2?} for the target to restore", image.display(), started.elapsed()));
-        Ok(())
-    }
-
-    pub(super) fn take_over(&self, ctx: &Context) -> Result<(), OcfError> {
-        let s = Settings::from_params(ctx.params)?;
+    pub(super) fn migrate_from(&self, ctx: &Context) -> Result<(), OcfError> {
+        let settings = Settings::from_params(ctx.params)?;
         refuse_clone(ctx)?;
         // Pacemaker always names the source; without it this is not half of a
         // migration, and waiting for a guest that nobody sends would only hang.
         let source = migration_peer(ctx, "migrate_source", "migrate_from")?;
-        let (_, info) = ConfigFile::load(&s.config).require()?;
+        let (_, info) = ConfigFile::load(&settings.config).require()?;
         let name = info.name.as_str();
-        let lv = self.libvirt(&s);
-        if s.migration.mode == MigrationMode::Save {
-            return self.restore_migrated(&s, &lv, name, source, ctx.deadline);
+        let libvirt = self.libvirt(&settings);
+        if let Some(image) = settings.migration.image(name) {
+            return lifecycle::restore_migrated(&libvirt, name, &image, source, ctx.deadline);
         }
-        // Bounded: Pacemaker runs this only after migrate_to succeeded, so the
-        // guest is here or about to be. If not, say so instead of hanging.
-        let mut last: Result<Option<(DomainState, bool)>, LibvirtError> = Ok(None);
-        // The last look gets a second of its own to be answered.
-        let arrived = ctx.deadline.leaving(Duration::from_secs(1)).wait_until(POLL, || {
-            last = lv.handover_state(name, ctx.deadline);
-            matches!(&last, Ok(Some((DomainState::Running | DomainState::Blocked, false)))).then_some(())
-        });
-        match (arrived, last) {
-            (Some(()), _) => {
-                match lv.completed_job_stats(name, ctx.deadline) {
-                    Ok(j) if j.downtime_ms.is_some() => log::info(&format!(
-                        "{name} arrived from {source}: migration {} ms, downtime {} ms",
-                        j.total_ms.unwrap_or(0),
-                        j.downtime_ms.unwrap_or(0)
-                    )),
-                    _ => log::info(&format!("{name} arrived from {source}")),
-                }
-                Ok(())
-            }
-            (None, Ok(None)) => Err(OcfError::generic(format!("{name} never arrived from {source}"))),
-            (None, Ok(Some((state, true)))) => Err(OcfError::generic(format!("{name} is still {state} mid-hand-over from {source}"))),
-            (None, Ok(Some((state, false)))) => Err(OcfError::generic(format!("{name} arrived from {source} but is {state}, not running"))),
-            (None, Err(e)) => Err(lv_err(&format!("cannot see whether {name} arrived"), e)),
+        lifecycle::wait_arrival(&libvirt, name, source, ctx.deadline)?;
+        match libvirt.completed_job_stats(name, ctx.deadline) {
+            Ok(j) if j.downtime_ms.is_some() => log::info(&format!(
+                "{name} arrived from {source}: migration {} ms, downtime {} ms",
+                j.total_ms.unwrap_or(0),
+                j.downtime_ms.unwrap_or(0)
+            )),
+            _ => log::info(&format!("{name} arrived from {source}")),
         }
-    }
-
-    /// Pull, second half: restore what migrate_to saved, then delete it.
-    fn restore_migrated(&self, s: &Settings, lv: &Libvirt, name: &str, source: &str, deadline: Deadline) -> Result<(), OcfError> {
-        let image = s.migration_image(name).expect("save mode requires migration_state_dir (checked)");
-        if !image.exists() {
-            // A retried migrate_from may find the guest already restored.
-            if let Ok(Some(DomainState::Running | DomainState::Blocked)) = lv.state(name, deadline) {
-                log::info(&format!("{name} already runs here"));
-                return Ok(());
-            }
-            return Err(OcfError::generic(format!("no saved image of {name} at {}: {source} did not save it", image.display())));
-        }
-        let started = Instant::now();
-        lv.restore(&image, deadline).map_err(|e| lv_err(&format!("cannot restore {name} from {} (kept for a later start)", image.display()), e))?;
-        if let Err(e) = std::fs::remove_file(&image) {
-            // Left behind, a later start would restore stale memory over newer disks.
-            return Err(OcfError::generic(format!("restored {name}, but cannot remove {}: {e}", image.display())));
-        }
-        log::info(&format!("restored {name} from {} in {:.2?}", image.display(), started.elapsed()));
         Ok(())
     }
 }
@@ -494,17 +273,6 @@ impl VirtualDomain {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn settings(pairs: &[(&str, &str)]) -> MigrationSettings {
-        let md = crate::ocf::metadata::Metadata::parse(super::super::METADATA).unwrap();
-        let mut given: std::collections::BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        given.insert("config".into(), "/vm.xml".into());
-        Settings::from_params(&md.resolve(&given).unwrap()).unwrap().migration
-    }
-
-    fn job(iteration: u64, remaining_mib: u64) -> JobStats {
-        JobStats { active: true, memory_iteration: iteration, data_remaining: remaining_mib << 20, ..Default::default() }
-    }
 
     /// An agent whose libvirt answers come from `runner`.
     fn agent(runner: crate::process::recording::RecordingRunner) -> VirtualDomain {
@@ -541,85 +309,5 @@ mod tests {
         let err = vd.after_failed_push(&lv, "vm", TARGET, "the link broke".into(), false, Deadline::after(Duration::from_millis(800)));
         assert!(err.reason.contains("did not answer") && err.reason.contains("left paused"), "{}", err.reason);
         assert!(err.reason.contains("the link broke"), "{}", err.reason);
-    }
-
-    #[test]
-    fn target_uris_follow_the_anchor_s_parameters() {
-        let m = settings(&[]);
-        assert_eq!(target_uri(&m, "qemu:///system", "nodeb"), "qemu+ssh://nodeb/system");
-        assert_eq!(target_uri(&m, "qemu+unix:///system?socket=/x", "nodeb"), "qemu+ssh://nodeb/system");
-        let m = settings(&[("migration_transport", "tcp"), ("migration_user", "mig"), ("migration_network_suffix", "-mig"), ("migrateport", "49999")]);
-        assert_eq!(target_uri(&m, "qemu:///system", "node2.example.com"), "qemu+tcp://mig@node2-mig.example.com/system");
-        assert_eq!(data_uri(&m, "node2.example.com").as_deref(), Some("tcp://node2-mig.example.com:49999"));
-        let m = settings(&[("remoteuri", "qemu+tls://%n.lan/system"), ("migrateuri", "tcp://%n-fast")]);
-        assert_eq!(target_uri(&m, "qemu:///system", "b"), "qemu+tls://b.lan/system");
-        assert_eq!(data_uri(&m, "b").as_deref(), Some("tcp://b-fast"));
-        assert_eq!(data_uri(&settings(&[]), "b"), None);
-        let m = settings(&[("migration_network_suffix", "-mig")]);
-        assert_eq!(data_uri(&m, "b").as_deref(), Some("tcp://b-mig"), "the data goes over the migration network");
-        let m = settings(&[("migrate_options", "--compressed --migrateuri=tcp://%n-x:5000 --abort-on-error")]);
-        assert_eq!(data_uri(&m, "b").as_deref(), Some("tcp://b-x:5000"));
-        assert_eq!(extra_options(&m), ["--compressed", "--abort-on-error"]);
-    }
-
-    #[test]
-    fn a_converging_job_is_left_alone() {
-        let mut l = Ladder::new(&settings(&[]));
-        let t = |s: u64| Duration::from_secs(s);
-        for (i, (iteration, left)) in [(1, 100), (1, 50), (2, 20), (3, 10), (4, 4)].into_iter().enumerate() {
-            assert_eq!(l.observe(t(i as u64 * 3), &job(iteration, left), t(60)), Step::Wait);
-        }
-    }
-
-    #[test]
-    fn a_stalled_job_climbs_downtime_then_throttle_then_gives_up() {
-        let mut l = Ladder::new(&settings(&[("migration_stall", "2")]));
-        let t = Duration::from_secs;
-        assert_eq!(l.observe(t(0), &job(1, 100), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(1), &job(2, 40), t(60)), Step::Wait);
-        // A sawtooth that never reaches a new low is a stall.
-        assert_eq!(l.observe(t(2), &job(3, 45), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(3), &job(3, 39), t(60)), Step::SetDowntime(866));
-        assert_eq!(l.observe(t(4), &job(4, 41), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(5), &job(4, 40), t(60)), Step::SetDowntime(1433));
-        assert_eq!(l.observe(t(7), &job(5, 40), t(60)), Step::SetDowntime(2000));
-        assert_eq!(l.observe(t(9), &job(6, 40), t(60)), Step::AwaitThrottle);
-        assert_eq!(l.observe(t(10), &job(6, 40), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(11), &job(7, 40), t(60)), Step::GiveUp);
-    }
-
-    #[test]
-    fn real_progress_resets_the_stall_clock() {
-        let mut l = Ladder::new(&settings(&[("migration_stall", "2")]));
-        let t = Duration::from_secs;
-        l.observe(t(0), &job(2, 40), t(60));
-        assert_eq!(l.observe(t(1), &job(3, 41), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(2), &job(3, 30), t(60)), Step::Wait, "a new low is progress");
-        assert_eq!(l.observe(t(3), &job(4, 31), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(4), &job(4, 31), t(60)), Step::SetDowntime(866));
-    }
-
-    #[test]
-    fn post_copy_comes_last_only_when_allowed_and_with_time_for_it() {
-        let t = Duration::from_secs;
-        let stalled = |l: &mut Ladder, at: u64, left: u64| l.observe(t(at), &job(3, 40), t(left));
-        let mut l = Ladder::new(&settings(&[("migration_mode", "postcopy"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "1")]));
-        l.observe(t(0), &job(2, 40), t(60));
-        assert_eq!(stalled(&mut l, 1, 60), Step::StartPostCopy);
-        assert!(l.in_postcopy);
-        assert_eq!(stalled(&mut l, 30, 0), Step::Wait, "post-copy is never given up");
-        let mut late = Ladder::new(&settings(&[("migration_mode", "postcopy"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "1")]));
-        late.observe(t(0), &job(2, 40), t(60));
-        assert_eq!(stalled(&mut late, 1, 1), Step::GiveUp, "too late to start post-copy safely");
-    }
-
-    #[test]
-    fn a_configured_downtime_is_set_first_and_the_ladder_starts_from_it() {
-        let mut l = Ladder::new(&settings(&[("migration_downtime", "500"), ("migration_downtime_max", "1100"), ("migration_downtime_steps", "2"), ("migration_stall", "1")]));
-        let t = Duration::from_secs;
-        assert_eq!(l.observe(t(0), &job(1, 100), t(60)), Step::SetDowntime(500));
-        l.observe(t(1), &job(2, 40), t(60));
-        assert_eq!(l.observe(t(2), &job(3, 40), t(60)), Step::SetDowntime(800));
-        assert_eq!(l.observe(t(3), &job(3, 40), t(60)), Step::SetDowntime(1100));
     }
 }

@@ -10,16 +10,19 @@
 //! - start never undefines the operator's persistent definition (#487);
 //! - no state on the node: the guest carries its owner mark in its own XML.
 
+mod ladder;
 mod locate;
 mod migration;
 mod settings;
+mod uri;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::backend::libvirt::domxml::{self, DomainInfo, OwnerMark};
 use crate::backend::libvirt::procscan;
-use crate::backend::libvirt::{default_uri, DomainState, Libvirt, LibvirtError};
+use crate::backend::libvirt::{default_uri, DomainState, Libvirt};
+use crate::backend::Hypervisor;
+use super::lifecycle::{self, backend_error, StopBudget};
 use crate::ocf::{log, Agent, Context, Deadline, Health, OcfError};
 use super::common;
 use crate::process::{Cmd, Runner, SystemRunner};
@@ -28,10 +31,6 @@ use settings::Settings;
 
 pub const METADATA: &str = include_str!("../../../metadata/VirtualDomain.xml");
 
-/// How often to look again while waiting for a guest to come up or go down.
-const POLL: Duration = Duration::from_millis(250);
-/// How long to wait for a requested shutdown before asking again.
-const SHUTDOWN_REPEAT: Duration = Duration::from_secs(5);
 
 pub struct VirtualDomain {
     runner: Box<dyn Runner>,
@@ -92,13 +91,6 @@ impl ConfigFile {
     }
 }
 
-fn lv_err(what: &str, e: LibvirtError) -> OcfError {
-    match e {
-        LibvirtError::Missing(m) => OcfError::installed(format!("{what}: {m}")),
-        other => OcfError::generic(format!("{what}: {other}")),
-    }
-}
-
 fn refuse_clone(ctx: &Context) -> Result<(), OcfError> {
     common::refuse_clone(ctx, "VirtualDomain")
 }
@@ -106,7 +98,7 @@ fn refuse_clone(ctx: &Context) -> Result<(), OcfError> {
 impl VirtualDomain {
     fn libvirt<'a>(&'a self, s: &Settings) -> Libvirt<'a> {
         let uri = s.hypervisor.clone().unwrap_or_else(|| default_uri(std::fs::read_to_string(&self.libvirt_conf).ok().as_deref()));
-        Libvirt::with_run_dir(&uri, &*self.runner, &self.libvirt_run_dir)
+        Libvirt::with_run_dir(&uri, &*self.runner, &self.libvirt_run_dir).shutting_down_by(s.shutdown_mode.as_deref())
     }
 
     fn mark(ctx: &Context) -> OwnerMark {
@@ -244,34 +236,6 @@ impl VirtualDomain {
         }
     }
 
-    /// Waits until `name` is gone or shut off; true if it is.
-    fn wait_stopped(&self, lv: &Libvirt, name: &str, until: Deadline) -> bool {
-        until
-            .wait_until(POLL, || match lv.state(name, until) {
-                Ok(None) | Ok(Some(DomainState::ShutOff)) => Some(()),
-                _ => None,
-            })
-            .is_some()
-    }
-
-    /// Asks the guest to shut down until it does or `until` passes. The request
-    /// is repeated: a guest still booting ignores an ACPI power button press
-    /// that arrives before its handler is up.
-    fn shut_down(&self, s: &Settings, lv: &Libvirt, name: &str, until: Deadline) -> bool {
-        while !until.expired() {
-            if let Err(e) = lv.shutdown(name, s.shutdown_mode.as_deref(), until) {
-                match e {
-                    LibvirtError::NoDomain => return true,
-                    e => log::warn(&format!("graceful shutdown of {name} failed: {e}")),
-                }
-            }
-            if self.wait_stopped(lv, name, until.within(SHUTDOWN_REPEAT)) {
-                return true;
-            }
-        }
-        false
-    }
-
     /// Ends the guest's QEMU process by PID when libvirtd is down: the only way
     /// left to make sure it no longer runs here.
     fn kill_orphan(&self, name: &str, pid: u32, deadline: Deadline) -> Result<(), OcfError> {
@@ -321,36 +285,28 @@ impl Agent for VirtualDomain {
             },
             Ok(Some(DomainState::Crashed)) | Ok(Some(DomainState::NoState)) => {
                 log::warn(&format!("{name} is crashed or stateless; destroying it before starting afresh"));
-                lv.destroy(name, ctx.deadline).map_err(|e| lv_err(&format!("cannot clear crashed {name}"), e))?;
+                lifecycle::destroy(&lv, name, ctx.deadline)?;
             }
             Ok(Some(state)) => {
                 log::info(&format!("{name} is already {state}"));
                 return Ok(());
             }
-            Err(e) => return Err(lv_err(&format!("cannot start {name}"), e)),
+            Err(e) => return Err(backend_error(&format!("cannot start {name}"), e)),
         }
         if s.start_resources {
             for pool in &info.pools {
-                lv.ensure_pool(pool, ctx.deadline).map_err(|e| lv_err(&format!("cannot start storage pool {pool}"), e))?;
+                lv.ensure_pool(pool, ctx.deadline).map_err(|e| backend_error(&format!("cannot start storage pool {pool}"), e))?;
             }
             for net in &info.networks {
-                lv.ensure_network(net, ctx.deadline).map_err(|e| lv_err(&format!("cannot start network {net}"), e))?;
+                lv.ensure_network(net, ctx.deadline).map_err(|e| backend_error(&format!("cannot start network {net}"), e))?;
             }
         }
         if !self.restore_saved(&s, &lv, name, ctx.deadline) {
             self.prepare_disk(&s, ctx.deadline)?;
             let marked = domxml::with_mark(&xml, &Self::mark(ctx)).map_err(|e| OcfError::installed(format!("cannot mark {name}: {e}")))?;
-            lv.create(&marked, ctx.deadline).map_err(|e| lv_err(&format!("cannot start {name}"), e))?;
+            lv.create(&marked, ctx.deadline).map_err(|e| backend_error(&format!("cannot start {name}"), e))?;
         }
-        let up = ctx.deadline.wait_until(POLL, || match lv.state(name, ctx.deadline) {
-            Ok(Some(state)) if state.is_active() && state != DomainState::Crashed => {
-                self.run_monitor_scripts(&s, ctx.deadline).ok()
-            }
-            _ => None,
-        });
-        if up.is_none() {
-            return Err(OcfError::generic(format!("{name} did not reach a running state with passing monitor scripts in time")));
-        }
+        lifecycle::wait_started(&lv, name, ctx.deadline, || self.run_monitor_scripts(&s, ctx.deadline).is_ok())?;
         self.update_utilization(ctx, &s, &info);
         log::info(&format!("started {name}"));
         Ok(())
@@ -369,33 +325,27 @@ impl Agent for VirtualDomain {
             Whereabouts::ProcessOnly { name, pid, .. } => return self.kill_orphan(&name, pid, ctx.deadline),
             Whereabouts::Unknown(why) => return Err(OcfError::generic(format!("cannot tell whether the guest runs here: {why}"))),
         };
-        // destroy needs time of its own: libvirt waits for QEMU to die before
-        // it returns. Keep a third of the budget (2-20 s) for it.
-        let reserve = (ctx.deadline.remaining() / 3).clamp(Duration::from_secs(2), Duration::from_secs(20));
-        let graceful = ctx.deadline.leaving(reserve);
+        let budget = StopBudget::new(ctx.deadline, None);
         let mut stopped = false;
         if !s.force_stop && state != DomainState::Crashed {
             if let Some(file) = s.state_file(&name) {
-                match lv.save(&name, &file, graceful) {
+                match lv.save(&name, &file, budget.graceful) {
                     Ok(()) => stopped = true,
                     Err(e) => log::warn(&format!("cannot save {name} to {}: {e}; shutting it down instead", file.display())),
                 }
             }
             if !stopped && s.save_config_on_stop {
-                self.save_config(&s, &lv, &name, graceful);
+                self.save_config(&s, &lv, &name, budget.graceful);
             }
             if !stopped {
-                stopped = self.shut_down(&s, &lv, &name, graceful);
+                stopped = lifecycle::shut_down(&lv, &name, budget.graceful);
                 if !stopped {
-                    log::warn(&format!("{name} did not shut down in {:.0?}; destroying it", reserve));
+                    log::warn(&format!("{name} did not shut down in time; destroying it with {:.0?} left", budget.reserve));
                 }
             }
         }
         if !stopped {
-            lv.destroy(&name, ctx.deadline).map_err(|e| lv_err(&format!("cannot destroy {name}"), e))?;
-            if !self.wait_stopped(&lv, &name, ctx.deadline) {
-                return Err(OcfError::generic(format!("{name} is still running after destroy")));
-            }
+            lifecycle::destroy(&lv, &name, ctx.deadline)?;
         }
         log::info(&format!("stopped {name}"));
         Ok(())
@@ -438,11 +388,11 @@ impl Agent for VirtualDomain {
     }
 
     fn migrate_to(&self, ctx: &Context) -> Result<(), OcfError> {
-        self.hand_over(ctx)
+        VirtualDomain::migrate_to(self, ctx)
     }
 
     fn migrate_from(&self, ctx: &Context) -> Result<(), OcfError> {
-        self.take_over(ctx)
+        VirtualDomain::migrate_from(self, ctx)
     }
 }
 

@@ -8,32 +8,7 @@ use crate::ocf::metadata::Params;
 use crate::ocf::OcfError;
 
 pub use crate::agents::common::UtilizationPolicy;
-
-/// How migrate_to and migrate_from move the guest (`migration_mode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum MigrationMode {
-    /// Push, pre-copy, the guest running during the copy.
-    #[default]
-    Live,
-    /// Push with the guest paused for the copy.
-    Pause,
-    /// Live, allowed to switch to post-copy when pre-copy stalls.
-    PostCopy,
-    /// Pull: saved to shared storage by migrate_to, restored by migrate_from.
-    Save,
-}
-
-impl MigrationMode {
-    fn parse(word: &str) -> Option<MigrationMode> {
-        Some(match word {
-            "live" => MigrationMode::Live,
-            "pause" => MigrationMode::Pause,
-            "postcopy" => MigrationMode::PostCopy,
-            "save" => MigrationMode::Save,
-            _ => return None,
-        })
-    }
-}
+pub use crate::agents::lifecycle::MigrationMode;
 
 /// The migration parameters.
 #[derive(Clone, Debug, Default)]
@@ -166,7 +141,8 @@ impl Settings {
         self.snapshot_dir.as_ref().map(|d| d.join(format!("{domain}.state")))
     }
 
-    /// Where a `save` migration keeps the guest's memory in flight.
+    /// Where a `save` migration keeps the guest's memory in flight, in any
+    /// mode: a start restores a leftover image whatever the mode is now.
     pub fn migration_image(&self, domain: &str) -> Option<PathBuf> {
         self.migration.state_dir.as_ref().map(|d| d.join(format!("{domain}.migrating")))
     }
@@ -178,6 +154,12 @@ impl Settings {
 }
 
 impl MigrationSettings {
+    /// In save mode, where the guest's memory waits on shared storage
+    /// between migrate_to and migrate_from; `None` for a push migration.
+    pub fn image(&self, domain: &str) -> Option<PathBuf> {
+        (self.mode == MigrationMode::Save).then(|| self.state_dir.as_ref().map(|d| d.join(format!("{domain}.migrating")))).flatten()
+    }
+
     fn from_params(p: &Params) -> Result<MigrationSettings, OcfError> {
         let transport = p.str("migration_transport").map(String::from);
         if let Some(t) = &transport {
@@ -206,8 +188,7 @@ impl MigrationSettings {
             Some(v) => return Err(bad(format!("migrateport {v} is not a TCP port (1-65535)"))),
         };
         let mode = p.str("migration_mode").unwrap_or("live");
-        let mode = MigrationMode::parse(mode)
-            .ok_or_else(|| bad(format!("migration_mode '{mode}' is not one of live, pause, postcopy, save")))?;
+        let mode = MigrationMode::parse(mode, &[MigrationMode::Live, MigrationMode::Pause, MigrationMode::PostCopy, MigrationMode::Save])?;
         let state_dir = p.str("migration_state_dir").map(PathBuf::from);
         if let Some(dir) = &state_dir {
             if !dir.is_absolute() {

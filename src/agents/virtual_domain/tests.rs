@@ -10,6 +10,7 @@ use crate::ocf::OcfCode;
 use crate::process::recording::RecordingRunner;
 use crate::process::RunError;
 use std::rc::Rc;
+use std::time::Duration;
 
 const URI: &str = "qemu+ssh://nodeb/system";
 
@@ -97,6 +98,7 @@ fn a_destroy_that_fails_fails_the_stop_with_libvirts_reason() {
     f.env.params.insert("force_stop".into(), "true".into());
     let runner = RecordingRunner::new()
         .reply(&virsh(&["domstate", "vm"]), 0, "running\n", "")
+        .reply(&virsh(&["domstate", "--reason", "vm"]), 0, "running (booted)\n", "")
         .reply(&virsh(&["destroy", "vm"]), 1, "", "error: Failed to terminate process 4242 with SIGKILL: Device or resource busy\n");
     let (result, runner) = f.with(runner, |vd, ctx| vd.stop(ctx));
     let err = result.unwrap_err();
@@ -127,6 +129,7 @@ fn a_crashed_guest_is_destroyed_before_a_fresh_start_and_created_with_its_mark()
     let runner = RecordingRunner::new()
         .reply(&virsh(&["domstate", "vm"]), 0, "crashed\n", "")
         .reply(&virsh(&["destroy", "vm"]), 0, "", "")
+        .reply(&virsh(&["domstate", "--reason", "vm"]), 0, "shut off (destroyed)\n", "")
         .reply(&virsh(&["create", "/dev/stdin"]), 1, "", "error: Failed to create domain from /dev/stdin\nerror: unsupported configuration: no emulator\n");
     let (result, runner) = f.with(runner, |vd, ctx| vd.start(ctx));
     let err = result.unwrap_err();

@@ -7,6 +7,7 @@ use crate::ocf::env::OcfEnv;
 use crate::ocf::metadata::Metadata;
 use crate::ocf::OcfCode;
 use crate::process::recording::RecordingRunner;
+use std::path::PathBuf;
 use std::rc::Rc;
 
 const HEADER: &str = "Name                                        ID   Mem VCPUs\tState\tTime(s)\n\

@@ -7,10 +7,12 @@
 //! still finishes or cancels the job cleanly, instead of leaving the guest
 //! paused on one or both hosts as a client-driven migration can.
 
-use crate::ocf::Deadline;
-use crate::process::{Job, Output, RunError};
+use crate::deadline::Deadline;
+use crate::backend::ChildMigration;
+use crate::process::Output;
 
-use super::{classify_virsh_failure, DomainState, Libvirt, LibvirtError};
+use super::{classify_virsh_failure, DomainState, Libvirt};
+use crate::backend::BackendError;
 
 /// What to migrate, where, and how.
 #[derive(Clone, Debug, Default)]
@@ -102,20 +104,8 @@ impl MigrationRequest<'_> {
     }
 }
 
-/// A migration in flight, started by `Libvirt::start_migration`.
-pub struct Migration<'a> {
-    job: Box<dyn Job + 'a>,
-}
-
-impl Migration<'_> {
-    /// Waits up to `wait` for the migration to end. `None`: still going.
-    pub fn wait_for(&mut self, wait: std::time::Duration) -> Option<Result<(), LibvirtError>> {
-        self.job.wait_for(wait).map(outcome)
-    }
-}
-
-fn outcome(result: Result<Output, RunError>) -> Result<(), LibvirtError> {
-    let out = result?;
+/// How a finished `virsh migrate` ended.
+fn outcome(out: Output) -> Result<(), BackendError> {
     if out.success() {
         Ok(())
     } else {
@@ -127,50 +117,50 @@ impl<'r> Libvirt<'r> {
     /// Starts migrating; the returned handle ends with the job. The deadline
     /// bounds the virsh that waits on it, not the job inside libvirtd: to stop
     /// the job itself, `abort_job`.
-    pub fn start_migration(&self, req: &MigrationRequest, deadline: Deadline) -> Result<Migration<'r>, LibvirtError> {
+    pub fn start_migration(&self, req: &MigrationRequest, deadline: Deadline) -> Result<ChildMigration<'r>, BackendError> {
         let args = req.args();
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let job = self.runner.spawn(&self.virsh_cmd(&argv), deadline)?;
-        Ok(Migration { job })
+        Ok(ChildMigration::new(job, outcome))
     }
 
     /// The domain's current job; inactive when there is none.
-    pub fn job_stats(&self, name: &str, deadline: Deadline) -> Result<JobStats, LibvirtError> {
+    pub fn job_stats(&self, name: &str, deadline: Deadline) -> Result<JobStats, BackendError> {
         self.virsh(&["domjobinfo", "--rawstats", name], deadline).map(|o| JobStats::parse(&o.stdout))
     }
 
     /// The domain's last completed job (on a migration target: the migration),
     /// left in place for whoever asks next (libvirt drops it when read otherwise).
-    pub fn completed_job_stats(&self, name: &str, deadline: Deadline) -> Result<JobStats, LibvirtError> {
+    pub fn completed_job_stats(&self, name: &str, deadline: Deadline) -> Result<JobStats, BackendError> {
         self.virsh(&["domjobinfo", "--completed", "--keep-completed", "--rawstats", name], deadline).map(|o| JobStats::parse(&o.stdout))
     }
 
     /// Allows the running migration this long a pause at switch-over.
-    pub fn set_max_downtime(&self, name: &str, ms: u64, deadline: Deadline) -> Result<(), LibvirtError> {
+    pub fn set_max_downtime(&self, name: &str, ms: u64, deadline: Deadline) -> Result<(), BackendError> {
         self.virsh(&["migrate-setmaxdowntime", name, &ms.to_string()], deadline).map(drop)
     }
 
     /// Switches a migration started with `postcopy` over to post-copy.
-    pub fn start_postcopy(&self, name: &str, deadline: Deadline) -> Result<(), LibvirtError> {
+    pub fn start_postcopy(&self, name: &str, deadline: Deadline) -> Result<(), BackendError> {
         self.virsh(&["migrate-postcopy", name], deadline).map(drop)
     }
 
     /// Aborts the domain's running job. "No job" is not an error: there is
     /// nothing left to abort.
-    pub fn abort_job(&self, name: &str, deadline: Deadline) -> Result<(), LibvirtError> {
+    pub fn abort_job(&self, name: &str, deadline: Deadline) -> Result<(), BackendError> {
         match self.virsh(&["domjobabort", name], deadline) {
-            Err(LibvirtError::Failed(m)) if m.contains("no job is active") => Ok(()),
+            Err(BackendError::Failed(m)) if m.contains("no job is active") => Ok(()),
             other => other.map(drop),
         }
     }
 
-    pub fn resume(&self, name: &str, deadline: Deadline) -> Result<(), LibvirtError> {
+    pub fn resume(&self, name: &str, deadline: Deadline) -> Result<(), BackendError> {
         self.virsh(&["resume", name], deadline).map(drop)
     }
 
     /// The domain's state and whether it is caught in a migration's hand-over
     /// (paused for it, or running in post-copy). `Ok(None)`: no such domain.
-    pub fn handover_state(&self, name: &str, deadline: Deadline) -> Result<Option<(DomainState, bool)>, LibvirtError> {
+    pub fn handover_state(&self, name: &str, deadline: Deadline) -> Result<Option<(DomainState, bool)>, BackendError> {
         let found = match self.rpc(deadline) {
             Some(client) => client.and_then(|mut c| {
                 let dom = c.lookup_by_name(name).map_err(super::rpc_error)?;
@@ -193,7 +183,7 @@ impl<'r> Libvirt<'r> {
         };
         match found {
             Ok(s) => Ok(Some(s)),
-            Err(LibvirtError::NoDomain) => Ok(None),
+            Err(BackendError::NoSuchGuest) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -202,6 +192,7 @@ impl<'r> Libvirt<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::MigrationJob;
     use crate::process::recording::RecordingRunner;
     use std::time::Duration;
 
@@ -252,7 +243,7 @@ mod tests {
         let mut m = lv.start_migration(&MigrationRequest { domain: "vm", target_uri: "qemu+ssh://b/system", live: true, ..Default::default() }, d).unwrap();
         assert!(m.wait_for(Duration::ZERO).is_none());
         assert!(m.wait_for(Duration::ZERO).is_none());
-        assert!(matches!(m.wait_for(Duration::ZERO), Some(Err(LibvirtError::Failed(e))) if e.contains("canceled by client")));
+        assert!(matches!(m.wait_for(Duration::ZERO), Some(Err(BackendError::Failed(e))) if e.contains("canceled by client")));
         assert_eq!(lv.abort_job("vm", d), Ok(()));
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
-use crate::ocf::Deadline;
+use crate::deadline::Deadline;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Scan {

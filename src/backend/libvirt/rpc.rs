@@ -37,7 +37,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 
 use super::xdr::{Decoder, Encoder, Truncated};
-use crate::ocf::Deadline;
+use crate::deadline::Deadline;
 
 const PROGRAM: u32 = 0x2000_8086;
 const VERSION: u32 = 1;

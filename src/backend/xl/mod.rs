@@ -9,37 +9,11 @@
 //! service, unlike xend's. Xen's pre-copy always ends, after at most five
 //! rounds, so the job is bounded by the guest's memory over the link.
 
-use std::fmt;
 use std::path::Path;
 
-use crate::ocf::Deadline;
-use crate::process::{Cmd, Job, Output, RunError, Runner};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum XlError {
-    /// xl ran and failed; its own words.
-    Failed(String),
-    /// xl is not installed.
-    Missing(String),
-    TimedOut(String),
-}
-
-impl fmt::Display for XlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            XlError::Failed(m) | XlError::Missing(m) | XlError::TimedOut(m) => f.write_str(m),
-        }
-    }
-}
-
-impl From<RunError> for XlError {
-    fn from(e: RunError) -> Self {
-        match e {
-            RunError::Spawn { .. } => XlError::Missing(e.to_string()),
-            RunError::TimedOut { .. } => XlError::TimedOut(e.to_string()),
-        }
-    }
-}
+use super::{BackendError, ChildMigration, GuestState, Hypervisor};
+use crate::deadline::Deadline;
+use crate::process::{Cmd, Output, RunError, Runner};
 
 /// One row of `xl list`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,112 +77,134 @@ pub fn config_name(text: &str) -> Option<String> {
     })
 }
 
-/// A migration in flight, started by `Xl::start_migration`.
-pub struct Migration<'a> {
-    job: Box<dyn Job + 'a>,
-}
-
-impl Migration<'_> {
-    /// Waits up to `wait` for xl migrate to end. `None`: still going.
-    pub fn wait_for(&mut self, wait: std::time::Duration) -> Option<Result<(), XlError>> {
-        self.job.wait_for(wait).map(|r| checked(r).map(drop))
-    }
-}
-
-fn checked(result: Result<Output, RunError>) -> Result<Output, XlError> {
+fn checked(result: Result<Output, RunError>) -> Result<Output, BackendError> {
     let out = result?;
     if out.success() {
         Ok(out)
     } else {
-        Err(XlError::Failed(out.complaint()))
+        Err(BackendError::Failed(out.complaint()))
     }
 }
 
 pub struct Xl<'r> {
     runner: &'r dyn Runner,
+    /// Shut guests down with the virtual power button (HVM guests without
+    /// PV drivers) instead of xl's PV shutdown request.
+    power_button: bool,
 }
 
 impl<'r> Xl<'r> {
     pub fn new(runner: &'r dyn Runner) -> Xl<'r> {
-        Xl { runner }
+        Xl { runner, power_button: false }
+    }
+
+    pub fn shutting_down_by_power_button(mut self, yes: bool) -> Xl<'r> {
+        self.power_button = yes;
+        self
     }
 
     fn xl_cmd(args: &[&str]) -> Cmd {
         args.iter().fold(Cmd::new(&["xl"]), |c, a| c.arg(*a))
     }
 
-    fn xl(&self, args: &[&str], deadline: Deadline) -> Result<Output, XlError> {
+    fn xl(&self, args: &[&str], deadline: Deadline) -> Result<Output, BackendError> {
         checked(self.runner.run(&Self::xl_cmd(args), deadline))
     }
 
     /// For commands that start a domain: xl leaves a process behind that
     /// watches the domain (reboot, crash actions) for its whole life.
-    fn xl_starting_domain(&self, args: &[&str], deadline: Deadline) -> Result<Output, XlError> {
+    fn xl_starting_domain(&self, args: &[&str], deadline: Deadline) -> Result<Output, BackendError> {
         checked(self.runner.run(&Self::xl_cmd(args).leaving_daemons(), deadline))
     }
 
     /// Every domain, dom0 included. Callers look for a name in the full list:
     /// `xl list NAME` answers a missing name and a broken toolstack alike.
-    pub fn list(&self, deadline: Deadline) -> Result<Vec<XlDomain>, XlError> {
-        self.xl(&["list"], deadline).and_then(|o| parse_list(&o.stdout).map_err(XlError::Failed))
+    pub fn list(&self, deadline: Deadline) -> Result<Vec<XlDomain>, BackendError> {
+        self.xl(&["list"], deadline).and_then(|o| parse_list(&o.stdout).map_err(BackendError::Failed))
     }
 
     /// Creates the domain from `file`, with `name` and any further `key=value`
     /// settings on the command line (they override the file, which is never
     /// written to).
-    pub fn create(&self, file: &Path, overrides: &[String], deadline: Deadline) -> Result<(), XlError> {
+    pub fn create(&self, file: &Path, overrides: &[String], deadline: Deadline) -> Result<(), BackendError> {
         let file = file.to_string_lossy();
         let mut args = vec!["create", "-q", file.as_ref()];
         args.extend(overrides.iter().map(String::as_str));
         self.xl_starting_domain(&args, deadline).map(drop)
     }
 
-    pub fn shutdown(&self, name: &str, deadline: Deadline) -> Result<(), XlError> {
-        self.xl(&["shutdown", name], deadline).map(drop)
-    }
-
-    /// Presses the virtual power button (for HVM guests without PV drivers).
-    pub fn power_button(&self, name: &str, deadline: Deadline) -> Result<(), XlError> {
-        self.xl(&["trigger", name, "power"], deadline).map(drop)
-    }
-
-    pub fn destroy(&self, name: &str, deadline: Deadline) -> Result<(), XlError> {
-        self.xl(&["destroy", name], deadline).map(drop)
-    }
-
-    /// Saves the domain's memory to `file` and ends the domain (not live:
-    /// it needs no log-dirty support from the hypervisor).
-    pub fn save(&self, name: &str, file: &Path, deadline: Deadline) -> Result<(), XlError> {
-        self.xl(&["save", name, &file.to_string_lossy()], deadline).map(drop)
-    }
-
-    /// Recreates a domain from a `save` image; it runs as it was.
-    pub fn restore(&self, file: &Path, deadline: Deadline) -> Result<(), XlError> {
-        self.xl_starting_domain(&["restore", &file.to_string_lossy()], deadline).map(drop)
-    }
-
-    pub fn mem_set(&self, name: &str, mib: u64, deadline: Deadline) -> Result<(), XlError> {
+    pub fn mem_set(&self, name: &str, mib: u64, deadline: Deadline) -> Result<(), BackendError> {
         self.xl(&["mem-set", name, &format!("{mib}m")], deadline).map(drop)
     }
 
     /// `total_memory` from `xl info`, in MiB.
-    pub fn total_memory_mib(&self, deadline: Deadline) -> Result<u64, XlError> {
+    pub fn total_memory_mib(&self, deadline: Deadline) -> Result<u64, BackendError> {
         let out = self.xl(&["info"], deadline)?;
         out.stdout
             .lines()
             .find_map(|l| l.strip_prefix("total_memory")?.trim().trim_start_matches(':').trim().parse().ok())
-            .ok_or_else(|| XlError::Failed("xl info reports no total_memory".into()))
+            .ok_or_else(|| BackendError::Failed("xl info reports no total_memory".into()))
     }
 
     /// Starts `xl migrate NAME HOST`, through `transport` when given (xl's
     /// `-s`; ssh otherwise).
-    pub fn start_migration(&self, name: &str, host: &str, transport: Option<&str>, deadline: Deadline) -> Result<Migration<'r>, XlError> {
+    pub fn start_migration(&self, name: &str, host: &str, transport: Option<&str>, deadline: Deadline) -> Result<ChildMigration<'r>, BackendError> {
         let mut cmd = Cmd::new(&["xl", "migrate"]);
         if let Some(t) = transport {
             cmd = cmd.arg("-s").arg(t);
         }
         let job = self.runner.spawn(&cmd.arg(name).arg(host), deadline)?;
-        Ok(Migration { job })
+        Ok(ChildMigration::new(job, |out| checked(Ok(out)).map(drop)))
+    }
+}
+
+/// The name xl gives the receiving half of a migration of `name`.
+pub fn incoming_name(name: &str) -> String {
+    format!("{name}--incoming")
+}
+
+impl Hypervisor for Xl<'_> {
+    /// A domain that is shutting down or dying is on its way out and holds
+    /// nothing for long; it counts as gone.
+    fn guest_state(&self, name: &str, deadline: Deadline) -> Result<Option<GuestState>, BackendError> {
+        let domains = self.list(deadline)?;
+        if let Some(d) = domains.iter().find(|d| d.name == name && !d.ending()) {
+            return Ok(Some(match () {
+                _ if d.crashed() => GuestState::Crashed,
+                _ if d.paused() => GuestState::Paused { handover: false },
+                _ => GuestState::Running,
+            }));
+        }
+        let incoming = incoming_name(name);
+        Ok(domains.iter().any(|d| d.name == incoming).then_some(GuestState::Arriving))
+    }
+
+    fn request_shutdown(&self, name: &str, deadline: Deadline) -> Result<(), BackendError> {
+        if self.power_button {
+            self.xl(&["trigger", name, "power"], deadline).map(drop)
+        } else {
+            self.xl(&["shutdown", name], deadline).map(drop)
+        }
+    }
+
+    /// Destroys the guest and the receiving half a failed migration may
+    /// have left. One that does not exist is what destroy asks for.
+    fn destroy(&self, name: &str, deadline: Deadline) -> Result<(), BackendError> {
+        // The receiving half rarely exists; whether it did is seen in the
+        // list that follows a destroy, so its failure is not the answer.
+        let _ = self.xl(&["destroy", &incoming_name(name)], deadline);
+        match self.xl(&["destroy", name], deadline) {
+            Err(BackendError::Failed(m)) if m.contains("invalid domain identifier") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    fn save(&self, name: &str, image: &Path, deadline: Deadline) -> Result<(), BackendError> {
+        self.xl(&["save", name, &image.to_string_lossy()], deadline).map(drop)
+    }
+
+    fn restore(&self, image: &Path, deadline: Deadline) -> Result<(), BackendError> {
+        self.xl_starting_domain(&["restore", &image.to_string_lossy()], deadline).map(drop)
     }
 }
 

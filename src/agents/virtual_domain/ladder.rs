@@ -1,0 +1,196 @@
+//! The convergence ladder: the pure policy that decides, from the job's
+//! progress alone, when a stalled pre-copy gets more downtime, time for
+//! auto-converge's throttle, a switch to post-copy, or is given up. It
+//! orders nothing itself, so every decision is unit-tested; the push in
+//! migration.rs acts on it and alone watches the deadline.
+
+use std::time::Duration;
+
+use crate::backend::libvirt::migration::JobStats;
+
+use super::settings::{MigrationMode, MigrationSettings};
+
+/// QEMU's own downtime limit, where the ladder starts when none is configured.
+const QEMU_DEFAULT_DOWNTIME_MS: u64 = 300;
+
+/// What the ladder asks for after looking at the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Wait,
+    SetDowntime(u64),
+    /// Nothing to order: give auto-converge's throttle a stall period.
+    AwaitThrottle,
+    StartPostCopy,
+    /// Every rung is climbed and the job still stalls.
+    GiveUp,
+}
+
+/// The convergence ladder: when pre-copy stops making progress, climb one
+/// rung per stall period. Pure, so its decisions are unit-tested; the caller
+/// acts on them and alone watches the deadline.
+#[derive(Debug)]
+pub struct Ladder {
+    stall: Duration,
+    initial_downtime_ms: Option<u64>,
+    downtime_from_ms: u64,
+    downtime_max_ms: u64,
+    downtime_steps: u32,
+    auto_converge: bool,
+    postcopy_allowed: bool,
+    // progress
+    best_remaining: Option<u64>,
+    last_progress: Duration,
+    // rungs climbed
+    initial_set: bool,
+    steps_taken: u32,
+    throttle_awaited: bool,
+    pub in_postcopy: bool,
+}
+
+impl Ladder {
+    pub fn new(m: &MigrationSettings) -> Ladder {
+        let from = if m.downtime_ms > 0 { m.downtime_ms as u64 } else { QEMU_DEFAULT_DOWNTIME_MS };
+        Ladder {
+            stall: m.stall,
+            initial_downtime_ms: (m.downtime_ms > 0).then_some(m.downtime_ms as u64),
+            downtime_from_ms: from,
+            downtime_max_ms: m.downtime_max_ms,
+            downtime_steps: if m.downtime_max_ms > from { m.downtime_steps } else { 0 },
+            auto_converge: m.auto_converge && m.mode != MigrationMode::Pause,
+            postcopy_allowed: m.mode == MigrationMode::PostCopy,
+            best_remaining: None,
+            last_progress: Duration::ZERO,
+            initial_set: false,
+            steps_taken: 0,
+            throttle_awaited: false,
+            in_postcopy: false,
+        }
+    }
+
+    /// `now` is the time since the job started; `time_left` what remains
+    /// before the caller must abort.
+    pub fn observe(&mut self, now: Duration, job: &JobStats, time_left: Duration) -> Step {
+        if !self.initial_set {
+            self.initial_set = true;
+            self.last_progress = now;
+            if let Some(ms) = self.initial_downtime_ms {
+                return Step::SetDowntime(ms);
+            }
+        }
+        if self.in_postcopy {
+            return Step::Wait; // post-copy always ends; it must not be aborted
+        }
+        // The first pass always moves forward. After it, progress is a new low
+        // of the data left to send (by 5 %): a dirtying guest's sawtooth that
+        // never reaches a new low is a stall.
+        let progressed = job.memory_iteration <= 1
+            || match self.best_remaining {
+                None => true,
+                Some(best) => job.data_remaining < best - best / 20,
+            };
+        if job.memory_iteration > 1 {
+            self.best_remaining = Some(self.best_remaining.map_or(job.data_remaining, |b| b.min(job.data_remaining)));
+        }
+        if progressed {
+            self.last_progress = now;
+            return Step::Wait;
+        }
+        if now.saturating_sub(self.last_progress) < self.stall {
+            return Step::Wait;
+        }
+        self.last_progress = now; // each rung gets a full stall period
+        if self.steps_taken < self.downtime_steps {
+            self.steps_taken += 1;
+            let span = self.downtime_max_ms - self.downtime_from_ms;
+            return Step::SetDowntime(self.downtime_from_ms + span * self.steps_taken as u64 / self.downtime_steps as u64);
+        }
+        if self.auto_converge && !self.throttle_awaited {
+            self.throttle_awaited = true;
+            return Step::AwaitThrottle;
+        }
+        // Post-copy only with time for it: one more pass over memory at most.
+        if self.postcopy_allowed && time_left > self.stall.saturating_mul(2) {
+            self.in_postcopy = true;
+            return Step::StartPostCopy;
+        }
+        Step::GiveUp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use super::super::settings::Settings;
+
+    fn settings(pairs: &[(&str, &str)]) -> MigrationSettings {
+        let md = crate::ocf::metadata::Metadata::parse(super::super::METADATA).unwrap();
+        let mut given: std::collections::BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        given.insert("config".into(), "/vm.xml".into());
+        Settings::from_params(&md.resolve(&given).unwrap()).unwrap().migration
+    }
+
+    fn job(iteration: u64, remaining_mib: u64) -> JobStats {
+        JobStats { active: true, memory_iteration: iteration, data_remaining: remaining_mib << 20, ..Default::default() }
+    }
+
+    #[test]
+    fn a_converging_job_is_left_alone() {
+        let mut l = Ladder::new(&settings(&[]));
+        let t = |s: u64| Duration::from_secs(s);
+        for (i, (iteration, left)) in [(1, 100), (1, 50), (2, 20), (3, 10), (4, 4)].into_iter().enumerate() {
+            assert_eq!(l.observe(t(i as u64 * 3), &job(iteration, left), t(60)), Step::Wait);
+        }
+    }
+
+    #[test]
+    fn a_stalled_job_climbs_downtime_then_throttle_then_gives_up() {
+        let mut l = Ladder::new(&settings(&[("migration_stall", "2")]));
+        let t = Duration::from_secs;
+        assert_eq!(l.observe(t(0), &job(1, 100), t(60)), Step::Wait);
+        assert_eq!(l.observe(t(1), &job(2, 40), t(60)), Step::Wait);
+        // A sawtooth that never reaches a new low is a stall.
+        assert_eq!(l.observe(t(2), &job(3, 45), t(60)), Step::Wait);
+        assert_eq!(l.observe(t(3), &job(3, 39), t(60)), Step::SetDowntime(866));
+        assert_eq!(l.observe(t(4), &job(4, 41), t(60)), Step::Wait);
+        assert_eq!(l.observe(t(5), &job(4, 40), t(60)), Step::SetDowntime(1433));
+        assert_eq!(l.observe(t(7), &job(5, 40), t(60)), Step::SetDowntime(2000));
+        assert_eq!(l.observe(t(9), &job(6, 40), t(60)), Step::AwaitThrottle);
+        assert_eq!(l.observe(t(10), &job(6, 40), t(60)), Step::Wait);
+        assert_eq!(l.observe(t(11), &job(7, 40), t(60)), Step::GiveUp);
+    }
+
+    #[test]
+    fn real_progress_resets_the_stall_clock() {
+        let mut l = Ladder::new(&settings(&[("migration_stall", "2")]));
+        let t = Duration::from_secs;
+        l.observe(t(0), &job(2, 40), t(60));
+        assert_eq!(l.observe(t(1), &job(3, 41), t(60)), Step::Wait);
+        assert_eq!(l.observe(t(2), &job(3, 30), t(60)), Step::Wait, "a new low is progress");
+        assert_eq!(l.observe(t(3), &job(4, 31), t(60)), Step::Wait);
+        assert_eq!(l.observe(t(4), &job(4, 31), t(60)), Step::SetDowntime(866));
+    }
+
+    #[test]
+    fn post_copy_comes_last_only_when_allowed_and_with_time_for_it() {
+        let t = Duration::from_secs;
+        let stalled = |l: &mut Ladder, at: u64, left: u64| l.observe(t(at), &job(3, 40), t(left));
+        let mut l = Ladder::new(&settings(&[("migration_mode", "postcopy"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "1")]));
+        l.observe(t(0), &job(2, 40), t(60));
+        assert_eq!(stalled(&mut l, 1, 60), Step::StartPostCopy);
+        assert!(l.in_postcopy);
+        assert_eq!(stalled(&mut l, 30, 0), Step::Wait, "post-copy is never given up");
+        let mut late = Ladder::new(&settings(&[("migration_mode", "postcopy"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "1")]));
+        late.observe(t(0), &job(2, 40), t(60));
+        assert_eq!(stalled(&mut late, 1, 1), Step::GiveUp, "too late to start post-copy safely");
+    }
+
+    #[test]
+    fn a_configured_downtime_is_set_first_and_the_ladder_starts_from_it() {
+        let mut l = Ladder::new(&settings(&[("migration_downtime", "500"), ("migration_downtime_max", "1100"), ("migration_downtime_steps", "2"), ("migration_stall", "1")]));
+        let t = Duration::from_secs;
+        assert_eq!(l.observe(t(0), &job(1, 100), t(60)), Step::SetDowntime(500));
+        l.observe(t(1), &job(2, 40), t(60));
+        assert_eq!(l.observe(t(2), &job(3, 40), t(60)), Step::SetDowntime(800));
+        assert_eq!(l.observe(t(3), &job(3, 40), t(60)), Step::SetDowntime(1100));
+    }
+}

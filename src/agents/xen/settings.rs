@@ -1,0 +1,108 @@
+//! The Xen agent's parameters: heartbeat:Xen's, read once and checked, plus
+//! ferry's migration settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::agents::lifecycle::MigrationMode;
+use crate::backend::xl::config_name;
+use crate::ocf::metadata::Params;
+use crate::ocf::OcfError;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub xmfile: PathBuf,
+    pub name: Option<String>,
+    /// `None`: two thirds of the stop budget.
+    pub shutdown_timeout: Option<Duration>,
+    pub shutdown_acpi: bool,
+    pub balance_memory: bool,
+    pub reserved_dom0_mib: u64,
+    pub node_ip_attribute: Option<String>,
+    pub monitor_scripts: Vec<String>,
+    pub utilization_cpu: bool,
+    pub utilization_hv_memory: bool,
+    pub transport: Option<String>,
+    /// Set for `migration_mode=save`: where the image waits, on shared storage.
+    pub save_dir: Option<PathBuf>,
+}
+
+fn configuration_error(reason: String) -> OcfError {
+    OcfError::configured(reason)
+}
+
+fn valid_domain_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('%') && !name.chars().any(char::is_whitespace)
+}
+
+impl Settings {
+    pub fn from_params(p: &Params) -> Result<Settings, OcfError> {
+        let xmfile = PathBuf::from(p.str("xmfile").unwrap_or_default());
+        if !xmfile.is_absolute() {
+            return Err(configuration_error(format!("xmfile '{}' must be an absolute path", xmfile.display())));
+        }
+        let name = p.str("name").map(String::from);
+        if let Some(n) = &name {
+            if !valid_domain_name(n) {
+                return Err(configuration_error(format!("name '{n}' is not a usable domain name (no spaces or %)")));
+            }
+        }
+        let shutdown_timeout = match p.str("shutdown_timeout") {
+            None => None,
+            Some(v) => Some(Duration::from_secs(
+                v.trim().parse::<u64>().map_err(|_| configuration_error(format!("shutdown_timeout '{v}' is not a number of seconds")))?,
+            )),
+        };
+        let reserved = p.str("reserved_Dom0_memory").unwrap_or("512");
+        let reserved_dom0_mib = reserved
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| configuration_error(format!("reserved_Dom0_memory '{reserved}' is not a number of MiB")))?;
+        let transport = p.str("migration_transport").map(String::from);
+        let state_dir = p.str("migration_state_dir").map(PathBuf::from);
+        if let Some(dir) = &state_dir {
+            if !dir.is_absolute() {
+                return Err(configuration_error(format!("migration_state_dir '{}' must be an absolute path", dir.display())));
+            }
+        }
+        let save_dir = match MigrationMode::parse(p.str("migration_mode").unwrap_or("live"), &[MigrationMode::Live, MigrationMode::Save])? {
+            MigrationMode::Save => Some(state_dir.ok_or_else(|| configuration_error("migration_mode=save needs migration_state_dir, a directory on storage all nodes share".into()))?),
+            _ => None,
+        };
+        Ok(Settings {
+            xmfile,
+            name,
+            shutdown_timeout,
+            shutdown_acpi: p.bool("shutdown_acpi"),
+            balance_memory: p.bool("allow_mem_management"),
+            reserved_dom0_mib,
+            node_ip_attribute: p.str("node_ip_attribute").map(String::from),
+            monitor_scripts: p.str("monitor_scripts").map(|v| v.split_whitespace().map(String::from).collect()).unwrap_or_default(),
+            utilization_cpu: p.bool("autoset_utilization_cpu"),
+            utilization_hv_memory: p.bool("autoset_utilization_hv_memory"),
+            transport,
+            save_dir,
+        })
+    }
+
+    /// Where a save migration keeps `name`'s memory in flight.
+    pub fn migration_image(&self, name: &str) -> Option<PathBuf> {
+        self.save_dir.as_ref().map(|d| d.join(format!("{name}.migrating")))
+    }
+
+    /// The domain name: `name`, else the xmfile's name=, else the resource's
+    /// name. `Err` (ERR_INSTALLED) when only the unreadable xmfile could say.
+    pub fn domain_name(&self, instance: &str) -> Result<String, OcfError> {
+        if let Some(n) = &self.name {
+            return Ok(n.clone());
+        }
+        let text = std::fs::read_to_string(&self.xmfile).map_err(|e| {
+            OcfError::installed(format!("xmfile {} is not readable ({e}) and no name parameter says which domain to look for", self.xmfile.display()))
+        })?;
+        match config_name(&text) {
+            Some(n) if valid_domain_name(&n) => Ok(n),
+            Some(n) => Err(configuration_error(format!("the name '{n}' in {} is not usable (no spaces or %)", self.xmfile.display()))),
+            None => Ok(instance.to_string()),
+        }
+    }
+}
