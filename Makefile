@@ -14,7 +14,6 @@ DESTDIR ?=
 OCF_DIR  = $(DESTDIR)$(PREFIX)/lib/ocf
 BINARY   = build/ferry
 TARGET   = target/x86_64-unknown-linux-gnu/release/ferry
-AGENTS   = $(notdir $(wildcard agents/*))
 GUEST    = build/guest
 LIBVIRT  = tests/lab/with-libvirtd.sh
 LAB      = tests/lab/with-two-nodes.sh
@@ -37,10 +36,11 @@ guest:
 install: build
 	install -D -m 0755 $(BINARY) $(OCF_DIR)/lib/ferry/ferry
 	install -d $(OCF_DIR)/resource.d/ferry
-	for agent in $(AGENTS); do ln -sfn ../../lib/ferry/ferry $(OCF_DIR)/resource.d/ferry/$$agent; done
+	# One link per agent the binary carries: `ferry list` is the one list.
+	for agent in $$($(BINARY) list); do ln -sfn ../../lib/ferry/ferry $(OCF_DIR)/resource.d/ferry/$$agent; done
 
 uninstall:
-	for agent in $(AGENTS); do rm -f $(OCF_DIR)/resource.d/ferry/$$agent; done
+	for agent in $$($(OCF_DIR)/lib/ferry/ferry list 2>/dev/null || $(BINARY) list); do rm -f $(OCF_DIR)/resource.d/ferry/$$agent; done
 	rm -f $(OCF_DIR)/lib/ferry/ferry
 	-rmdir $(OCF_DIR)/resource.d/ferry $(OCF_DIR)/lib/ferry 2>/dev/null
 

@@ -1,8 +1,9 @@
 //! What every VM agent does the same way, whatever its hypervisor: refuse to
 //! be a clone, check tools on PATH, run monitor scripts, set utilization.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::ocf::metadata::Params;
 use crate::ocf::{log, Context, Deadline, OcfError};
 use crate::process::{Cmd, Runner};
 
@@ -88,4 +89,19 @@ pub fn migration_peer<'c>(ctx: &'c Context, key: &str, action: &str) -> Result<&
         .map(String::as_str)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| OcfError::configured(format!("{action} needs the {} node (OCF_RESKEY_CRM_meta_{key})", key.trim_start_matches("migrate_"))))
+}
+
+/// A path parameter that must be absolute: a relative one would mean
+/// something different in every process's working directory.
+pub fn absolute_path(params: &Params, name: &str) -> Result<Option<PathBuf>, OcfError> {
+    match params.str(name).map(PathBuf::from) {
+        Some(path) if !path.is_absolute() => Err(OcfError::configured(format!("{name} '{}' must be an absolute path", path.display()))),
+        other => Ok(other),
+    }
+}
+
+/// The directory on shared storage a save migration needs; ERR_CONFIGURED
+/// when the mode asks for one and none is set.
+pub fn save_migration_dir(state_dir: Option<PathBuf>) -> Result<PathBuf, OcfError> {
+    state_dir.ok_or_else(|| OcfError::configured("migration_mode=save needs migration_state_dir, a directory on storage all nodes share"))
 }

@@ -37,10 +37,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_listed_agent_answers_to_its_own_name() {
+    fn every_listed_agent_answers_to_its_own_name_and_metadata() {
         for name in names() {
-            assert_eq!(by_name(name).map(|a| a.name()), Some(name));
+            let agent = by_name(name).unwrap();
+            assert_eq!(agent.name(), name);
+            let metadata = crate::ocf::metadata::Metadata::parse(agent.metadata_xml()).unwrap();
+            assert_eq!(metadata.agent, name, "metadata/{name}.xml names another agent");
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/agents");
+            assert!(std::path::Path::new(dir).join(name).exists(), "agents/{name} is missing");
         }
+        let files: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/agents")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(files.len(), ALL.len(), "agents/ holds {files:?}");
         assert!(by_name("Nonexistent").is_none());
     }
 }

@@ -128,14 +128,15 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
         None
     };
     let ctx = Context { env: &env, params: &params, deadline };
-    let done = |r: Result<(), OcfError>| r.map(|()| Health::Running);
+    // An action that is not a monitor reports success as "running", which settles to 0.
+    let succeeded = |r: Result<(), OcfError>| r.map(|()| Health::Running);
     let result = match action {
-        Action::Start => done(agent.start(&ctx)),
-        Action::Stop => done(agent.stop(&ctx)),
+        Action::Start => succeeded(agent.start(&ctx)),
+        Action::Stop => succeeded(agent.stop(&ctx)),
         Action::Monitor | Action::Status => agent.monitor(&ctx),
-        Action::ValidateAll => done(agent.validate(&ctx)),
-        Action::MigrateTo => done(agent.migrate_to(&ctx)),
-        Action::MigrateFrom => done(agent.migrate_from(&ctx)),
+        Action::ValidateAll => succeeded(agent.validate(&ctx)),
+        Action::MigrateTo => succeeded(agent.migrate_to(&ctx)),
+        Action::MigrateFrom => succeeded(agent.migrate_from(&ctx)),
         Action::MetaData => unreachable!("answered above"),
     };
     // A failure after a SIGTERM is most likely the SIGTERM's doing: say so.

@@ -134,26 +134,26 @@ fn append(path: &str, line: &str) {
 }
 
 pub fn log(level: Level, message: &str) {
-    let Some(l) = LOGGER.get() else {
+    let Some(logger) = LOGGER.get() else {
         stderr_line(&format!("ferry: {}: {message}", level.word()));
         return;
     };
-    if level == Level::Debug && !l.debug {
+    if level == Level::Debug && !logger.debug {
         return;
     }
-    stderr_line(&format!("{}: {}: {message}", l.tag, level.word()));
-    let file_line = format!("{}:\t{} {}: {message}\n", l.tag, timestamp(), level.word());
+    stderr_line(&format!("{}: {}: {message}", logger.tag, level.word()));
+    let file_line = format!("{}:\t{} {}: {message}\n", logger.tag, timestamp(), level.word());
     if level >= Level::Info {
-        if let Some(f) = &l.logfile {
+        if let Some(f) = &logger.logfile {
             append(f, &file_line);
         }
     }
-    if let Some(f) = &l.debuglog {
-        if l.logfile.as_deref() != Some(f.as_str()) || level == Level::Debug {
+    if let Some(f) = &logger.debuglog {
+        if logger.logfile.as_deref() != Some(f.as_str()) || level == Level::Debug {
             append(f, &file_line);
         }
     }
-    if l.syslog {
+    if logger.syslog {
         if let Ok(msg) = CString::new(format!("{}: {message}", level.word())) {
             // SAFETY: a constant "%s" format with one NUL-terminated argument.
             unsafe { libc::syslog(level.syslog_priority(), c"%s".as_ptr(), msg.as_ptr()) };
@@ -163,7 +163,7 @@ pub fn log(level: Level, message: &str) {
 
 /// Reports why the action failed, once, in the form Pacemaker parses.
 pub fn exit_reason(reason: &str) {
-    let prefix = LOGGER.get().map(|l| l.reason_prefix.as_str()).unwrap_or("ocf-exit-reason:");
+    let prefix = LOGGER.get().map(|logger| logger.reason_prefix.as_str()).unwrap_or("ocf-exit-reason:");
     // Pacemaker keeps only the first line of the reason.
     let one_line = reason.lines().next().unwrap_or("");
     stderr_line(&format!("{prefix}{one_line}"));

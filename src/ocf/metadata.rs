@@ -7,9 +7,6 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use quick_xml::events::{BytesStart, Event};
-use quick_xml::Reader;
-
 use super::exit::OcfError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +32,8 @@ pub struct ActionSpec {
 
 #[derive(Clone, Debug)]
 pub struct Metadata {
+    /// The agent the XML describes; the tests tie it to the registry.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub agent: String,
     pub params: Vec<ParamSpec>,
     pub actions: Vec<ActionSpec>,
@@ -51,70 +50,98 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     match unit {
         "ms" | "msec" => Some(Duration::from_millis(n)),
         "s" | "sec" => Some(Duration::from_secs(n)),
-        "m" | "min" => Some(Duration::from_secs(n * 60)),
-        "h" | "hr" => Some(Duration::from_secs(n * 3600)),
+        "m" | "min" => n.checked_mul(60).map(Duration::from_secs),
+        "h" | "hr" => n.checked_mul(3600).map(Duration::from_secs),
         _ => None,
     }
 }
 
-fn attr(tag: &BytesStart, name: &str) -> Option<String> {
-    tag.try_get_attribute(name)
-        .ok()
-        .flatten()
-        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+/// The XML's shape, as serde reads it: only what ferry needs. Everything
+/// else in the file (descriptions, versions) is for Pacemaker and people.
+mod xml {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct ResourceAgent {
+        #[serde(rename = "@name")]
+        pub name: String,
+        #[serde(default)]
+        pub parameters: Parameters,
+        #[serde(default)]
+        pub actions: Actions,
+    }
+
+    #[derive(Deserialize, Default)]
+    pub struct Parameters {
+        #[serde(default)]
+        pub parameter: Vec<Parameter>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Parameter {
+        #[serde(rename = "@name")]
+        pub name: String,
+        #[serde(rename = "@required")]
+        pub required: Option<String>,
+        pub content: Option<Content>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Content {
+        #[serde(rename = "@type")]
+        pub kind: Option<String>,
+        #[serde(rename = "@default")]
+        pub default: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    pub struct Actions {
+        #[serde(default)]
+        pub action: Vec<Action>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Action {
+        #[serde(rename = "@name")]
+        pub name: String,
+        #[serde(rename = "@timeout")]
+        pub timeout: Option<String>,
+    }
 }
 
 impl Metadata {
     /// Parses an agent's meta-data. The embedded XML is tested, so a failure here
     /// is a build defect; the message says where.
-    pub fn parse(xml: &str) -> Result<Metadata, String> {
-        let mut reader = Reader::from_str(xml);
-        let mut md = Metadata { agent: String::new(), params: Vec::new(), actions: Vec::new() };
-        let mut current: Option<ParamSpec> = None;
-        loop {
-            let event = reader.read_event().map_err(|e| format!("meta-data XML: {e}"))?;
-            match event {
-                Event::Start(ref tag) | Event::Empty(ref tag) => match tag.name().as_ref() {
-                    b"resource-agent" => md.agent = attr(tag, "name").unwrap_or_default(),
-                    b"parameter" => {
-                        let name = attr(tag, "name").ok_or("parameter without a name")?;
-                        current = Some(ParamSpec {
-                            name,
-                            kind: ParamType::String,
-                            default: None,
-                            required: attr(tag, "required").as_deref() == Some("1"),
-                        });
-                        if matches!(event, Event::Empty(_)) {
-                            md.params.extend(current.take());
-                        }
-                    }
-                    b"content" => {
-                        let p = current.as_mut().ok_or("content outside a parameter")?;
-                        p.kind = match attr(tag, "type").as_deref() {
-                            Some("integer") => ParamType::Integer,
-                            Some("boolean") => ParamType::Boolean,
-                            Some("string") | None => ParamType::String,
-                            Some(other) => return Err(format!("parameter {}: unsupported type {other}", p.name)),
-                        };
-                        p.default = attr(tag, "default");
-                    }
-                    b"action" => md.actions.push(ActionSpec {
-                        name: attr(tag, "name").ok_or("action without a name")?,
-                        timeout: attr(tag, "timeout").as_deref().and_then(parse_duration),
-                    }),
-                    _ => {}
-                },
-                Event::End(ref tag) if tag.name().as_ref() == b"parameter" => {
-                    md.params.extend(current.take());
-                }
-                Event::Eof => break,
-                _ => {}
-            }
-        }
-        if md.agent.is_empty() {
+    pub fn parse(text: &str) -> Result<Metadata, String> {
+        let agent: xml::ResourceAgent = quick_xml::de::from_str(text).map_err(|e| format!("meta-data XML: {e}"))?;
+        if agent.name.is_empty() {
             return Err("meta-data has no <resource-agent name=…>".into());
         }
-        Ok(md)
+        let params = agent
+            .parameters
+            .parameter
+            .into_iter()
+            .map(|p| {
+                let (kind, default) = match p.content {
+                    Some(c) => (c.kind, c.default),
+                    None => (None, None),
+                };
+                let kind = match kind.as_deref() {
+                    Some("integer") => ParamType::Integer,
+                    Some("boolean") => ParamType::Boolean,
+                    Some("string") | None => ParamType::String,
+                    Some(other) => return Err(format!("parameter {}: unsupported type {other}", p.name)),
+                };
+                Ok(ParamSpec { name: p.name, kind, default, required: p.required.as_deref() == Some("1") })
+            })
+            .collect::<Result<_, String>>()?;
+        let actions = agent
+            .actions
+            .action
+            .into_iter()
+            .map(|a| ActionSpec { timeout: a.timeout.as_deref().and_then(parse_duration), name: a.name })
+            .collect();
+        Ok(Metadata { agent: agent.name, params, actions })
     }
 
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {

@@ -6,29 +6,34 @@ use std::os::unix::fs::symlink;
 #[test]
 fn a_fresh_link_named_after_the_agent_dispatches_to_it() {
     let dir = TempDir::new("link");
-    let link = dir.join("VirtualDomain");
-    symlink(ferry(), &link).unwrap();
-    let run = run_program(&link, &["meta-data"], &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains(r#"<resource-agent name="VirtualDomain""#));
-    let no_action = run_program(&link, &[], &[]);
-    assert_eq!(no_action.code, 2, "no action is a usage error");
-    assert!(no_action.stderr.contains("usage: VirtualDomain"));
-    let unknown = run_program(&link, &["frobnicate"], &[]);
-    assert_eq!(unknown.code, 3);
-    assert!(unknown.reason().unwrap().contains("'frobnicate' is not implemented"));
+    for name in agents() {
+        let link = dir.join(&name);
+        symlink(ferry(), &link).unwrap();
+        let run = run_program(&link, &["meta-data"], &[]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(run.stdout.contains(&format!(r#"<resource-agent name="{name}""#)));
+        let no_action = run_program(&link, &[], &[]);
+        assert_eq!(no_action.code, 2, "no action is a usage error");
+        assert!(no_action.stderr.contains(&format!("usage: {name}")));
+        let unknown = run_program(&link, &["frobnicate"], &[]);
+        assert_eq!(unknown.code, 3);
+        assert!(unknown.reason().unwrap().contains("'frobnicate' is not implemented"));
+    }
 }
 
 #[test]
 fn as_ferry_it_lists_agents_and_runs_them_by_name() {
     let list = run_program(&ferry(), &["list"], &[]);
     assert_eq!(list.code, 0);
-    assert_eq!(list.stdout.lines().collect::<Vec<_>>(), vec!["VirtualDomain", "Xen"]);
+    assert_eq!(list.stdout.lines().collect::<Vec<_>>(), agents());
+    assert!(agents().len() >= 2, "VirtualDomain and Xen at least");
     let version = run_program(&ferry(), &["--version"], &[]);
     assert!(version.stdout.starts_with("ferry "), "{}", version.stdout);
-    let meta = run_program(&ferry(), &["VirtualDomain", "meta-data"], &[]);
-    assert_eq!(meta.code, 0);
-    assert_eq!(meta.stdout, std::fs::read_to_string(repo().join("metadata/VirtualDomain.xml")).unwrap());
+    for name in agents() {
+        let meta = run_program(&ferry(), &[&name, "meta-data"], &[]);
+        assert_eq!(meta.code, 0);
+        assert_eq!(meta.stdout, std::fs::read_to_string(repo().join(format!("metadata/{name}.xml"))).unwrap());
+    }
     assert_eq!(run_program(&ferry(), &[], &[]).code, 2);
     assert_eq!(run_program(&ferry(), &["NoSuchAgent", "start"], &[]).code, 2);
 }
@@ -53,11 +58,16 @@ fn make_install_links_every_agent_and_uninstall_removes_exactly_that() {
         assert!(out.status.success(), "make {target}: {}", String::from_utf8_lossy(&out.stderr));
     };
     make("install");
-    let link = stage.join("usr/lib/ocf/resource.d/ferry/VirtualDomain");
-    assert_eq!(std::fs::read_link(&link).unwrap(), std::path::PathBuf::from("../../lib/ferry/ferry"));
-    assert!(run_program(&link, &["meta-data"], &[]).stdout.contains("VirtualDomain"));
+    for name in agents() {
+        let link = stage.join(format!("usr/lib/ocf/resource.d/ferry/{name}"));
+        assert_eq!(std::fs::read_link(&link).unwrap(), std::path::PathBuf::from("../../lib/ferry/ferry"));
+        assert!(run_program(&link, &["meta-data"], &[]).stdout.contains(&format!("name=\"{name}\"")));
+    }
     make("uninstall");
-    assert!(!link.exists() && !stage.join("usr/lib/ocf/lib/ferry/ferry").exists());
+    for name in agents() {
+        assert!(!stage.join(format!("usr/lib/ocf/resource.d/ferry/{name}")).exists());
+    }
+    assert!(!stage.join("usr/lib/ocf/lib/ferry/ferry").exists());
     assert!(!stage.join("usr/lib/ocf/resource.d/ferry").exists());
 }
 

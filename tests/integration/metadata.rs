@@ -35,29 +35,39 @@ fn meta_data_validates_against_ra_api_dtd_and_metadata_rng() {
 
 #[test]
 fn every_advertised_action_is_implemented_and_nothing_else_is_claimed() {
-    let xml = std::fs::read_to_string(repo().join("metadata/VirtualDomain.xml")).unwrap();
-    let advertised: Vec<&str> = xml.split("<action name=\"").skip(1).map(|s| &s[..s.find('"').unwrap()]).collect();
-    // Each advertised action must be answered with something other than 3.
-    let env = pairs(&[("OCF_RESKEY_config", "/nonexistent/ferry.xml"), ("OCF_RESOURCE_INSTANCE", "md-check")]);
-    for action in &advertised {
-        let run = agent(action, &env);
-        assert_ne!(run.code, 3, "{action} is advertised but unimplemented: {}", run.stderr);
+    for name in agents() {
+        let xml = std::fs::read_to_string(repo().join(format!("metadata/{name}.xml"))).unwrap();
+        let advertised: Vec<&str> = xml.split("<action name=\"").skip(1).map(|s| &s[..s.find('"').unwrap()]).collect();
+        // Each advertised action must be answered with something other than 3.
+        let env = pairs(&[
+            ("OCF_RESKEY_config", "/nonexistent/ferry.xml"),
+            ("OCF_RESKEY_xmfile", "/nonexistent/ferry.cfg"),
+            ("OCF_RESKEY_name", "md-check"),
+            ("OCF_RESOURCE_INSTANCE", "md-check"),
+        ]);
+        let run = |action: &str| run_program(&ferry(), &[&name, action], &env);
+        for action in &advertised {
+            let out = run(action);
+            assert_ne!(out.code, 3, "{name}: {action} is advertised but unimplemented: {}", out.stderr);
+        }
+        // Pacemaker migrates a resource only if it advertises both halves.
+        for action in ["migrate_to", "migrate_from"] {
+            assert!(advertised.contains(&action), "{name}: {action} must be advertised");
+        }
+        assert_eq!(run("promote").code, 3, "{name}: nothing unadvertised is answered");
     }
-    // Pacemaker migrates a resource only if it advertises both halves.
-    for action in ["migrate_to", "migrate_from"] {
-        assert!(advertised.contains(&action), "{action} must be advertised");
-    }
-    assert_eq!(agent("promote", &env).code, 3, "nothing unadvertised is answered");
 }
 
 #[test]
 fn meta_data_works_for_an_unprivileged_user_without_environment() {
-    let out = Command::new("su")
-        .args(["nobody", "-s", "/bin/sh", "-c", &format!("{} VirtualDomain meta-data", ferry().display())])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("<parameter name=\"config\""));
+    for name in agents() {
+        let out = Command::new("su")
+            .args(["nobody", "-s", "/bin/sh", "-c", &format!("{} {name} meta-data", ferry().display())])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("<resource-agent name=\"{name}\"")));
+    }
 }
 
 fn parameter_names(xml: &str) -> BTreeSet<String> {
@@ -66,7 +76,8 @@ fn parameter_names(xml: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_anchor_parameter_is_carried_with_the_same_name() {
-    for agent in ["VirtualDomain", "Xen"] {
+    for agent in agents() {
+        let agent = agent.as_str();
         let anchor = run_program(std::path::Path::new(&format!("/usr/lib/ocf/resource.d/heartbeat/{agent}")), &["meta-data"], &[]);
         assert_eq!(anchor.code, 0, "heartbeat:{agent} meta-data: {}", anchor.stderr);
         let ours = parameter_names(&run_program(&ferry(), &[agent, "meta-data"], &[]).stdout);

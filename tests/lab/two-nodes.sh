@@ -173,19 +173,22 @@ up() {
   echo "two-nodes: lab $FERRY_LAB_ID up in $lab (${NODES[*]})" >&2
 }
 
-down_loaded() {
-  local n ns pid pids round
-  for n in "${NODES[@]}"; do
-    ns=$(ns_of "$n")
-    ip netns list 2>/dev/null | grep -qw "$ns" || continue
-    for round in TERM TERM TERM KILL KILL KILL; do
-      pids=$(ip netns pids "$ns" 2>/dev/null || true)
-      [ -n "$pids" ] || break
-      for pid in $pids; do kill -"$round" "$pid" 2>/dev/null || true; done
-      sleep 0.5
-    done
-    ip netns del "$ns" 2>/dev/null || true
+# Ends every process in network namespace NS by PID, then deletes it.
+end_netns() {
+  local ns=$1 pid pids round
+  ip netns list 2>/dev/null | grep -qw "$ns" || return 0
+  for round in TERM TERM TERM KILL KILL KILL; do
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -n "$pids" ] || break
+    for pid in $pids; do kill -"$round" "$pid" 2>/dev/null || true; done
+    sleep 0.5
   done
+  ip netns del "$ns" 2>/dev/null || true
+}
+
+down_loaded() {
+  local n
+  for n in "${NODES[@]}"; do end_netns "$(ns_of "$n")"; done
   rm -rf "$lab"
 }
 
@@ -277,5 +280,6 @@ case "$cmd" in
   cluster) load "$1"; cluster ;;
   __init) node_init "$1" "$2" ;;
   __config) lab=$(cd "$1" && pwd); write_node_config "$2" ;;
+  __end) end_netns "$1" ;;
   *) usage ;;
 esac

@@ -19,16 +19,7 @@ ns="ferry-solo-${dir##*.}"
 child=
 
 cleanup() {
-  local round pids pid
-  if ip netns list 2>/dev/null | grep -qw "$ns"; then
-    for round in TERM TERM TERM KILL KILL KILL; do
-      pids=$(ip netns pids "$ns" 2>/dev/null || true)
-      [ -n "$pids" ] || break
-      for pid in $pids; do kill -"$round" "$pid" 2>/dev/null || true; done
-      sleep 0.5
-    done
-    ip netns del "$ns" 2>/dev/null || true
-  fi
+  "$here/two-nodes.sh" __end "$ns"
   rm -rf "$dir"
 }
 trap cleanup EXIT

@@ -13,6 +13,13 @@ pub fn ferry() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ferry"))
 }
 
+/// Every agent the binary carries, as `ferry list` names them: tests
+/// iterate this rather than naming agents, so a new agent gets every check.
+pub fn agents() -> Vec<String> {
+    let out = Command::new(ferry()).arg("list").output().expect("ferry list");
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

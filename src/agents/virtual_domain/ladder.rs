@@ -120,14 +120,8 @@ impl Ladder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use super::super::settings::Settings;
+    use super::super::settings::tests::migration_settings as settings;
 
-    fn settings(pairs: &[(&str, &str)]) -> MigrationSettings {
-        let md = crate::ocf::metadata::Metadata::parse(super::super::METADATA).unwrap();
-        let mut given: std::collections::BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        given.insert("config".into(), "/vm.xml".into());
-        Settings::from_params(&md.resolve(&given).unwrap()).unwrap().migration
-    }
 
     fn job(iteration: u64, remaining_mib: u64) -> JobStats {
         JobStats { active: true, memory_iteration: iteration, data_remaining: remaining_mib << 20, ..Default::default() }
@@ -135,50 +129,50 @@ mod tests {
 
     #[test]
     fn a_converging_job_is_left_alone() {
-        let mut l = Ladder::new(&settings(&[]));
+        let mut ladder = Ladder::new(&settings(&[]));
         let t = |s: u64| Duration::from_secs(s);
         for (i, (iteration, left)) in [(1, 100), (1, 50), (2, 20), (3, 10), (4, 4)].into_iter().enumerate() {
-            assert_eq!(l.observe(t(i as u64 * 3), &job(iteration, left), t(60)), Step::Wait);
+            assert_eq!(ladder.observe(t(i as u64 * 3), &job(iteration, left), t(60)), Step::Wait);
         }
     }
 
     #[test]
     fn a_stalled_job_climbs_downtime_then_throttle_then_gives_up() {
-        let mut l = Ladder::new(&settings(&[("migration_stall", "2")]));
+        let mut ladder = Ladder::new(&settings(&[("migration_stall", "2")]));
         let t = Duration::from_secs;
-        assert_eq!(l.observe(t(0), &job(1, 100), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(1), &job(2, 40), t(60)), Step::Wait);
+        assert_eq!(ladder.observe(t(0), &job(1, 100), t(60)), Step::Wait);
+        assert_eq!(ladder.observe(t(1), &job(2, 40), t(60)), Step::Wait);
         // A sawtooth that never reaches a new low is a stall.
-        assert_eq!(l.observe(t(2), &job(3, 45), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(3), &job(3, 39), t(60)), Step::SetDowntime(866));
-        assert_eq!(l.observe(t(4), &job(4, 41), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(5), &job(4, 40), t(60)), Step::SetDowntime(1433));
-        assert_eq!(l.observe(t(7), &job(5, 40), t(60)), Step::SetDowntime(2000));
-        assert_eq!(l.observe(t(9), &job(6, 40), t(60)), Step::AwaitThrottle);
-        assert_eq!(l.observe(t(10), &job(6, 40), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(11), &job(7, 40), t(60)), Step::GiveUp);
+        assert_eq!(ladder.observe(t(2), &job(3, 45), t(60)), Step::Wait);
+        assert_eq!(ladder.observe(t(3), &job(3, 39), t(60)), Step::SetDowntime(866));
+        assert_eq!(ladder.observe(t(4), &job(4, 41), t(60)), Step::Wait);
+        assert_eq!(ladder.observe(t(5), &job(4, 40), t(60)), Step::SetDowntime(1433));
+        assert_eq!(ladder.observe(t(7), &job(5, 40), t(60)), Step::SetDowntime(2000));
+        assert_eq!(ladder.observe(t(9), &job(6, 40), t(60)), Step::AwaitThrottle);
+        assert_eq!(ladder.observe(t(10), &job(6, 40), t(60)), Step::Wait);
+        assert_eq!(ladder.observe(t(11), &job(7, 40), t(60)), Step::GiveUp);
     }
 
     #[test]
     fn real_progress_resets_the_stall_clock() {
-        let mut l = Ladder::new(&settings(&[("migration_stall", "2")]));
+        let mut ladder = Ladder::new(&settings(&[("migration_stall", "2")]));
         let t = Duration::from_secs;
-        l.observe(t(0), &job(2, 40), t(60));
-        assert_eq!(l.observe(t(1), &job(3, 41), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(2), &job(3, 30), t(60)), Step::Wait, "a new low is progress");
-        assert_eq!(l.observe(t(3), &job(4, 31), t(60)), Step::Wait);
-        assert_eq!(l.observe(t(4), &job(4, 31), t(60)), Step::SetDowntime(866));
+        ladder.observe(t(0), &job(2, 40), t(60));
+        assert_eq!(ladder.observe(t(1), &job(3, 41), t(60)), Step::Wait);
+        assert_eq!(ladder.observe(t(2), &job(3, 30), t(60)), Step::Wait, "a new low is progress");
+        assert_eq!(ladder.observe(t(3), &job(4, 31), t(60)), Step::Wait);
+        assert_eq!(ladder.observe(t(4), &job(4, 31), t(60)), Step::SetDowntime(866));
     }
 
     #[test]
     fn post_copy_comes_last_only_when_allowed_and_with_time_for_it() {
         let t = Duration::from_secs;
-        let stalled = |l: &mut Ladder, at: u64, left: u64| l.observe(t(at), &job(3, 40), t(left));
-        let mut l = Ladder::new(&settings(&[("migration_mode", "postcopy"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "1")]));
-        l.observe(t(0), &job(2, 40), t(60));
-        assert_eq!(stalled(&mut l, 1, 60), Step::StartPostCopy);
-        assert!(l.in_postcopy);
-        assert_eq!(stalled(&mut l, 30, 0), Step::Wait, "post-copy is never given up");
+        let stalled = |ladder: &mut Ladder, at: u64, left: u64| ladder.observe(t(at), &job(3, 40), t(left));
+        let mut ladder = Ladder::new(&settings(&[("migration_mode", "postcopy"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "1")]));
+        ladder.observe(t(0), &job(2, 40), t(60));
+        assert_eq!(stalled(&mut ladder, 1, 60), Step::StartPostCopy);
+        assert!(ladder.in_postcopy);
+        assert_eq!(stalled(&mut ladder, 30, 0), Step::Wait, "post-copy is never given up");
         let mut late = Ladder::new(&settings(&[("migration_mode", "postcopy"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "1")]));
         late.observe(t(0), &job(2, 40), t(60));
         assert_eq!(stalled(&mut late, 1, 1), Step::GiveUp, "too late to start post-copy safely");
@@ -186,11 +180,11 @@ mod tests {
 
     #[test]
     fn a_configured_downtime_is_set_first_and_the_ladder_starts_from_it() {
-        let mut l = Ladder::new(&settings(&[("migration_downtime", "500"), ("migration_downtime_max", "1100"), ("migration_downtime_steps", "2"), ("migration_stall", "1")]));
+        let mut ladder = Ladder::new(&settings(&[("migration_downtime", "500"), ("migration_downtime_max", "1100"), ("migration_downtime_steps", "2"), ("migration_stall", "1")]));
         let t = Duration::from_secs;
-        assert_eq!(l.observe(t(0), &job(1, 100), t(60)), Step::SetDowntime(500));
-        l.observe(t(1), &job(2, 40), t(60));
-        assert_eq!(l.observe(t(2), &job(3, 40), t(60)), Step::SetDowntime(800));
-        assert_eq!(l.observe(t(3), &job(3, 40), t(60)), Step::SetDowntime(1100));
+        assert_eq!(ladder.observe(t(0), &job(1, 100), t(60)), Step::SetDowntime(500));
+        ladder.observe(t(1), &job(2, 40), t(60));
+        assert_eq!(ladder.observe(t(2), &job(3, 40), t(60)), Step::SetDowntime(800));
+        assert_eq!(ladder.observe(t(3), &job(3, 40), t(60)), Step::SetDowntime(1100));
     }
 }

@@ -105,7 +105,7 @@ impl Finder<'_> {
                 Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
             };
             if domxml::read_mark(&text).as_ref() == Some(self.mark) {
-                return Ok(path.file_stem().map(|s| s.to_string_lossy().into_owned()));
+                return Ok(path.file_stem().map(|stem| stem.to_string_lossy().into_owned()));
             }
         }
         Ok(None)

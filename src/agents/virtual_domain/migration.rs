@@ -86,9 +86,9 @@ impl VirtualDomain {
     }
 
     /// Push: run the migration, steer it up the ladder, abort it in time.
-    fn push(&self, s: &Settings, lv: &Libvirt, name: &str, target: &str, deadline: Deadline) -> Result<(), OcfError> {
-        let m = &s.migration;
-        let remote = target_uri(m, &lv.uri, target);
+    fn push(&self, settings: &Settings, libvirt: &Libvirt, name: &str, target: &str, deadline: Deadline) -> Result<(), OcfError> {
+        let m = &settings.migration;
+        let remote = target_uri(m, &libvirt.uri, target);
         let data = data_uri(m, target);
         let extra = extra_options(m);
         let request = MigrationRequest {
@@ -106,7 +106,7 @@ impl VirtualDomain {
         let reserve = (deadline.remaining() / 6).clamp(Duration::from_secs(3), Duration::from_secs(20));
         let abort_at = deadline.leaving(reserve);
         let started = Instant::now();
-        let mut migration = lv.start_migration(&request, deadline).map_err(|e| backend_error("cannot start the migration", e))?;
+        let mut migration = libvirt.start_migration(&request, deadline).map_err(|e| backend_error("cannot start the migration", e))?;
         let mut ladder = Ladder::new(m);
         let mut aborted: Option<String> = None;
         let outcome = loop {
@@ -131,12 +131,12 @@ impl VirtualDomain {
                 }
                 // Repeated each round until the job ends: an abort sent while
                 // libvirt is between phases can find no job to abort.
-                if let Err(e) = lv.abort_job(name, deadline) {
+                if let Err(e) = libvirt.abort_job(name, deadline) {
                     log::warn(&format!("cannot abort the migration of {name}: {e}"));
                 }
                 continue;
             }
-            let job = match lv.job_stats(name, abort_at.within(Duration::from_secs(5))) {
+            let job = match libvirt.job_stats(name, abort_at.within(Duration::from_secs(5))) {
                 Ok(j) if j.active => j,
                 Ok(_) => continue,
                 Err(e) => {
@@ -154,14 +154,14 @@ impl VirtualDomain {
                 Step::Wait => {}
                 Step::SetDowntime(ms) => {
                     log::info(&format!("{name}: allowing {ms} ms downtime (pass {}, {} MiB left)", last.memory_iteration, last.data_remaining >> 20));
-                    if let Err(e) = lv.set_max_downtime(name, ms, deadline) {
+                    if let Err(e) = libvirt.set_max_downtime(name, ms, deadline) {
                         log::warn(&format!("cannot set the downtime of {name}: {e}"));
                     }
                 }
                 Step::AwaitThrottle => log::info(&format!("{name}: still stalled; giving auto-converge (throttle {} %) time", last.throttle_percent)),
                 Step::StartPostCopy => {
                     log::info(&format!("{name}: switching to post-copy"));
-                    if let Err(e) = lv.start_postcopy(name, deadline) {
+                    if let Err(e) = libvirt.start_postcopy(name, deadline) {
                         log::warn(&format!("cannot switch {name} to post-copy: {e}"));
                     }
                 }
@@ -174,26 +174,26 @@ impl VirtualDomain {
         let took = started.elapsed();
         match outcome {
             Ok(()) if aborted.is_none() => {
-                self.confirm_left(lv, name, deadline)?;
+                self.confirm_left(libvirt, name, deadline)?;
                 log::info(&format!("migrated {name} to {target} in {took:.2?}"));
                 Ok(())
             }
             Ok(()) => {
                 // The abort lost the race with the switch-over: it is done.
-                self.confirm_left(lv, name, deadline)?;
+                self.confirm_left(libvirt, name, deadline)?;
                 log::info(&format!("migrated {name} to {target} in {took:.2?} (finished before the abort took hold)"));
                 Ok(())
             }
             Err(e) => {
                 let why = aborted.map(|w| format!("aborted the migration of {name} to {target}: {w}")).unwrap_or_else(|| format!("migration of {name} to {target} failed: {e}"));
-                Err(self.after_failed_push(lv, name, &remote, why, ladder.in_postcopy, deadline))
+                Err(self.after_failed_push(libvirt, name, &remote, why, ladder.in_postcopy, deadline))
             }
         }
     }
 
     /// After a successful push the guest must be gone from here.
-    fn confirm_left(&self, lv: &Libvirt, name: &str, deadline: Deadline) -> Result<(), OcfError> {
-        match lv.state(name, deadline) {
+    fn confirm_left(&self, libvirt: &Libvirt, name: &str, deadline: Deadline) -> Result<(), OcfError> {
+        match libvirt.state(name, deadline) {
             Ok(None) | Ok(Some(DomainState::ShutOff)) => Ok(()),
             Ok(Some(state)) => Err(OcfError::generic(format!("libvirt reported the migration of {name} done, but it is still {state} here"))),
             Err(e) => Err(backend_error(&format!("cannot confirm {name} left this node"), e)),
@@ -204,11 +204,11 @@ impl VirtualDomain {
     /// on exactly one node, and returns the error to report. A target that
     /// does not answer is "unknown", never "not there": the guest is then
     /// left as it is for the cluster to resolve.
-    fn after_failed_push(&self, lv: &Libvirt, name: &str, remote: &str, why: String, postcopy: bool, deadline: Deadline) -> OcfError {
+    fn after_failed_push(&self, libvirt: &Libvirt, name: &str, remote: &str, why: String, postcopy: bool, deadline: Deadline) -> OcfError {
         // libvirt's Confirm phase resumes the guest here; give it a moment,
         // but keep time to ask the target.
         let ask_target = Duration::from_secs(2).min(deadline.remaining() / 2);
-        let settled = deadline.leaving(ask_target).wait_until(POLL, || match lv.handover_state(name, deadline) {
+        let settled = deadline.leaving(ask_target).wait_until(POLL, || match libvirt.handover_state(name, deadline) {
             Ok(Some((_, true))) => None,
             other => Some(other),
         });
@@ -223,7 +223,7 @@ impl VirtualDomain {
                     log::warn(&format!("{why}; but {name} is {state} on the target and gone from here"));
                     OcfError::generic(format!("{why}; {name} now runs only on the target"))
                 }
-                Ok(other) => OcfError::generic(format!("{why}; {name} is gone from here and the target reports it {}", other.map_or("absent".to_string(), |s| s.to_string()))),
+                Ok(other) => OcfError::generic(format!("{why}; {name} is gone from here and the target reports it {}", other.map_or("absent".to_string(), |state| state.to_string()))),
                 Err(e) => OcfError::generic(format!("{why}; {name} is gone from here and the target did not answer ({e})")),
             },
             Some(Err(e)) => OcfError::generic(format!("{why}; and libvirt here cannot say where {name} is: {e}")),
@@ -235,7 +235,7 @@ impl VirtualDomain {
             None => match there() {
                 // Still paused mid-hand-over here. Resume only if the target
                 // certainly does not have it: two running copies would share disks.
-                Ok(None) | Ok(Some(DomainState::ShutOff)) => match lv.resume(name, deadline) {
+                Ok(None) | Ok(Some(DomainState::ShutOff)) => match libvirt.resume(name, deadline) {
                     Ok(()) => OcfError::generic(format!("{why}; the target does not have {name}, so it was resumed here")),
                     Err(e) => OcfError::generic(format!("{why}; {name} is paused here and cannot be resumed: {e}")),
                 },
@@ -291,8 +291,8 @@ mod tests {
     fn a_post_copy_cut_short_is_reported_running_on_the_target_not_left_paused() {
         use crate::process::recording::RecordingRunner;
         let vd = agent(RecordingRunner::new().reply(&domstate_reason(SOURCE), 0, "paused (post-copy)\n", ""));
-        let lv = Libvirt::new(SOURCE, &*vd.runner);
-        let err = vd.after_failed_push(&lv, "vm", TARGET, "the deadline came".into(), true, Deadline::after(Duration::from_millis(800)));
+        let libvirt = Libvirt::new(SOURCE, &*vd.runner);
+        let err = vd.after_failed_push(&libvirt, "vm", TARGET, "the deadline came".into(), true, Deadline::after(Duration::from_millis(800)));
         assert!(err.reason.contains("runs on the target"), "{}", err.reason);
         assert!(!err.reason.contains("left paused"), "{}", err.reason);
     }
@@ -305,8 +305,8 @@ mod tests {
             .reply(&domstate_reason(SOURCE), 0, "paused (migrating)\n", "")
             .fail(&["virsh", "--quiet", "--connect", TARGET, "domstate", "vm"], RunError::TimedOut { program: "virsh".into(), after: Duration::from_secs(1) });
         let vd = agent(runner);
-        let lv = Libvirt::new(SOURCE, &*vd.runner);
-        let err = vd.after_failed_push(&lv, "vm", TARGET, "the link broke".into(), false, Deadline::after(Duration::from_millis(800)));
+        let libvirt = Libvirt::new(SOURCE, &*vd.runner);
+        let err = vd.after_failed_push(&libvirt, "vm", TARGET, "the link broke".into(), false, Deadline::after(Duration::from_millis(800)));
         assert!(err.reason.contains("did not answer") && err.reason.contains("left paused"), "{}", err.reason);
         assert!(err.reason.contains("the link broke"), "{}", err.reason);
     }

@@ -96,62 +96,62 @@ fn refuse_clone(ctx: &Context) -> Result<(), OcfError> {
 }
 
 impl VirtualDomain {
-    fn libvirt<'a>(&'a self, s: &Settings) -> Libvirt<'a> {
-        let uri = s.hypervisor.clone().unwrap_or_else(|| default_uri(std::fs::read_to_string(&self.libvirt_conf).ok().as_deref()));
-        Libvirt::with_run_dir(&uri, &*self.runner, &self.libvirt_run_dir).shutting_down_by(s.shutdown_mode.as_deref())
+    fn libvirt<'a>(&'a self, settings: &Settings) -> Libvirt<'a> {
+        let uri = settings.hypervisor.clone().unwrap_or_else(|| default_uri(std::fs::read_to_string(&self.libvirt_conf).ok().as_deref()));
+        Libvirt::with_run_dir(&uri, &*self.runner, &self.libvirt_run_dir).shutting_down_by(settings.shutdown_mode.as_deref())
     }
 
     fn mark(ctx: &Context) -> OwnerMark {
         OwnerMark { agent: "VirtualDomain".into(), resource: ctx.env.instance.clone() }
     }
 
-    fn locate(&self, ctx: &Context, lv: &Libvirt, name: Option<&str>, deadline: Deadline) -> Whereabouts {
+    fn locate(&self, ctx: &Context, libvirt: &Libvirt, name: Option<&str>, deadline: Deadline) -> Whereabouts {
         let mark = Self::mark(ctx);
         let status_dir = self.libvirt_run_dir.join("qemu");
-        let finder = Finder { libvirt: lv, mark: &mark, proc_root: &self.proc_root, status_dir: &status_dir };
+        let finder = Finder { libvirt: libvirt, mark: &mark, proc_root: &self.proc_root, status_dir: &status_dir };
         finder.locate(name, deadline)
     }
 
     /// Checks what only this node can get wrong: files and tools. ERR_INSTALLED.
-    fn check_node(&self, s: &Settings) -> Result<(), OcfError> {
-        if let Some(dir) = &s.snapshot_dir {
+    fn check_node(&self, settings: &Settings) -> Result<(), OcfError> {
+        if let Some(dir) = &settings.snapshot_dir {
             if !dir.is_dir() {
                 return Err(OcfError::installed(format!("snapshot directory {} does not exist", dir.display())));
             }
         }
-        if let Some(backing) = &s.backing_file {
+        if let Some(backing) = &settings.backing_file {
             if !backing.is_file() {
                 return Err(OcfError::installed(format!("backingfile {} does not exist", backing.display())));
             }
         }
         let mut tools = vec!["virsh"];
-        if s.backing_file.is_some() {
+        if settings.backing_file.is_some() {
             tools.push("qemu-img");
         }
-        if !s.copy_in_dirs.is_empty() {
+        if !settings.copy_in_dirs.is_empty() {
             tools.push("virt-copy-in");
         }
-        if s.sync_config_on_stop {
+        if settings.sync_config_on_stop {
             tools.push("csync2");
         }
         if let Some(missing) = tools.into_iter().find(|t| !common::on_path(t)) {
             return Err(OcfError::installed(format!("{missing} is not installed on this node")));
         }
-        common::check_monitor_scripts(&s.monitor_scripts)
+        common::check_monitor_scripts(&settings.monitor_scripts)
     }
 
-    fn run_monitor_scripts(&self, s: &Settings, deadline: Deadline) -> Result<(), OcfError> {
-        common::run_monitor_scripts(&*self.runner, &s.monitor_scripts, deadline)
+    fn run_monitor_scripts(&self, settings: &Settings, deadline: Deadline) -> Result<(), OcfError> {
+        common::run_monitor_scripts(&*self.runner, &settings.monitor_scripts, deadline)
     }
 
     /// Restores the guest from a saved memory image, if one waits for it: a
     /// save migration that never reached migrate_from, or stop's `snapshot`.
     /// A failed image is moved aside, never deleted and never restored twice
     /// over newer disks.
-    fn restore_saved(&self, s: &Settings, lv: &Libvirt, name: &str, deadline: Deadline) -> bool {
-        let waiting = [s.migration_image(name), s.state_file(name)];
+    fn restore_saved(&self, settings: &Settings, libvirt: &Libvirt, name: &str, deadline: Deadline) -> bool {
+        let waiting = [settings.migration_image(name), settings.state_file(name)];
         let Some(file) = waiting.into_iter().flatten().find(|f| f.exists()) else { return false };
-        match lv.restore(&file, deadline) {
+        match libvirt.restore(&file, deadline) {
             Ok(()) => {
                 if let Err(e) = std::fs::remove_file(&file) {
                     log::warn(&format!("restored from {} but cannot remove it: {e}", file.display()));
@@ -169,10 +169,10 @@ impl VirtualDomain {
         }
     }
 
-    fn prepare_disk(&self, s: &Settings, deadline: Deadline) -> Result<(), OcfError> {
-        let Some(backing) = &s.backing_file else { return Ok(()) };
-        let disk = s.overlay_disk();
-        if disk.exists() && !s.stateless {
+    fn prepare_disk(&self, settings: &Settings, deadline: Deadline) -> Result<(), OcfError> {
+        let Some(backing) = &settings.backing_file else { return Ok(()) };
+        let disk = settings.overlay_disk();
+        if disk.exists() && !settings.stateless {
             return Ok(());
         }
         if disk.exists() {
@@ -185,7 +185,7 @@ impl VirtualDomain {
         if !out.success() {
             return Err(OcfError::generic(format!("cannot create {disk_s}: {}", out.complaint())));
         }
-        for dir in &s.copy_in_dirs {
+        for dir in &settings.copy_in_dirs {
             let copy = Cmd::new(&["virt-copy-in", "-a", &disk_s, dir.as_str(), "/"]);
             let out = self.runner.run(&copy, deadline).map_err(|e| OcfError::generic(e.to_string()))?;
             if !out.success() {
@@ -196,8 +196,8 @@ impl VirtualDomain {
     }
 
     /// The utilization attributes from the guest's size (see `common`).
-    fn update_utilization(&self, ctx: &Context, s: &Settings, info: &DomainInfo) {
-        let attributes: Vec<_> = s
+    fn update_utilization(&self, ctx: &Context, settings: &Settings, info: &DomainInfo) {
+        let attributes: Vec<_> = settings
             .utilization
             .iter()
             .map(|(attribute, policy)| {
@@ -211,23 +211,23 @@ impl VirtualDomain {
         common::update_utilization(&*self.runner, ctx, &attributes);
     }
 
-    fn save_config(&self, s: &Settings, lv: &Libvirt, name: &str, deadline: Deadline) {
-        let result = lv
+    fn save_config(&self, settings: &Settings, libvirt: &Libvirt, name: &str, deadline: Deadline) {
+        let result = libvirt
             .inactive_xml(name, deadline)
             .map_err(|e| e.to_string())
             .and_then(|xml| domxml::without_mark(&xml))
             .and_then(|xml| {
-                let tmp = s.config.with_extension("ferry-tmp");
+                let tmp = settings.config.with_extension("ferry-tmp");
                 std::fs::write(&tmp, xml)
-                    .and_then(|()| std::fs::rename(&tmp, &s.config))
-                    .map_err(|e| format!("cannot write {}: {e}", s.config.display()))
+                    .and_then(|()| std::fs::rename(&tmp, &settings.config))
+                    .map_err(|e| format!("cannot write {}: {e}", settings.config.display()))
             });
         match result {
-            Ok(()) => log::info(&format!("saved the definition of {name} to {}", s.config.display())),
+            Ok(()) => log::info(&format!("saved the definition of {name} to {}", settings.config.display())),
             Err(e) => log::warn(&format!("save_config_on_stop: {e}")),
         }
-        if s.sync_config_on_stop {
-            let config = s.config.to_string_lossy();
+        if settings.sync_config_on_stop {
+            let config = settings.config.to_string_lossy();
             match self.runner.run(&Cmd::new(&["csync2", "-x", &config]), deadline) {
                 Ok(out) if out.success() => {}
                 Ok(out) => log::warn(&format!("csync2 -x {config}: {}", out.complaint())),
@@ -254,22 +254,22 @@ impl Agent for VirtualDomain {
     }
 
     fn validate(&self, ctx: &Context) -> Result<(), OcfError> {
-        let s = Settings::from_params(ctx.params)?;
+        let settings = Settings::from_params(ctx.params)?;
         refuse_clone(ctx)?;
-        self.check_node(&s)?;
-        ConfigFile::load(&s.config).require()?;
+        self.check_node(&settings)?;
+        ConfigFile::load(&settings.config).require()?;
         Ok(())
     }
 
     fn start(&self, ctx: &Context) -> Result<(), OcfError> {
-        let s = Settings::from_params(ctx.params)?;
+        let settings = Settings::from_params(ctx.params)?;
         refuse_clone(ctx)?;
-        self.check_node(&s)?;
-        let (xml, info) = ConfigFile::load(&s.config).require()?;
-        let lv = self.libvirt(&s);
+        self.check_node(&settings)?;
+        let (xml, info) = ConfigFile::load(&settings.config).require()?;
+        let libvirt = self.libvirt(&settings);
         let name = info.name.as_str();
-        match lv.state(name, ctx.deadline) {
-            Ok(Some(DomainState::ShutOff)) | Ok(None) => match self.locate(ctx, &lv, None, ctx.deadline) {
+        match libvirt.state(name, ctx.deadline) {
+            Ok(Some(DomainState::ShutOff)) | Ok(None) => match self.locate(ctx, &libvirt, None, ctx.deadline) {
                 // The config's <name> was edited while the old guest runs:
                 // a start under the new name would be a second copy.
                 Whereabouts::Here { name: running, state } if state.is_active() => {
@@ -285,7 +285,7 @@ impl Agent for VirtualDomain {
             },
             Ok(Some(DomainState::Crashed)) | Ok(Some(DomainState::NoState)) => {
                 log::warn(&format!("{name} is crashed or stateless; destroying it before starting afresh"));
-                lifecycle::destroy(&lv, name, ctx.deadline)?;
+                lifecycle::destroy(&libvirt, name, ctx.deadline)?;
             }
             Ok(Some(state)) => {
                 log::info(&format!("{name} is already {state}"));
@@ -293,30 +293,30 @@ impl Agent for VirtualDomain {
             }
             Err(e) => return Err(backend_error(&format!("cannot start {name}"), e)),
         }
-        if s.start_resources {
+        if settings.start_resources {
             for pool in &info.pools {
-                lv.ensure_pool(pool, ctx.deadline).map_err(|e| backend_error(&format!("cannot start storage pool {pool}"), e))?;
+                libvirt.ensure_pool(pool, ctx.deadline).map_err(|e| backend_error(&format!("cannot start storage pool {pool}"), e))?;
             }
             for net in &info.networks {
-                lv.ensure_network(net, ctx.deadline).map_err(|e| backend_error(&format!("cannot start network {net}"), e))?;
+                libvirt.ensure_network(net, ctx.deadline).map_err(|e| backend_error(&format!("cannot start network {net}"), e))?;
             }
         }
-        if !self.restore_saved(&s, &lv, name, ctx.deadline) {
-            self.prepare_disk(&s, ctx.deadline)?;
+        if !self.restore_saved(&settings, &libvirt, name, ctx.deadline) {
+            self.prepare_disk(&settings, ctx.deadline)?;
             let marked = domxml::with_mark(&xml, &Self::mark(ctx)).map_err(|e| OcfError::installed(format!("cannot mark {name}: {e}")))?;
-            lv.create(&marked, ctx.deadline).map_err(|e| backend_error(&format!("cannot start {name}"), e))?;
+            libvirt.create(&marked, ctx.deadline).map_err(|e| backend_error(&format!("cannot start {name}"), e))?;
         }
-        lifecycle::wait_started(&lv, name, ctx.deadline, || self.run_monitor_scripts(&s, ctx.deadline).is_ok())?;
-        self.update_utilization(ctx, &s, &info);
+        lifecycle::wait_started(&libvirt, name, ctx.deadline, || self.run_monitor_scripts(&settings, ctx.deadline).is_ok())?;
+        self.update_utilization(ctx, &settings, &info);
         log::info(&format!("started {name}"));
         Ok(())
     }
 
     fn stop(&self, ctx: &Context) -> Result<(), OcfError> {
-        let s = Settings::from_params(ctx.params)?;
-        let config = ConfigFile::load(&s.config);
-        let lv = self.libvirt(&s);
-        let (name, state) = match self.locate(ctx, &lv, config.name(), ctx.deadline) {
+        let settings = Settings::from_params(ctx.params)?;
+        let config = ConfigFile::load(&settings.config);
+        let libvirt = self.libvirt(&settings);
+        let (name, state) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::NotHere | Whereabouts::Here { state: DomainState::ShutOff, .. } => {
                 log::info("the guest is not running here");
                 return Ok(());
@@ -327,35 +327,35 @@ impl Agent for VirtualDomain {
         };
         let budget = StopBudget::new(ctx.deadline, None);
         let mut stopped = false;
-        if !s.force_stop && state != DomainState::Crashed {
-            if let Some(file) = s.state_file(&name) {
-                match lv.save(&name, &file, budget.graceful) {
+        if !settings.force_stop && state != DomainState::Crashed {
+            if let Some(file) = settings.state_file(&name) {
+                match libvirt.save(&name, &file, budget.graceful) {
                     Ok(()) => stopped = true,
                     Err(e) => log::warn(&format!("cannot save {name} to {}: {e}; shutting it down instead", file.display())),
                 }
             }
-            if !stopped && s.save_config_on_stop {
-                self.save_config(&s, &lv, &name, budget.graceful);
+            if !stopped && settings.save_config_on_stop {
+                self.save_config(&settings, &libvirt, &name, budget.graceful);
             }
             if !stopped {
-                stopped = lifecycle::shut_down(&lv, &name, budget.graceful);
+                stopped = lifecycle::shut_down(&libvirt, &name, budget.graceful);
                 if !stopped {
                     log::warn(&format!("{name} did not shut down in time; destroying it with {:.0?} left", budget.reserve));
                 }
             }
         }
         if !stopped {
-            lifecycle::destroy(&lv, &name, ctx.deadline)?;
+            lifecycle::destroy(&libvirt, &name, ctx.deadline)?;
         }
         log::info(&format!("stopped {name}"));
         Ok(())
     }
 
     fn monitor(&self, ctx: &Context) -> Result<Health, OcfError> {
-        let s = Settings::from_params(ctx.params)?;
-        let config = ConfigFile::load(&s.config);
-        let lv = self.libvirt(&s);
-        let health = match self.locate(ctx, &lv, config.name(), ctx.deadline) {
+        let settings = Settings::from_params(ctx.params)?;
+        let config = ConfigFile::load(&settings.config);
+        let libvirt = self.libvirt(&settings);
+        let health = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::NotHere => return Ok(Health::NotRunning),
             Whereabouts::Here { state: DomainState::ShutOff, .. } => return Ok(Health::NotRunning),
             Whereabouts::Here { name, state: DomainState::Crashed } => {
@@ -383,7 +383,7 @@ impl Agent for VirtualDomain {
             // Found through its mark. It runs, but could not be started again here.
             return Ok(Health::Degraded(format!("{why}; the guest was found through its owner mark")));
         }
-        self.run_monitor_scripts(&s, ctx.deadline)?;
+        self.run_monitor_scripts(&settings, ctx.deadline)?;
         Ok(health)
     }
 

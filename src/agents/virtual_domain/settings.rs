@@ -8,6 +8,7 @@ use crate::ocf::metadata::Params;
 use crate::ocf::OcfError;
 
 pub use crate::agents::common::UtilizationPolicy;
+use crate::agents::common::{absolute_path, save_migration_dir};
 pub use crate::agents::lifecycle::MigrationMode;
 
 /// The migration parameters.
@@ -58,7 +59,7 @@ pub fn words(value: Option<&str>) -> Vec<String> {
     value.map(|v| v.split_whitespace().map(String::from).collect()).unwrap_or_default()
 }
 
-fn bad(reason: String) -> OcfError {
+fn configuration_error(reason: String) -> OcfError {
     OcfError::configured(reason)
 }
 
@@ -82,35 +83,32 @@ impl Settings {
     /// Reads and checks every parameter. Errors are ERR_CONFIGURED: the
     /// resource definition itself is wrong, on every node.
     pub fn from_params(p: &Params) -> Result<Settings, OcfError> {
-        let config = PathBuf::from(p.str("config").unwrap_or_default());
-        if !config.is_absolute() {
-            return Err(bad(format!("config '{}' must be an absolute path", config.display())));
-        }
+        let config = absolute_path(p, "config")?.unwrap_or_default();
         let hypervisor = p.str("hypervisor").map(String::from);
         if let Some(uri) = &hypervisor {
             if !uri.contains(":/") || uri.chars().any(char::is_whitespace) {
-                return Err(bad(format!("hypervisor '{uri}' is not a libvirt URI (like qemu:///system)")));
+                return Err(configuration_error(format!("hypervisor '{uri}' is not a libvirt URI (like qemu:///system)")));
             }
         }
         let shutdown_mode = p.str("shutdown_mode").map(String::from);
         if let Some(modes) = &shutdown_mode {
             if let Some(m) = modes.split(',').find(|m| !SHUTDOWN_MODES.contains(&m.trim())) {
-                return Err(bad(format!("shutdown_mode '{m}' is not one of {}", SHUTDOWN_MODES.join(", "))));
+                return Err(configuration_error(format!("shutdown_mode '{m}' is not one of {}", SHUTDOWN_MODES.join(", "))));
             }
         }
         let force_stop = p.bool("force_stop");
         let snapshot_dir = p.str("snapshot").map(PathBuf::from);
         if snapshot_dir.is_some() && force_stop {
-            return Err(bad("snapshot and force_stop exclude each other: a destroyed guest cannot be saved".into()));
+            return Err(configuration_error("snapshot and force_stop exclude each other: a destroyed guest cannot be saved".into()));
         }
         let backing_file = p.str("backingfile").map(PathBuf::from);
         let stateless = p.bool("stateless");
         if stateless && backing_file.is_none() {
-            return Err(bad("stateless=true needs a backingfile to recreate the disk from".into()));
+            return Err(configuration_error("stateless=true needs a backingfile to recreate the disk from".into()));
         }
         let copy_in_dirs = words(p.str("copyindirs"));
         if !copy_in_dirs.is_empty() && !stateless {
-            return Err(bad("copyindirs applies only to stateless guests (stateless=true)".into()));
+            return Err(configuration_error("copyindirs applies only to stateless guests (stateless=true)".into()));
         }
         let sync_config_on_stop = p.bool("sync_config_on_stop");
         let migration = MigrationSettings::from_params(p)?;
@@ -164,19 +162,19 @@ impl MigrationSettings {
         let transport = p.str("migration_transport").map(String::from);
         if let Some(t) = &transport {
             if !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') {
-                return Err(bad(format!("migration_transport '{t}' is not a URI transport (ssh, tcp, tls…)")));
+                return Err(configuration_error(format!("migration_transport '{t}' is not a URI transport (ssh, tcp, tls…)")));
             }
         }
         let user = p.str("migration_user").map(String::from);
         if let Some(u) = &user {
             if !is_user_name(u) {
-                return Err(bad(format!("migration_user '{u}' is not a valid user name")));
+                return Err(configuration_error(format!("migration_user '{u}' is not a valid user name")));
             }
         }
         let non_negative = |name: &str| -> Result<i64, OcfError> {
             let v = p.int(name).unwrap_or(0);
             if v < 0 {
-                return Err(bad(format!("{name} must not be negative ({v})")));
+                return Err(configuration_error(format!("{name} must not be negative ({v})")));
             }
             Ok(v)
         };
@@ -185,26 +183,21 @@ impl MigrationSettings {
         let port = match p.int("migrateport") {
             None => None,
             Some(v @ 1..=65535) => Some(v as u16),
-            Some(v) => return Err(bad(format!("migrateport {v} is not a TCP port (1-65535)"))),
+            Some(v) => return Err(configuration_error(format!("migrateport {v} is not a TCP port (1-65535)"))),
         };
         let mode = p.str("migration_mode").unwrap_or("live");
         let mode = MigrationMode::parse(mode, &[MigrationMode::Live, MigrationMode::Pause, MigrationMode::PostCopy, MigrationMode::Save])?;
-        let state_dir = p.str("migration_state_dir").map(PathBuf::from);
-        if let Some(dir) = &state_dir {
-            if !dir.is_absolute() {
-                return Err(bad(format!("migration_state_dir '{}' must be an absolute path", dir.display())));
-            }
-        }
-        if mode == MigrationMode::Save && state_dir.is_none() {
-            return Err(bad("migration_mode=save needs migration_state_dir, a directory on storage all nodes share".into()));
+        let state_dir = absolute_path(p, "migration_state_dir")?;
+        if mode == MigrationMode::Save {
+            save_migration_dir(state_dir.clone())?;
         }
         let stall = non_negative("migration_stall")?;
         if stall == 0 {
-            return Err(bad("migration_stall must be at least 1 second".into()));
+            return Err(configuration_error("migration_stall must be at least 1 second".into()));
         }
         let downtime_max_ms = non_negative("migration_downtime_max")? as u64;
         if downtime_max_ms > 0 && downtime_max_ms < downtime_ms as u64 {
-            return Err(bad(format!("migration_downtime_max {downtime_max_ms} is below migration_downtime {downtime_ms}")));
+            return Err(configuration_error(format!("migration_downtime_max {downtime_max_ms} is below migration_downtime {downtime_ms}")));
         }
         let downtime_steps = non_negative("migration_downtime_steps")?.clamp(1, 100) as u32;
         Ok(MigrationSettings {
@@ -228,7 +221,15 @@ impl MigrationSettings {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    /// The migration settings from these parameters (and a config path).
+    pub fn migration_settings(pairs: &[(&str, &str)]) -> MigrationSettings {
+        let md = crate::ocf::metadata::Metadata::parse(super::super::METADATA).unwrap();
+        let mut given: std::collections::BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        given.insert("config".into(), "/vm.xml".into());
+        Settings::from_params(&md.resolve(&given).unwrap()).unwrap().migration
+    }
+
     use super::*;
     use crate::ocf::metadata::Metadata;
     use crate::ocf::OcfCode;
@@ -240,7 +241,7 @@ mod tests {
         md.resolve(&given).unwrap()
     }
 
-    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, OcfError> {
+    fn parse(pairs: &[(&str, &str)]) -> Result<Settings, OcfError> {
         Settings::from_params(&resolve(pairs))
     }
 
@@ -253,19 +254,19 @@ mod tests {
 
     #[test]
     fn anchor_defaults_hold() {
-        let s = settings(&[("config", "/etc/vm.xml")]).unwrap();
-        assert!(!s.force_stop && !s.save_config_on_stop && !s.start_resources);
-        assert_eq!(s.utilization.map(|(_, p)| p), [UtilizationPolicy::Set; 3]);
-        assert_eq!(s.hypervisor, None);
-        assert_eq!(s.migration.downtime_ms, 0);
-        assert_eq!(s.migration.mode, MigrationMode::Live);
-        assert!(s.migration.auto_converge);
-        assert_eq!((s.migration.downtime_max_ms, s.migration.downtime_steps), (2000, 3));
+        let settings = parse(&[("config", "/etc/vm.xml")]).unwrap();
+        assert!(!settings.force_stop && !settings.save_config_on_stop && !settings.start_resources);
+        assert_eq!(settings.utilization.map(|(_, p)| p), [UtilizationPolicy::Set; 3]);
+        assert_eq!(settings.hypervisor, None);
+        assert_eq!(settings.migration.downtime_ms, 0);
+        assert_eq!(settings.migration.mode, MigrationMode::Live);
+        assert!(settings.migration.auto_converge);
+        assert_eq!((settings.migration.downtime_max_ms, settings.migration.downtime_steps), (2000, 3));
     }
 
     #[test]
     fn sync_implies_save_and_unset_applies_only_without_autoset() {
-        let s = settings(&[
+        let settings = parse(&[
             ("config", "/vm.xml"),
             ("sync_config_on_stop", "true"),
             ("autoset_utilization_cpu", "false"),
@@ -274,10 +275,10 @@ mod tests {
             ("unset_utilization_host_memory", "true"),
         ])
         .unwrap();
-        assert!(s.save_config_on_stop);
-        assert_eq!(s.utilization[0], ("cpu", UtilizationPolicy::Delete));
-        assert_eq!(s.utilization[1], ("host_memory", UtilizationPolicy::Set));
-        assert_eq!(s.utilization[2], ("hv_memory", UtilizationPolicy::Keep));
+        assert!(settings.save_config_on_stop);
+        assert_eq!(settings.utilization[0], ("cpu", UtilizationPolicy::Delete));
+        assert_eq!(settings.utilization[1], ("host_memory", UtilizationPolicy::Set));
+        assert_eq!(settings.utilization[2], ("hv_memory", UtilizationPolicy::Keep));
     }
 
     #[test]
@@ -300,7 +301,7 @@ mod tests {
             (&[("config", "/vm.xml"), ("migration_downtime", "900"), ("migration_downtime_max", "500")], "below migration_downtime"),
         ];
         for (pairs, expected) in cases {
-            let e = settings(pairs).unwrap_err();
+            let e = parse(pairs).unwrap_err();
             assert_eq!(e.code, OcfCode::ErrConfigured, "{pairs:?}");
             assert!(e.reason.contains(expected), "{pairs:?}: {}", e.reason);
         }
@@ -308,7 +309,7 @@ mod tests {
 
     #[test]
     fn shutdown_modes_in_a_list_are_accepted() {
-        let s = settings(&[("config", "/vm.xml"), ("shutdown_mode", "agent,acpi")]).unwrap();
-        assert_eq!(s.shutdown_mode.as_deref(), Some("agent,acpi"));
+        let settings = parse(&[("config", "/vm.xml"), ("shutdown_mode", "agent,acpi")]).unwrap();
+        assert_eq!(settings.shutdown_mode.as_deref(), Some("agent,acpi"));
     }
 }

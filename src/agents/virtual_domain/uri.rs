@@ -29,7 +29,7 @@ pub fn data_uri(m: &MigrationSettings, node: &str) -> Option<String> {
     if let Some(uri) = m.migrate_uri.clone().or(in_options) {
         return Some(uri.replace("%n", node));
     }
-    let suffixed = m.network_suffix.as_deref().is_some_and(|s| !s.is_empty());
+    let suffixed = m.network_suffix.as_deref().is_some_and(|suffix| !suffix.is_empty());
     if !suffixed && m.port.is_none() {
         return None;
     }
@@ -45,7 +45,7 @@ pub fn extra_options(m: &MigrationSettings) -> Vec<String> {
 /// `node` with the migration network suffix after its short name
 /// (node1.example.com with -mig becomes node1-mig.example.com).
 fn migration_host(m: &MigrationSettings, node: &str) -> String {
-    match m.network_suffix.as_deref().filter(|s| !s.is_empty()) {
+    match m.network_suffix.as_deref().filter(|suffix| !suffix.is_empty()) {
         Some(suffix) => match node.split_once('.') {
             Some((short, domain)) => format!("{short}{suffix}.{domain}"),
             None => format!("{node}{suffix}"),
@@ -57,14 +57,8 @@ fn migration_host(m: &MigrationSettings, node: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use super::super::settings::Settings;
+    use super::super::settings::tests::migration_settings as settings;
 
-    fn settings(pairs: &[(&str, &str)]) -> MigrationSettings {
-        let md = crate::ocf::metadata::Metadata::parse(super::super::METADATA).unwrap();
-        let mut given: std::collections::BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        given.insert("config".into(), "/vm.xml".into());
-        Settings::from_params(&md.resolve(&given).unwrap()).unwrap().migration
-    }
 
     #[test]
     fn target_uris_follow_the_anchor_s_parameters() {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::agents::common::{absolute_path, save_migration_dir};
 use crate::agents::lifecycle::MigrationMode;
 use crate::backend::xl::config_name;
 use crate::ocf::metadata::Params;
@@ -37,10 +38,7 @@ fn valid_domain_name(name: &str) -> bool {
 
 impl Settings {
     pub fn from_params(p: &Params) -> Result<Settings, OcfError> {
-        let xmfile = PathBuf::from(p.str("xmfile").unwrap_or_default());
-        if !xmfile.is_absolute() {
-            return Err(configuration_error(format!("xmfile '{}' must be an absolute path", xmfile.display())));
-        }
+        let xmfile = absolute_path(p, "xmfile")?.unwrap_or_default();
         let name = p.str("name").map(String::from);
         if let Some(n) = &name {
             if !valid_domain_name(n) {
@@ -59,14 +57,9 @@ impl Settings {
             .parse::<u64>()
             .map_err(|_| configuration_error(format!("reserved_Dom0_memory '{reserved}' is not a number of MiB")))?;
         let transport = p.str("migration_transport").map(String::from);
-        let state_dir = p.str("migration_state_dir").map(PathBuf::from);
-        if let Some(dir) = &state_dir {
-            if !dir.is_absolute() {
-                return Err(configuration_error(format!("migration_state_dir '{}' must be an absolute path", dir.display())));
-            }
-        }
+        let state_dir = absolute_path(p, "migration_state_dir")?;
         let save_dir = match MigrationMode::parse(p.str("migration_mode").unwrap_or("live"), &[MigrationMode::Live, MigrationMode::Save])? {
-            MigrationMode::Save => Some(state_dir.ok_or_else(|| configuration_error("migration_mode=save needs migration_state_dir, a directory on storage all nodes share".into()))?),
+            MigrationMode::Save => Some(save_migration_dir(state_dir)?),
             _ => None,
         };
         Ok(Settings {

@@ -45,13 +45,13 @@ impl Fixture {
         let params = md.resolve(&env.params)?;
         let ctx = Context { env: &env, params: &params, deadline: Deadline::after(Duration::from_secs(3)) };
         let agent = Xen { runner: Box::new(runner.clone()) };
-        let done = |r: Result<(), OcfError>| r.map(|()| Health::Running);
+        let as_health = |r: Result<(), OcfError>| r.map(|()| Health::Running);
         match action {
             "monitor" => agent.monitor(&ctx),
-            "stop" => done(agent.stop(&ctx)),
-            "migrate_to" => done(agent.migrate_to(&ctx)),
-            "migrate_from" => done(agent.migrate_from(&ctx)),
-            "validate-all" => done(agent.validate(&ctx)),
+            "stop" => as_health(agent.stop(&ctx)),
+            "migrate_to" => as_health(agent.migrate_to(&ctx)),
+            "migrate_from" => as_health(agent.migrate_from(&ctx)),
+            "validate-all" => as_health(agent.validate(&ctx)),
             other => panic!("{other}"),
         }
     }

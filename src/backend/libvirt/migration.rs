@@ -238,12 +238,12 @@ mod tests {
         let runner = RecordingRunner::new()
             .reply_after(2, &["virsh", "--quiet", "--connect", uri, "migrate"], 1, "", "error: operation aborted: job 'migration out' canceled by client\n")
             .reply(&["virsh", "--quiet", "--connect", uri, "domjobabort"], 1, "", "error: Requested operation is not valid: no job is active on the domain\n");
-        let lv = Libvirt::new(uri, &runner);
+        let libvirt = Libvirt::new(uri, &runner);
         let d = Deadline::after(Duration::from_secs(5));
-        let mut m = lv.start_migration(&MigrationRequest { domain: "vm", target_uri: "qemu+ssh://b/system", live: true, ..Default::default() }, d).unwrap();
+        let mut m = libvirt.start_migration(&MigrationRequest { domain: "vm", target_uri: "qemu+ssh://b/system", live: true, ..Default::default() }, d).unwrap();
         assert!(m.wait_for(Duration::ZERO).is_none());
         assert!(m.wait_for(Duration::ZERO).is_none());
         assert!(matches!(m.wait_for(Duration::ZERO), Some(Err(BackendError::Failed(e))) if e.contains("canceled by client")));
-        assert_eq!(lv.abort_job("vm", d), Ok(()));
+        assert_eq!(libvirt.abort_job("vm", d), Ok(()));
     }
 }

@@ -250,11 +250,11 @@ mod tests {
             .reply(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "up"], 0, "paused\n", "")
             .reply(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "gone"], 1, "", "error: failed to get domain 'gone'\n")
             .fail(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "slow"], RunError::TimedOut { program: "virsh".into(), after: Duration::from_secs(3) });
-        let lv = Libvirt::new("qemu+ssh://b/system", &runner);
+        let libvirt = Libvirt::new("qemu+ssh://b/system", &runner);
         let d = Deadline::after(Duration::from_secs(5));
-        assert_eq!(lv.state("up", d), Ok(Some(DomainState::Paused)));
-        assert_eq!(lv.state("gone", d), Ok(None));
-        assert!(matches!(lv.state("slow", d), Err(BackendError::TimedOut(_))));
+        assert_eq!(libvirt.state("up", d), Ok(Some(DomainState::Paused)));
+        assert_eq!(libvirt.state("gone", d), Ok(None));
+        assert!(matches!(libvirt.state("slow", d), Err(BackendError::TimedOut(_))));
     }
 
     #[test]
@@ -264,11 +264,11 @@ mod tests {
             .reply(&["virsh", "--quiet", "--connect", uri, "pool-start", "p"], 1, "", "error: Failed to start pool p\nerror: Requested operation is not valid: storage pool 'p' is already active\n")
             .reply(&["virsh", "--quiet", "--connect", uri, "pool-refresh", "p"], 0, "", "")
             .reply(&["virsh", "--quiet", "--connect", uri, "net-start", "n"], 1, "", "error: network is already active\n");
-        let lv = Libvirt::new(uri, &runner);
+        let libvirt = Libvirt::new(uri, &runner);
         let d = Deadline::after(Duration::from_secs(5));
-        assert_eq!(lv.ensure_pool("p", d), Ok(()));
+        assert_eq!(libvirt.ensure_pool("p", d), Ok(()));
         assert!(runner.called(&["virsh", "--quiet", "--connect", uri, "pool-refresh", "p"]));
-        assert_eq!(lv.ensure_network("n", d), Ok(()));
+        assert_eq!(libvirt.ensure_network("n", d), Ok(()));
     }
 
     #[test]
@@ -278,18 +278,18 @@ mod tests {
             .reply(&["virsh", "--quiet", "--connect", uri, "destroy", "off"], 1, "", "error: Failed to destroy domain 'off'\nerror: Requested operation is not valid: domain is not running\n")
             .reply(&["virsh", "--quiet", "--connect", uri, "destroy", "gone"], 1, "", "error: failed to get domain 'gone'\n")
             .reply(&["virsh", "--quiet", "--connect", uri, "destroy", "stuck"], 1, "", "error: Failed to terminate process 7 with SIGKILL: Device or resource busy\n");
-        let lv = Libvirt::new(uri, &runner);
+        let libvirt = Libvirt::new(uri, &runner);
         let d = Deadline::after(Duration::from_secs(5));
-        assert_eq!(lv.destroy("off", d), Ok(()));
-        assert_eq!(lv.destroy("gone", d), Ok(()));
-        assert!(matches!(lv.destroy("stuck", d), Err(BackendError::Failed(m)) if m.contains("busy")));
+        assert_eq!(libvirt.destroy("off", d), Ok(()));
+        assert_eq!(libvirt.destroy("gone", d), Ok(()));
+        assert!(matches!(libvirt.destroy("stuck", d), Err(BackendError::Failed(m)) if m.contains("busy")));
     }
 
     #[test]
     fn an_unreachable_socket_is_unreachable() {
         let runner = RecordingRunner::new();
-        let lv = Libvirt::new("qemu+unix:///system?socket=/nonexistent/ferry-sock", &runner);
-        assert!(matches!(lv.state("x", Deadline::after(Duration::from_secs(1))), Err(BackendError::Unreachable(_))));
+        let libvirt = Libvirt::new("qemu+unix:///system?socket=/nonexistent/ferry-sock", &runner);
+        assert!(matches!(libvirt.state("x", Deadline::after(Duration::from_secs(1))), Err(BackendError::Unreachable(_))));
         assert!(runner.calls.borrow().is_empty(), "no virsh for a local socket");
     }
 }
