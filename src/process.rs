@@ -471,8 +471,12 @@ pub mod recording {
     }
 
     impl Runner for RecordingRunner {
-        fn spawn<'a>(&'a self, cmd: &Cmd, _deadline: Deadline) -> Result<Box<dyn Job + 'a>, RunError> {
+        fn spawn<'a>(&'a self, cmd: &Cmd, deadline: Deadline) -> Result<Box<dyn Job + 'a>, RunError> {
             self.calls.borrow_mut().push(cmd.clone());
+            // As the real runner: nothing starts once its deadline has passed.
+            if deadline.expired() {
+                return Err(RunError::TimedOut { program: cmd.program().to_string(), after: Duration::ZERO });
+            }
             let mut spent = self.spent.borrow_mut();
             spent.resize(self.replies.len(), false);
             let index = (0..self.replies.len())

@@ -94,7 +94,7 @@ node_init() {
   mount --bind "$dir/cache/libvirt" /var/cache/libvirt
   mount --bind "$dir/hosts" /etc/hosts
   mount -t tmpfs -o size=64m tmpfs /dev/shm
-  mkdir -p /run/libvirt /run/lock
+  mkdir -p /run/libvirt /run/lock /run/resource-agents
   hostname "$node"
   virtlogd -d -p /run/virtlogd.pid
   wait_pidfile /run/virtlogd.pid || die "$node: virtlogd did not start"

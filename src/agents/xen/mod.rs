@@ -202,9 +202,11 @@ impl Agent for Xen {
         if found.is_none() && !ctx.env.is_probe() {
             let until = ctx.deadline.within(REBOOT_GAP);
             // The answer is the last look's: a toolstack that stops
-            // answering during the gap proves nothing about the guest.
+            // answering during the gap proves nothing about the guest. Each
+            // look has the action's time, not the gap's, which has run out
+            // by the last one.
             let mut last = Ok(());
-            if let Some(state) = until.wait_until(Duration::from_secs(1), || match self.state(&xl, &name, until) {
+            if let Some(state) = until.wait_until(Duration::from_secs(1), || match self.state(&xl, &name, ctx.deadline) {
                 Ok(None) => {
                     last = Ok(());
                     None

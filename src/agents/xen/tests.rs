@@ -40,10 +40,14 @@ impl Fixture {
     }
 
     fn run(&self, runner: &Rc<RecordingRunner>, action: &str, extra: &[(&str, &str)]) -> Result<Health, OcfError> {
+        self.run_within(Duration::from_secs(3), runner, action, extra)
+    }
+
+    fn run_within(&self, budget: Duration, runner: &Rc<RecordingRunner>, action: &str, extra: &[(&str, &str)]) -> Result<Health, OcfError> {
         let env = self.env(extra);
         let md = Metadata::parse(METADATA).unwrap();
         let params = md.resolve(&env.params)?;
-        let ctx = Context { env: &env, params: &params, deadline: Deadline::after(Duration::from_secs(3)) };
+        let ctx = Context { env: &env, params: &params, deadline: Deadline::after(budget) };
         let agent = Xen { runner: Box::new(runner.clone()) };
         let as_health = |r: Result<(), OcfError>| r.map(|()| Health::Running);
         match action {
@@ -115,6 +119,16 @@ fn a_recurring_monitor_rides_out_a_reboot_gap() {
             .reply(&["xl", "list"], 0, &listing("vm1  5  256  1  r-----  0.1\n"), ""),
     );
     assert_eq!(f.run(&runner, "monitor", &[("OCF_RESKEY_CRM_meta_interval", "10000")]), Ok(Health::Running));
+}
+
+#[test]
+fn a_guest_absent_through_the_whole_gap_is_not_running() {
+    // The gap's last look comes when the gap has run out: it must still be
+    // asked with the action's time, or it fails instead of answering.
+    let f = Fixture::new("gone");
+    let runner = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing(""), ""));
+    let monitor = f.run_within(Duration::from_secs(8), &runner, "monitor", &[("OCF_RESKEY_CRM_meta_interval", "10000")]);
+    assert_eq!(monitor, Ok(Health::NotRunning));
 }
 
 #[test]
