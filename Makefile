@@ -5,6 +5,7 @@
 #                  and a Pacemaker cluster in a two-node lab, Xen booted under
 #                  QEMU (make test-xen), ocf-tester, ocft, and the fault
 #                  injection suite (make test-faults)
+#   make fuzz      the parser property tests, a million cases per parser
 #   make bench     ferry's monitor, probe and live migration against
 #                  heartbeat:VirtualDomain's and raw virsh's
 #   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr)
@@ -18,7 +19,7 @@ GUEST    = build/guest
 LIBVIRT  = tests/lab/with-libvirtd.sh
 LAB      = tests/lab/with-two-nodes.sh
 
-.PHONY: all build deps guest install uninstall test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest install uninstall fuzz test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -61,6 +62,10 @@ test-cluster: build guest
 
 test-xen: build guest
 	tests/xen/run.sh
+
+# A long run of the parser property tests: a million cases per parser.
+fuzz:
+	FERRY_FUZZ_CASES=1000000 FERRY_FUZZ_FULL=1 cargo test --release --locked --bins fuzz -- --test-threads=2 --nocapture
 
 test-faults: build guest
 	$(LIBVIRT) cargo test --release --locked --test faults -- --test-threads=1 --nocapture

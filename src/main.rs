@@ -10,6 +10,8 @@ mod agents;
 mod backend;
 mod cli;
 mod deadline;
+#[cfg(test)]
+mod fuzz;
 mod ocf;
 mod process;
 

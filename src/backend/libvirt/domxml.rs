@@ -225,14 +225,14 @@ pub fn read_mark(xml: &str) -> Option<OwnerMark> {
 /// The domain XML with `mark` as its only ferry mark; the rest is untouched.
 pub fn with_mark(xml: &str, mark: &OwnerMark) -> Result<String, String> {
     let base = without_mark(xml)?;
-    let l = layout(&base)?;
+    let found = layout(&base)?;
     let element = mark_element(mark);
     let mut out = base.clone();
-    if let Some(at) = l.metadata_open_end {
+    if let Some(at) = found.metadata_open_end {
         out.insert_str(at, &element);
-    } else if let Some((start, end)) = l.metadata_empty {
+    } else if let Some((start, end)) = found.metadata_empty {
         out.replace_range(start..end, &format!("<metadata>{element}</metadata>"));
-    } else if let Some(at) = l.domain_close {
+    } else if let Some(at) = found.domain_close {
         out.insert_str(at, &format!("<metadata>{element}</metadata>\n"));
     } else {
         return Err("no </domain> to mark".into());
@@ -240,12 +240,24 @@ pub fn with_mark(xml: &str, mark: &OwnerMark) -> Result<String, String> {
     Ok(out)
 }
 
-/// The domain XML without any ferry mark (for writing back to the operator's file).
+/// The domain XML without any ferry mark (for writing back to the operator's
+/// file). A `<metadata>` element left holding nothing at all is the one
+/// `with_mark` wrapped the mark in, and goes too, with the line end it added,
+/// so the operator's file comes back byte for byte.
 pub fn without_mark(xml: &str) -> Result<String, String> {
-    let l = layout(xml)?;
+    let found = layout(xml)?;
     let mut out = xml.to_string();
-    if let Some((start, end)) = l.mark {
+    if let Some((start, end)) = found.mark {
         out.replace_range(start..end, "");
+        const OPEN: &str = "<metadata>";
+        const CLOSE: &str = "</metadata>";
+        if out[..start].ends_with(OPEN) && out[start..].starts_with(CLOSE) {
+            let mut wrapper_end = start + CLOSE.len();
+            if out[wrapper_end..].starts_with("\n</domain>") {
+                wrapper_end += 1;
+            }
+            out.replace_range(start - OPEN.len()..wrapper_end, "");
+        }
     }
     Ok(out)
 }
