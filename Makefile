@@ -6,6 +6,7 @@
 #                  QEMU (make test-xen), ocf-tester, ocft, and the fault
 #                  injection suite (make test-faults)
 #   make fuzz      the parser property tests, a million cases per parser
+#   make soak      hang/panic rates after migration, ferry against raw virsh
 #   make bench     ferry's monitor, probe and live migration against
 #                  heartbeat:VirtualDomain's and raw virsh's
 #   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr)
@@ -19,7 +20,7 @@ GUEST    = build/guest
 LIBVIRT  = tests/lab/with-libvirtd.sh
 LAB      = tests/lab/with-two-nodes.sh
 
-.PHONY: all build deps guest install uninstall fuzz test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -66,6 +67,11 @@ test-xen: build guest
 # A long run of the parser property tests: a million cases per parser.
 fuzz:
 	FERRY_FUZZ_CASES=1000000 FERRY_FUZZ_FULL=1 cargo test --release --locked --bins fuzz -- --test-threads=2 --nocapture
+
+# Hang and panic rates after migration, ferry against raw virsh (see
+# tests/migration_soak): a diagnosis of many minutes, not part of make test.
+soak: build guest
+	$(LAB) cargo test --release --locked --test migration_soak -- --ignored --nocapture
 
 test-faults: build guest
 	$(LIBVIRT) cargo test --release --locked --test faults -- --test-threads=1 --nocapture

@@ -253,7 +253,7 @@ pub fn without_mark(xml: &str) -> Result<String, String> {
         const CLOSE: &str = "</metadata>";
         if out[..start].ends_with(OPEN) && out[start..].starts_with(CLOSE) {
             let mut wrapper_end = start + CLOSE.len();
-            if out[wrapper_end..].starts_with("\n</domain>") {
+            if out[wrapper_end..].starts_with("\n</domain") {
                 wrapper_end += 1;
             }
             out.replace_range(start - OPEN.len()..wrapper_end, "");
