@@ -172,6 +172,16 @@ impl Drop for Guest {
     }
 }
 
+/// The guest kernel's own report of a failure, if its console shows one.
+/// After a migration that libvirt and the agent both report done, with the
+/// guest on exactly one node, such a report is QEMU's or the guest's (the
+/// soak in tests/migration_soak measures the same failures with raw virsh);
+/// without it, a stopped counter is the agent's to answer for.
+pub fn guest_kernel_failure(console: &str) -> Option<String> {
+    const SIGNS: [&str; 6] = ["Kernel panic", "Oops:", "BUG:", "stack-protector", "general protection fault", "RIP: "];
+    console.lines().find(|l| SIGNS.iter().any(|s| l.contains(s))).map(|l| l.trim().to_string())
+}
+
 /// A scratch directory removed when the test ends, passed or failed.
 pub struct TempDir(pub PathBuf);
 
