@@ -13,15 +13,19 @@ up="ferry-bench-up-$$"; down="ferry-bench-down-$$"
 write_guest "$up" "$work/up.xml" "$work/up.log"
 write_guest "$down" "$work/down.xml" "$work/down.log"
 export OCF_ROOT=/usr/lib/ocf OCF_RESKEY_CRM_meta_timeout=30000
-OCF_RESOURCE_INSTANCE=bench OCF_RESKEY_config=$work/up.xml "$ferry" start 2>/dev/null
+OCF_RESOURCE_INSTANCE=bench-up OCF_RESKEY_config=$work/up.xml "$ferry" start 2>/dev/null
 
-# median_ms INTERVAL CONFIG AGENT: median wall time of $runs monitors, in ms (3 decimals)
+# median_ms INTERVAL CONFIG AGENT: median wall time of $runs monitors, in ms (3 decimals).
+# Each guest is its own resource, as in a cluster: ferry finds a resource's
+# guest by its owner mark too, so two guests under one resource name would be
+# one resource running under another name.
 median_ms() {
   local interval=$1 config=$2 agent=$3 i t0 t1 rc
+  local instance="bench-$(basename "$config" .xml)"
   for i in $(seq "$runs"); do
     t0=$(date +%s%N)
     set +e
-    OCF_RESOURCE_INSTANCE=bench OCF_RESKEY_config=$config OCF_RESKEY_CRM_meta_interval=$interval "$agent" monitor >/dev/null 2>&1
+    OCF_RESOURCE_INSTANCE=$instance OCF_RESKEY_config=$config OCF_RESKEY_CRM_meta_interval=$interval "$agent" monitor >/dev/null 2>&1
     rc=$?
     set -e
     t1=$(date +%s%N)
@@ -46,4 +50,4 @@ printf 'reference: one virsh domstate    %.3f ms (mean)\n\n' "$(awk -v t=$((t1 -
 printf '%-32s %15s %15s %10s\n' "operation" "heartbeat" "ferry" "ratio"
 row "monitor, running guest" 10000 "$work/up.xml" 0
 row "probe, stopped guest" 0 "$work/down.xml" 7
-OCF_RESOURCE_INSTANCE=bench OCF_RESKEY_config=$work/up.xml OCF_RESKEY_force_stop=1 "$ferry" stop 2>/dev/null
+OCF_RESOURCE_INSTANCE=bench-up OCF_RESKEY_config=$work/up.xml OCF_RESKEY_force_stop=1 "$ferry" stop 2>/dev/null
