@@ -119,6 +119,28 @@ fn settles_on_exactly_one_node(g: &LabGuest, what: &str) -> &'static str {
     node
 }
 
+/// A migrate_to of `g` from nodea to nodeb, well into its copy.
+struct InFlight {
+    agent: Child,
+    ferry_pid: u32,
+    /// ferry's children at that moment: what must not survive it.
+    children: Vec<u32>,
+    /// ferry's stderr.
+    log: std::path::PathBuf,
+}
+
+fn migration_in_flight(g: &LabGuest) -> InFlight {
+    g.start_on("nodea");
+    let log = g.g.dir.join("migrate_to.stderr");
+    let agent = start_migrate_to(g, "nodea", "nodeb", &log);
+    let ferry_pid = agent.id();
+    wait_for_migration_child(ferry_pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let children = family(ferry_pid, ferry_pid);
+    assert!(!children.is_empty(), "ferry has no child to end");
+    InFlight { agent, ferry_pid, children, log }
+}
+
 fn kill_group(pgid: u32, sig: &str) {
     assert!(Command::new("kill").arg(format!("-{sig}")).arg("--").arg(format!("-{pgid}")).status().unwrap().success());
 }
@@ -127,14 +149,7 @@ fn kill_group(pgid: u32, sig: &str) {
 fn sigkill_of_the_agents_group_mid_migration_leaves_no_child_and_one_guest() {
     let lab = Lab::from_env();
     let g = LabGuest::new(&lab, "killed", Some(48));
-    g.start_on("nodea");
-    let log = g.g.dir.join("migrate_to.stderr");
-    let mut agent = start_migrate_to(&g, "nodea", "nodeb", &log);
-    let ferry_pid = agent.id();
-    wait_for_migration_child(ferry_pid);
-    std::thread::sleep(Duration::from_secs(2)); // well into the copy
-    let children = family(ferry_pid, ferry_pid);
-    assert!(!children.is_empty());
+    let InFlight { mut agent, ferry_pid, children, .. } = migration_in_flight(&g);
     kill_group(ferry_pid, "KILL");
     agent.wait().unwrap();
     std::thread::sleep(Duration::from_secs(1));
@@ -150,13 +165,7 @@ fn sigkill_of_the_agents_group_mid_migration_leaves_no_child_and_one_guest() {
 fn sigterm_mid_migration_aborts_it_in_time_and_leaves_one_guest() {
     let lab = Lab::from_env();
     let g = LabGuest::new(&lab, "termed", Some(48));
-    g.start_on("nodea");
-    let log = g.g.dir.join("migrate_to.stderr");
-    let mut agent = start_migrate_to(&g, "nodea", "nodeb", &log);
-    let ferry_pid = agent.id();
-    wait_for_migration_child(ferry_pid);
-    std::thread::sleep(Duration::from_secs(2));
-    let children = family(ferry_pid, ferry_pid);
+    let InFlight { mut agent, ferry_pid, children, log } = migration_in_flight(&g);
     let sent = Instant::now();
     // To ferry alone: it must abort the job itself, with its children alive.
     assert!(Command::new("kill").arg("-TERM").arg(ferry_pid.to_string()).status().unwrap().success());
