@@ -5,8 +5,13 @@
 #   OUT/dom0.cpio.gz     dom0's initramfs: busybox, the xl toolstack with every
 #                        library it loads, the Xen kernel modules, the static
 #                        ferry binary installed as ocf:ferry:Xen, the test
-#                        guest (tests/guest) as a PV domU, and tests/xen/dom0
-#                        (init and the test script run inside dom0)
+#                        guest (tests/guest) as a PVH domU (xguest) and as a PV
+#                        one (xpv), and tests/xen/dom0 (init and the test
+#                        scripts run inside dom0)
+#   OUT/tester.cpio.gz   resource-agents' ocf-tester with what it runs (bash,
+#                        xmllint and their libraries, ra-api-1.dtd); appended
+#                        to dom0's initramfs for the one-host stage only, as
+#                        it doubles the archive
 # Inputs come only from Debian's archive (`apt-get download`, cached in
 # OUT/debs) and this tree; dom0.cpio.gz is rebuilt every time, since it
 # carries the ferry binary under test.
@@ -44,6 +49,7 @@ cp "$pkgroot/boot/vmlinuz-$kver" "$out/vmlinuz"
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
+chmod 755 "$root"   # it becomes dom0's /, which ocf-tester's nobody must traverse
 mkdir -p "$root"/{bin,sbin,etc/xen,lib/modules,proc,sys,dev,run,tmp,var/lib/xen,var/log/xen/console,guest}
 mkdir -p "$root/usr/lib/ocf/lib/ferry" "$root/usr/lib/ocf/resource.d/ferry"
 cp /bin/busybox "$root/bin/busybox"
@@ -89,10 +95,17 @@ cp "$out/vmlinuz" "$root/guest/vmlinuz"
 cp "$guest/initrd.img" "$root/guest/initrd.img"
 cp "$here/dom0/init" "$here/dom0/cases.sh" "$here/dom0/lifecycle.sh" "$here/dom0/migration.sh" "$root/"
 chmod +x "$root/init" "$root/lifecycle.sh" "$root/migration.sh"
-cat > "$root/etc/xen/guest.cfg" <<'CFG'
-# The test guest (tests/guest) as a Xen PV domU.
-name = "xguest"
-type = "pv"
+# The test guest (tests/guest) twice. xguest is PVH, the lab's main guest:
+# Debian's Xen 4.17.7 is built without shadow paging (XSA-495), so only a
+# guest on hardware-assisted paging (HAP, here TCG's emulated AMD NPT) has
+# the log-dirty mode live migration needs. xpv is PV, which has no log-dirty
+# mode on this build: its live migration must fail cleanly, and it moves by
+# save migration instead.
+guest_cfg() {
+  cat <<CFG
+# The test guest (tests/guest) as a Xen $2 domU.
+name = "$1"
+type = "$2"
 kernel = "/guest/vmlinuz"
 ramdisk = "/guest/initrd.img"
 extra = "console=hvc0 quiet"
@@ -102,6 +115,33 @@ on_poweroff = "destroy"
 on_reboot = "restart"
 on_crash = "destroy"
 CFG
+}
+guest_cfg xguest pvh > "$root/etc/xen/guest.cfg"
+# xl reads its global settings here and complains when the file is missing.
+echo '# xl.conf: xl defaults throughout' > "$root/etc/xen/xl.conf"
+guest_cfg xpv pv > "$root/etc/xen/guest-pv.cfg"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/dom0.cpio.gz.tmp"
 mv "$out/dom0.cpio.gz.tmp" "$out/dom0.cpio.gz"
+
+# ocf-tester's archive, from this machine's own packages (bash,
+# libxml2-utils, resource-agents), unpacked over dom0's by the kernel.
+if [ ! -s "$out/tester.cpio.gz" ] || [ "$out/tester.cpio.gz" -ot /usr/sbin/ocf-tester ] || [ "$out/tester.cpio.gz" -ot "$0" ]; then
+  troot=$(mktemp -d)
+  chmod 755 "$troot"
+  mkdir -p "$troot"/{bin,usr/bin,usr/sbin,etc,usr/share/resource-agents}
+  cp /bin/bash "$troot/bin/bash"
+  cp /usr/bin/xmllint "$troot/usr/bin/xmllint"
+  cp /usr/sbin/ocf-tester "$troot/usr/sbin/ocf-tester"
+  cp /usr/share/resource-agents/ra-api-1.dtd "$troot/usr/share/resource-agents/"
+  for lib in $(ldd /bin/bash /usr/bin/xmllint | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u); do
+    mkdir -p "$troot$(dirname "$lib")"
+    cp -L "$lib" "$troot$lib"
+  done
+  # ocf-tester runs meta-data as nobody (su nobody).
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' > "$troot/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$troot/etc/group"
+  (cd "$troot" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/tester.cpio.gz.tmp"
+  rm -rf "$troot"
+  mv "$out/tester.cpio.gz.tmp" "$out/tester.cpio.gz"
+fi
 echo "xen build: $out (Xen $(ls "$pkgroot"/boot/xen-4.17-amd64.gz >/dev/null && dpkg-deb -f "$out"/debs/xen-hypervisor-4.17-amd64_*.deb Version), kernel $kver, dom0 initramfs $(du -h "$out/dom0.cpio.gz" | cut -f1))"

@@ -1,39 +1,61 @@
 #!/bin/bash
-# make test-xen: ocf:ferry:Xen on a real Xen 4.17 hypervisor, booted under
-# QEMU (TCG, -cpu qemu64: this machine's KVM cannot run Xen).
+# make test-xen: ocf:ferry:Xen on a real Xen 4.17 hypervisor (Debian's
+# security-supported build), booted under QEMU. This machine's KVM cannot
+# run Xen, so it is TCG with -cpu qemu64,+npt: TCG emulates AMD's nested
+# paging, Xen finds HAP, and a PVH guest gets the log-dirty mode live
+# migration needs (the build has no shadow paging, so a PV guest has none).
 #   stage 1: one Xen host; inside dom0 the agent runs its lifecycle against
-#            a PV guest, then bad input (tests/xen/dom0/lifecycle.sh);
+#            a PVH guest, then bad input (tests/xen/dom0/lifecycle.sh), then
+#            resource-agents' ocf-tester;
 #   stage 2: two Xen hosts joined by a private link (QEMU socket netdev on
-#            loopback) and a shared directory (9p): a live xl migrate from a
-#            to b, which this Xen build cannot do (no shadow paging for PV
-#            log-dirty, no HAP under TCG) and which must fail with the guest
-#            still running on a; then a save migration, migrate_to on a and
-#            migrate_from on b (tests/xen/dom0/migration.sh).
-# dom0 reports every case on the serial console; this script asserts them.
-# Every QEMU runs under `timeout` and is ended by the PID started here.
+#            loopback) and a shared directory (9p): a PV guest's live
+#            migration fails cleanly and it moves by save migration; a PVH
+#            guest's migration survives a cut link, then moves live
+#            (tests/xen/dom0/migration.sh).
+# dom0 reports every case on the serial console, which this script stamps
+# with the host's clock as it arrives, and asserts. Every QEMU runs under
+# `timeout` and is ended by the PID started here.
+# FERRY_XEN_LOGS names the directory for the serial logs, each guest's
+# console and xl's output; by default a temporary one, deleted on success
+# and kept (and named) on failure.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=$repo/build/xen
-logs=$repo/build/xen-logs
 "$repo/tests/xen/build.sh" "$out" "$repo/build/ferry" "$repo/build/guest"
-rm -rf "$logs"; mkdir -p "$logs"
+if [ -n "${FERRY_XEN_LOGS:-}" ]; then
+  logs=$FERRY_XEN_LOGS keep_logs=1
+  mkdir -p "$logs"
+else
+  logs=$(mktemp -d /tmp/ferry-xen-logs.XXXXXX) keep_logs=0
+fi
 pids=()
+shared=
 cleanup() {
   local pid
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -z "$shared" ] || rm -rf "$shared"
 }
 trap cleanup EXIT
 trap 'exit 143' INT TERM
+# The one-host stage also carries ocf-tester (the kernel unpacks the two
+# archives one over the other).
+cat "$out/dom0.cpio.gz" "$out/tester.cpio.gz" > "$out/dom0-tester.cpio.gz"
 
-# boot ROLE LOG LIMIT_S [QEMU ARGS...]: starts one Xen host in the background
+# stamp: each serial line, prefixed with the host's clock when it arrived
+stamp() {
+  local line
+  while IFS= read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "${line//$'\r'/}"; done
+}
+
+# boot ROLE LOG LIMIT_S INITRD [QEMU ARGS...]: starts one Xen host in the background
 boot() {
-  local role=$1 log=$2 limit=$3; shift 3
+  local role=$1 log=$2 limit=$3 initrd=$4; shift 4
   : > "$log"
-  timeout -s KILL "$limit" qemu-system-x86_64 -machine pc -accel tcg -cpu qemu64 -m 2048 -smp 1 \
-    -display none -no-reboot -monitor none -serial "file:$log" "$@" \
+  timeout -s KILL "$limit" qemu-system-x86_64 -machine pc -accel tcg -cpu qemu64,+npt -m 2048 -smp 1 \
+    -display none -no-reboot -monitor none -serial stdio "$@" \
     -kernel "$out/xen" -append "console=com1 dom0_mem=1024M,max:1024M dom0_max_vcpus=1 noreboot" \
-    -initrd "$out/vmlinuz console=hvc0 ferry.role=$role,$out/dom0.cpio.gz" &
+    -initrd "$out/vmlinuz console=hvc0 ferry.role=$role,$initrd" </dev/null > >(stamp > "$log") 2> "$log.qemu" &
   pids+=($!)
 }
 
@@ -54,57 +76,94 @@ watch_boot() {
     [ "$alive" = 1 ] || break
     sleep 1
   done
+  sleep 1   # the stamping reader's last lines
 }
 
-# verdict LOG CASES...: every named case reported, each with its expected code
 failures=0
+fail() { echo "xen: $*"; failures=$((failures + 1)); }
+# verdict LOG CASES...: every named case reported, each with its expected code
 verdict() {
   local log=$1; shift
-  grep -a 'FERRY-XEN-' "$log" | grep -v 'FERRY-XEN-DOM0' | tr -d '\r' | sed 's/^/    /'
-  grep -qa 'FERRY-XEN-DONE' "$log" || { echo "xen: $log: dom0 did not finish (see $log)"; failures=$((failures + 1)); }
+  grep -a 'FERRY-XEN-' "$log" | grep -av 'FERRY-XEN-DOM0\|FERRY-XEN-GUEST\|FERRY-XEN-TESTER\|FERRY-XEN-XL' | cut -d' ' -f2- | sed 's/^/    /'
+  grep -qa 'FERRY-XEN-DONE' "$log" || fail "$log: dom0 did not finish"
   local case
   for case in "$@"; do
     local line
-    line=$(grep -a "FERRY-XEN-CASE [a-z]* $case rc=" "$log" | tr -d '\r' | head -1)
+    line=$(grep -a "FERRY-XEN-CASE [a-z]* $case rc=" "$log" | head -1)
     if [ -z "$line" ]; then
-      echo "xen: case $case was not reported"; failures=$((failures + 1))
+      fail "case $case was not reported"
     elif [ "$(sed 's/.* rc=\([0-9]*\) expect=\([0-9]*\).*/\1/' <<<"$line")" != "$(sed 's/.* expect=\([0-9]*\).*/\1/' <<<"$line")" ]; then
-      echo "xen: case $case failed: $line"; failures=$((failures + 1))
+      fail "case $case failed: $line"
     fi
   done
 }
+# keep HOST LOG: each guest's console and xl's receiver output, in files of their own
+keep() {
+  local host=$1 log=$2 guest
+  for guest in $(grep -ao 'FERRY-XEN-GUEST [a-z-]*:' "$log" | sort -u | awk '{print $2}' | tr -d :); do
+    grep -a "FERRY-XEN-GUEST $guest: " "$log" | sed "s/ FERRY-XEN-GUEST $guest: / /" > "$logs/$host-console-$guest.log"
+  done
+  grep -a 'FERRY-XEN-XL ' "$log" | sed 's/ FERRY-XEN-XL / /' > "$logs/$host-xl.log" || true
+  grep -a 'FERRY-XEN-AGENT ' "$log" | sed 's/ FERRY-XEN-AGENT / /' > "$logs/$host-agent.log" || true
+}
+# tick LOG GUEST first|last: the tick number and host time of a guest's first or last tick on a host
+tick() {
+  grep -a "FERRY-XEN-GUEST $2\(--incoming\)\?: ferry-tick " "$1" | { if [ "$3" = first ]; then head -1; else tail -1; fi; } | awk '{print $NF, $1}'
+}
 
-echo "== xen stage 1: one host, the agent's lifecycle"
-boot single "$logs/single.log" 900 -nic none
+echo "== xen stage 1: one host, the agent's lifecycle, ocf-tester"
+boot single "$logs/single.log" 900 "$out/dom0-tester.cpio.gz" -nic none
 watch_boot "$logs/single.log"
 pids=()
 echo "xen: stage 1 took $((SECONDS - started)) s"
+grep -a 'HAP\|virt_caps' "$logs/single.log" | cut -d' ' -f2- | head -3 | sed 's/^/    /'
+grep -qa 'Hardware Assisted Paging (HAP) detected' "$logs/single.log" || fail "Xen did not find HAP: no live migration for PVH"
 verdict "$logs/single.log" probe validate start monitor start-again guest-runs save-migrate_to save-image-written \
   save-gone save-migrate_from save-image-removed save-guest-runs save-not-rebooted stop stop-graceful stop-again \
   monitor-stopped probe-stopped no-xmfile relative-xmfile missing-xmfile bad-shutdown-timeout bad-name clone \
-  migrate-without-target unknown-action meta-data
+  migrate-without-target unknown-action meta-data ocf-tester ocf-tester-passed ocf-tester-left-nothing
+grep -a 'FERRY-XEN-TESTER' "$logs/single.log" | cut -d' ' -f2- | sed 's/^FERRY-XEN-TESTER /    ocf-tester: /' | tail -3
+keep single "$logs/single.log"
 
-echo "== xen stage 2: two hosts, migration a -> b"
+echo "== xen stage 2: two hosts; PV save migration, a cut link, PVH live migration a -> b"
 port=$((20000 + RANDOM % 20000))
 shared=$(mktemp -d /tmp/ferry-xen-shared.XXXXXX)
-trap 'cleanup; rm -rf "$shared"' EXIT
 share=(-virtfs "local,path=$shared,mount_tag=shared,security_model=none,id=shared"
        -virtfs "local,path=$shared,mount_tag=images,security_model=none,id=images")
 started=$SECONDS
-boot a "$logs/a.log" 1500 "${share[@]}" -netdev "socket,id=n0,listen=127.0.0.1:$port" -device e1000,netdev=n0,mac=52:54:00:fe:00:01
+boot a "$logs/a.log" 1500 "$out/dom0.cpio.gz" "${share[@]}" -netdev "socket,id=n0,listen=127.0.0.1:$port" -device e1000,netdev=n0,mac=52:54:00:fe:00:01
 sleep 2
-boot b "$logs/b.log" 1500 "${share[@]}" -netdev "socket,id=n0,connect=127.0.0.1:$port" -device e1000,netdev=n0,mac=52:54:00:fe:00:02
+boot b "$logs/b.log" 1500 "$out/dom0.cpio.gz" "${share[@]}" -netdev "socket,id=n0,connect=127.0.0.1:$port" -device e1000,netdev=n0,mac=52:54:00:fe:00:02
 watch_boot "$logs/a.log" "$logs/b.log"
 pids=()
 echo "xen: stage 2 took $((SECONDS - started)) s"
-verdict "$logs/a.log" peer-ready start guest-runs live-migrate_to live-failed-guest-here live-failed-guest-runs \
-  migrate_to monitor-after
-verdict "$logs/b.log" probe image-arrived migrate_from monitor guest-runs not-rebooted image-removed stop
-for log in "$logs/a.log" "$logs/b.log"; do
-  grep -a 'FERRY-XEN-TIME' "$log" | tr -d '\r' | awk '{printf "xen: %s took %.1f s (dom0 clock)\n", $2, $4 - $3}'
+verdict "$logs/a.log" peer-ready pv-start pv-guest-runs pv-live-migrate_to pv-live-failed-guest-here pv-live-failed-guest-runs \
+  pv-migrate_to pv-gone-here start guest-runs peer-watching cut-migrate_to cut-in-budget cut-guest-here cut-guest-runs \
+  link-back live-migrate_to ran-during-copy gone-here
+verdict "$logs/b.log" probe pv-image-arrived pv-migrate_from pv-monitor pv-guest-runs pv-not-rebooted pv-image-removed pv-stop \
+  cut-incoming-seen never-arrives never-arrives-in-budget cut-stop cut-nothing-left cut-source-done link-back \
+  live-handed-over migrate_from monitor guest-runs not-rebooted xl-received-live stop
+keep a "$logs/a.log"
+keep b "$logs/b.log"
+for log in "$logs/single.log" "$logs/a.log" "$logs/b.log"; do
+  grep -a 'FERRY-XEN-TIME' "$log" | awk -v host="$(basename "$log" .log)" '{printf "xen: %s: %s took %.1f s (dom0 clock)\n", host, $3, $5 - $4}'
 done
+# The live migration as the guest saw it: its counter goes on from a to b
+# with no number lost or repeated, and the gap between its last tick on a
+# and its first on b, less the second between ticks, is its downtime (to
+# within a tick, as dom0 forwards the console once a second).
+read -r last_a at_a < <(tick "$logs/a.log" xguest last) || true
+read -r first_b at_b < <(tick "$logs/b.log" xguest first) || true
+if [ -z "${last_a:-}" ] || [ -z "${first_b:-}" ]; then
+  fail "the live-migrated guest's ticks were not seen on both hosts"
+elif [ "$first_b" -ne $((last_a + 1)) ]; then
+  fail "the guest's counter did not go on across the live migration: last tick on a $last_a, first on b $first_b"
+else
+  echo "xen: live migration: counter $last_a on a, then $first_b on b; downtime seen by the counter ~$(awk -v a="$at_a" -v b="$at_b" 'BEGIN { d = b - a - 1; printf "%.1f", d < 0 ? 0 : d }') s (+-1 s)"
+fi
 if [ "$failures" -ne 0 ]; then
-  echo "xen: FAILED ($failures); serial logs in $logs"
+  echo "xen: FAILED ($failures); serial logs, guest consoles and xl's output in $logs"
   exit 1
 fi
+[ "$keep_logs" = 1 ] && echo "xen: logs in $logs" || rm -rf "$logs"
 echo "xen: passed"

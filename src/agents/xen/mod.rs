@@ -176,6 +176,20 @@ impl Agent for Xen {
         let (settings, name) = self.settings_and_name(ctx)?;
         let xl = self.xl(&settings);
         let Some(state) = self.state(&xl, &name, ctx.deadline)? else {
+            // A domain xl lists as shut down or dying still holds its memory
+            // and its name, so a later start here would fail. One that stays
+            // is most often the source of a migration cut in its last phase:
+            // xl leaves it suspended and 4.17's xl has no command to resume
+            // it. Stopping it is what stop means.
+            if let Some(left) = self.domain(&xl, &name, ctx.deadline) {
+                log::warn(&format!("{name} is not running but xl still lists it ({}); destroying it", left.flags));
+                lifecycle::destroy(&xl, &name, ctx.deadline)?;
+                if xl.list(ctx.deadline).map_or(true, |all| all.iter().any(|d| d.name == name && !d.flags.contains('d'))) {
+                    return Err(OcfError::generic(format!("{name} is still listed by xl after destroy")));
+                }
+                log::info(&format!("cleared what was left of {name}"));
+                return Ok(());
+            }
             log::info(&format!("{name} is not running here"));
             return Ok(());
         };
@@ -270,7 +284,16 @@ impl Agent for Xen {
             (Err(e), Ok(Some(GuestState::Running | GuestState::Paused { .. }))) => {
                 Err(OcfError::generic(format!("migration of {name} to {target} failed: {e}; {name} keeps running here")))
             }
-            (Err(e), Ok(_)) => Err(OcfError::generic(format!("migration of {name} to {target} failed: {e}; {name} is no longer running here"))),
+            (Err(e), Ok(_)) => match self.domain(&xl, &name, ctx.deadline) {
+                // Cut after xl suspended it: the target may hold a complete
+                // copy, which xl's hand-shake alone could tell, so resuming
+                // this one could make two. It stays suspended for stop.
+                Some(left) if left.flags.contains('s') => Err(OcfError::generic(format!(
+                    "migration of {name} to {target} failed: {e}; xl left {name} suspended here ({}) and cannot resume it; it stays suspended until stop destroys it",
+                    left.flags
+                ))),
+                _ => Err(OcfError::generic(format!("migration of {name} to {target} failed: {e}; {name} is no longer running here"))),
+            },
             (Err(e), Err(here)) => Err(OcfError::generic(format!("migration of {name} to {target} failed: {e}; and xl cannot say where it is: {here}"))),
         }
     }

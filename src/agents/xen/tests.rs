@@ -230,3 +230,39 @@ fn a_save_migration_saves_atomically_and_the_target_restores() {
     assert_eq!(f.run(&target, "migrate_from", &env), Ok(Health::Running));
     assert!(!dir.join("vm1.migrating").exists(), "the image is deleted once restored");
 }
+
+#[test]
+fn a_migration_cut_after_the_suspend_leaves_the_source_suspended_and_says_so() {
+    let f = Fixture::new("migsusp");
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  -b----  0.9\n"), "")
+            .reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s--  1.2\n"), "")
+            .reply(&["xl", "migrate"], 1, "", "xc: error: Failed to write page data to stream\n"),
+    );
+    let e = f.run(&runner, "migrate_to", &[("OCF_RESKEY_CRM_meta_migrate_target", "nodeb")]).unwrap_err();
+    assert!(e.reason.contains("suspended") && e.reason.contains("cannot resume"), "{}", e.reason);
+    // Nothing may wake it: the target could hold the complete copy.
+    assert!(!runner.called(&["xl", "unpause"]) && !runner.called(&["xl", "destroy"]));
+}
+
+#[test]
+fn stop_clears_a_domain_that_xl_lists_as_shut_down() {
+    let f = Fixture::new("stopsusp");
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s--  1.2\n"), "")
+            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s--  1.2\n"), "")
+            .reply(&["xl", "list"], 0, &listing(""), "")
+            .reply(&["xl", "destroy"], 0, "", ""),
+    );
+    assert_eq!(f.run(&runner, "stop", &[]), Ok(Health::Running));
+    assert!(runner.called(&["xl", "destroy", "vm1"]));
+    // One that survives destroy is a failed stop, not a stopped guest.
+    let stuck = Rc::new(
+        RecordingRunner::new()
+            .reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s--  1.2\n"), "")
+            .reply(&["xl", "destroy"], 0, "", ""),
+    );
+    assert!(f.run(&stuck, "stop", &[]).unwrap_err().reason.contains("still listed"));
+}

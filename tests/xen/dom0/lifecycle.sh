@@ -1,7 +1,9 @@
 #!/bin/sh
 # The first stage of the Xen lab, run inside dom0: ocf:ferry:Xen through its
-# lifecycle against a real PV guest, then bad input (cases.sh reports them).
+# lifecycle against a real PVH guest, then bad input (cases.sh reports
+# them), then resource-agents' ocf-tester.
 . /cases.sh
+forward_consoles xguest
 export OCF_RESKEY_CRM_meta_timeout=60000 OCF_RESKEY_CRM_meta_interval=10000
 
 check probe 7 env OCF_RESKEY_CRM_meta_interval=0 $A monitor
@@ -26,12 +28,11 @@ n=$(ticks)
 check save-migrate_from 0 env $SAVE $A migrate_from
 check save-image-removed 1 test -e /var/lib/xen/migrate/xguest.migrating
 check save-guest-runs 0 wait_ticks "$n"
-check save-not-rebooted 1 test "$(grep -c 'ferry-guest: up' "$LOG")" -gt 1
+check save-not-rebooted 1 test "$(console xguest | grep -c 'ferry-guest: up')" -gt 1
 check stop 0 $A stop
-# The guest's own shutdown ends in "Power down" (or "System halted" as a PV
-# guest); a destroy would cut the log without either.
-check stop-graceful 0 grep -Eq 'Power down|System halted' "$LOG"
-grep -Eq 'Power down|System halted' "$LOG" || tail -5 "$LOG" | sed 's/^/FERRY-XEN-LOG guest: /'
+# The guest's own shutdown ends in "Power down" (or "System halted"); a
+# destroy would cut the log without either.
+check stop-graceful 0 sh -c "cat $CONSOLES/guest-xguest.log | grep -Eq 'Power down|System halted'"
 check stop-again 0 $A stop
 check monitor-stopped 7 $A monitor
 check probe-stopped 7 env OCF_RESKEY_CRM_meta_interval=0 $A monitor
@@ -45,3 +46,9 @@ check clone 6 env OCF_RESKEY_CRM_meta_clone_max=2 $A validate-all
 check migrate-without-target 6 $A migrate_to
 check unknown-action 3 $A promote
 check meta-data 0 $A meta-data
+# resource-agents' own compliance test, against a real guest.
+check ocf-tester 0 env PATH=$PATH:/usr/bin:/usr/sbin /usr/sbin/ocf-tester -n xvm-tester -o xmfile=/etc/xen/guest.cfg $A
+cp /tmp/out /tmp/ocf-tester.out
+sed 's/^/FERRY-XEN-TESTER /' /tmp/ocf-tester.out
+check ocf-tester-passed 0 grep -q "passed all tests" /tmp/ocf-tester.out
+check ocf-tester-left-nothing 1 sh -c 'xl list | grep -q xguest'
