@@ -87,17 +87,29 @@ pub trait MigrationJob {
 pub struct ChildMigration<'a> {
     job: Box<dyn Job + 'a>,
     judge: fn(Output) -> Result<(), BackendError>,
+    account: String,
 }
 
 impl<'a> ChildMigration<'a> {
     pub fn new(job: Box<dyn Job + 'a>, judge: fn(Output) -> Result<(), BackendError>) -> ChildMigration<'a> {
-        ChildMigration { job, judge }
+        ChildMigration { job, judge, account: String::new() }
+    }
+
+    /// What the finished child said on stderr, success or not: xl tells
+    /// there how the hand-over went, which an operator reading the log of
+    /// a good migration wants as much as that of a failed one.
+    pub fn account(&self) -> &str {
+        &self.account
     }
 }
 
 impl MigrationJob for ChildMigration<'_> {
     fn wait_for(&mut self, wait: Duration) -> Option<Result<(), BackendError>> {
-        self.job.wait_for(wait).map(|r| r.map_err(BackendError::from).and_then(self.judge))
+        let finished = self.job.wait_for(wait)?;
+        Some(finished.map_err(BackendError::from).and_then(|out| {
+            self.account = out.stderr.clone();
+            (self.judge)(out)
+        }))
     }
 }
 

@@ -277,6 +277,9 @@ impl Agent for Xen {
                 if settings.balance_memory {
                     memory::balance(&xl, settings.reserved_dom0_mib, false, ctx.deadline);
                 }
+                for line in migration.account().lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    log::info(&format!("xl: {line}"));
+                }
                 log::info(&format!("migrated {name} to {target} in {:.2?}", started.elapsed()));
                 Ok(())
             }

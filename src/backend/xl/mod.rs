@@ -237,6 +237,18 @@ dead                                         5   128     1     ---sc-       0.1\
     }
 
     #[test]
+    fn a_finished_migration_keeps_what_xl_said_of_it() {
+        use crate::backend::MigrationJob;
+        use crate::process::recording::RecordingRunner;
+        let said = "migration sender: Target has acknowledged transfer.\nmigration sender: Target reports successful startup.\n";
+        let runner = RecordingRunner::new().reply(&["xl", "migrate"], 0, "", said);
+        let xl = Xl::new(&runner);
+        let mut job = xl.start_migration("vm1", "nodeb", None, Deadline::after(std::time::Duration::from_secs(3))).unwrap();
+        assert_eq!(job.wait_for(std::time::Duration::from_secs(1)), Some(Ok(())));
+        assert_eq!(job.account(), said);
+    }
+
+    #[test]
     fn the_name_comes_from_the_config_file() {
         assert_eq!(config_name("kernel = \"/k\"\nname = \"vm1\" # the guest\nmemory = 256\n").as_deref(), Some("vm1"));
         assert_eq!(config_name("name='vm2'").as_deref(), Some("vm2"));
