@@ -62,7 +62,10 @@ pub fn settle(result: Result<Health, OcfError>) -> OcfCode {
         Ok(Health::Running) => OcfCode::Success,
         Ok(Health::NotRunning) => OcfCode::NotRunning,
         Ok(Health::Degraded(why)) => {
+            // The reason goes to Pacemaker too: crm_mon shows it beside the
+            // degraded result, where an operator who must act looks first.
             log::warn(&format!("degraded: {why}"));
+            log::exit_reason(&why);
             OcfCode::Degraded
         }
         Err(e) => {

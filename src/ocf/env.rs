@@ -21,6 +21,9 @@ pub struct OcfEnv {
     /// OCF variables whose name or value is not UTF-8: no CIB can produce
     /// them, so they are refused by name rather than guessed at.
     pub not_utf8: Vec<String>,
+    /// OCF_CHECK_LEVEL: how deep a monitor looks (0, or 10 to ask the
+    /// guest itself). Unset or unreadable is 0, the cheap check.
+    pub check_level: u32,
 }
 
 impl OcfEnv {
@@ -57,10 +60,17 @@ impl OcfEnv {
                 env.params.insert(name.to_string(), value);
             } else if key == "OCF_RESOURCE_INSTANCE" {
                 env.instance = value;
+            } else if key == "OCF_CHECK_LEVEL" {
+                env.check_level = value.trim().parse().unwrap_or(0);
             }
         }
         if env.instance.is_empty() {
             env.instance = "default".to_string();
+        }
+        // Pacemaker passes the check level bare, but an op attribute may
+        // also arrive with the parameter prefix; it is no parameter.
+        if let Some(level) = env.params.remove("OCF_CHECK_LEVEL") {
+            env.check_level = env.check_level.max(level.trim().parse().unwrap_or(0));
         }
         env
     }
@@ -126,6 +136,16 @@ mod tests {
         ]);
         assert_eq!(e.not_utf8, ["OCF_RESKEY_config"]);
         assert_eq!(e.params.get("name").map(String::as_str), Some("good"));
+    }
+
+    #[test]
+    fn the_check_level_is_read_bare_or_prefixed_and_is_no_parameter() {
+        assert_eq!(env(&[]).check_level, 0);
+        assert_eq!(env(&[("OCF_CHECK_LEVEL", "10")]).check_level, 10);
+        let prefixed = env(&[("OCF_RESKEY_OCF_CHECK_LEVEL", "10")]);
+        assert_eq!(prefixed.check_level, 10);
+        assert!(prefixed.params.is_empty());
+        assert_eq!(env(&[("OCF_CHECK_LEVEL", "deep")]).check_level, 0, "unreadable is the cheap check");
     }
 
     #[test]

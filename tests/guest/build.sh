@@ -7,7 +7,16 @@
 #     see that the guest keeps running (and, later, keeps running across a
 #     migration);
 #   - with "ferry.dirty=MIB" on the kernel command line, rewrites that much
-#     memory in a loop, for migrations that are hard to converge.
+#     memory in a loop, for migrations that are hard to converge;
+#   - answers guest-sync and guest-ping as a QEMU guest agent when it has an
+#     org.qemu.guest_agent.0 channel, until the host sends "ferry-freeze":
+#     then it keeps the channel open and never answers again (a hung guest);
+#   - with "ferry.watchdog=SECS", arms an i6300esb watchdog once and never
+#     feeds it, so it fires;
+#   - with "ferry.disk=1", writes 1 MiB a second to /dev/vda, so a test can
+#     make the disk fail under it;
+#   - panics on an NMI when booted with unknown_nmi_panic=1, and tells QEMU
+#     through the pvpanic device when it has one.
 # Inputs come only from Debian's archive (apt-get download), and the result is
 # cached: a rerun with the outputs present does nothing.
 # Usage: tests/guest/build.sh OUTDIR     (writes OUTDIR/vmlinuz, OUTDIR/initrd.img)
@@ -41,6 +50,11 @@ cp bb/bin/busybox "$root/bin/busybox"
 kver=$(ls kernel/lib/modules)
 cp "kernel/lib/modules/$kver/kernel/drivers/input/evdev.ko" "$root/lib/"
 cp "kernel/lib/modules/$kver/kernel/drivers/acpi/button.ko" "$root/lib/"
+# Debian builds these as modules; the guest loads what its devices need.
+for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_modern_dev virtio/virtio_pci_legacy_dev virtio/virtio_pci \
+         char/virtio_console block/virtio_blk watchdog/watchdog watchdog/i6300esb misc/pvpanic/pvpanic misc/pvpanic/pvpanic-mmio; do
+  cp "kernel/lib/modules/$kver/kernel/drivers/$m.ko" "$root/lib/"
+done
 
 # busybox acpid maps the power button to the event PWRF/00000080 and runs the
 # file of that name under its config directory.
@@ -64,6 +78,58 @@ acpid -c /etc/acpi -l /tmp/acpid.log
 # A Xen PV guest has no ACPI button: xl shutdown makes the kernel run its
 # poweroff helper, which is the same handler.
 echo /etc/acpi/PWRF/00000080 > /proc/sys/kernel/poweroff_cmd
+# pvpanic binds only where QEMU has the device (ACPI QEMU0001).
+insmod /lib/pvpanic.ko && insmod /lib/pvpanic-mmio.ko
+# Red Hat's PCI vendor id: a virtio device (agent channel, test disk).
+if grep -qs 0x1af4 /sys/bus/pci/devices/*/vendor; then
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk; do
+    insmod /lib/$m.ko
+  done
+fi
+agent_port=
+for p in /sys/class/virtio-ports/*; do
+  [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && agent_port=/dev/${p##*/}
+done
+if [ -n "$agent_port" ]; then
+  (
+    exec 3<>"$agent_port"
+    while :; do
+      # A read returns at once while the host end is not connected.
+      if ! read -r line <&3; then sleep 1; continue; fi
+      case $line in
+        *guest-sync*)
+          id=$(echo "$line" | sed -n 's/.*"id"[ ]*:[ ]*\([0-9]*\).*/\1/p')
+          echo "{\"return\": $id}" >&3 ;;
+        *guest-ping*) echo '{"return": {}}' >&3 ;;
+        *ferry-freeze*)
+          echo '{"return": {}}' >&3
+          echo "ferry-guest: guest agent frozen"
+          # Keeps the channel open: libvirt sees an agent that never answers.
+          exec sleep 1000000 ;;
+        *) echo '{"error": {"class": "CommandNotFound", "desc": "not in the ferry test guest"}}' >&3 ;;
+      esac
+    done
+  ) &
+  echo "ferry-guest: guest agent on $agent_port"
+fi
+watchdog=$(sed -n 's/.*ferry\.watchdog=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$watchdog" ]; then
+  insmod /lib/watchdog.ko
+  insmod /lib/i6300esb.ko heartbeat="$watchdog"
+  # Armed by the open; closed without the magic 'V' it stays armed.
+  # (devtmpfs would make a plain file of a missing device node.)
+  [ -c /dev/watchdog ] && echo 1 > /dev/watchdog && echo "ferry-guest: watchdog armed, never fed"
+fi
+if grep -q 'ferry\.disk=1' /proc/cmdline; then
+  (
+    n=0
+    while :; do
+      dd if=/dev/urandom of=/dev/vda bs=1M count=1 seek=$n conv=fsync,notrunc 2>/dev/null && echo "ferry-disk wrote $n"
+      n=$((n + 1))
+      sleep 1
+    done
+  ) &
+fi
 dirty=$(sed -n 's/.*ferry\.dirty=\([0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$dirty" ]; then
   mount -t tmpfs -o size=$((dirty + 8))m tmpfs /tmp

@@ -94,17 +94,6 @@ fn an_unreadable_config_never_hides_a_running_guest() {
 }
 
 #[test]
-fn a_paused_guest_is_running_and_a_destroyed_one_is_not() {
-    let g = Guest::new("paused");
-    assert_eq!(g.run("start", &[]).code, 0);
-    assert!(virsh(&["suspend", &g.name]).status.success());
-    assert_eq!(g.run("monitor", &[]).code, 0, "paused still holds the disks");
-    assert!(virsh(&["resume", &g.name]).status.success());
-    assert!(virsh(&["destroy", &g.name]).status.success());
-    assert_eq!(g.run("monitor", &[]).code, 7, "destroyed behind the cluster's back");
-}
-
-#[test]
 fn monitor_scripts_gate_monitor_with_their_output_as_reason() {
     let g = Guest::new("scripts");
     let script = g.dir.join("check.sh");

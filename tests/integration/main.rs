@@ -7,5 +7,6 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod health;
 mod lifecycle;
 mod metadata;

@@ -122,6 +122,23 @@ impl Guest {
             .replace("@CONSOLE@", &self.console.display().to_string())
     }
 
+    /// Rewrites the guest's config file (more devices, kernel arguments).
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let xml = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, edit(xml)).unwrap();
+    }
+
+    /// Adds devices to the guest's config and words to its kernel command line.
+    pub fn with_devices(&self, devices: &str, cmdline: &str) {
+        self.edit_config(|xml| xml.replace("</devices>", &format!("{devices}</devices>")).replace("</cmdline>", &format!(" {cmdline}</cmdline>")));
+    }
+
+    /// libvirt's state with its reason, as `virsh domstate --reason` says it.
+    pub fn libvirt_status(&self) -> Option<String> {
+        let out = virsh(&["domstate", "--reason", &self.name]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     pub fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut env = vec![
             ("OCF_RESOURCE_INSTANCE".to_string(), self.instance.clone()),

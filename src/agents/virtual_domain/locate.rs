@@ -20,14 +20,14 @@ use std::path::Path;
 
 use crate::backend::libvirt::domxml::{self, OwnerMark};
 use crate::backend::libvirt::procscan::{self, Scan};
-use crate::backend::libvirt::{DomainState, Libvirt};
+use crate::backend::libvirt::{Libvirt, Status};
 use crate::backend::BackendError;
 use crate::ocf::Deadline;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Whereabouts {
-    /// libvirt knows the domain here, in this state.
-    Here { name: String, state: DomainState },
+    /// libvirt knows the domain here, in this state, for this reason.
+    Here { name: String, status: Status },
     /// Provably not on this node.
     NotHere,
     /// libvirt is unreachable, but the guest's QEMU process runs here.
@@ -60,8 +60,8 @@ impl Finder<'_> {
     }
 
     fn by_name(&self, name: &str, deadline: Deadline) -> Whereabouts {
-        match self.libvirt.state(name, deadline) {
-            Ok(Some(state)) => Whereabouts::Here { name: name.to_string(), state },
+        match self.libvirt.status(name, deadline) {
+            Ok(Some(status)) => Whereabouts::Here { name: name.to_string(), status },
             Ok(None) => Whereabouts::NotHere,
             Err(e) => self.without_libvirt(Some(name), e),
         }
@@ -71,8 +71,8 @@ impl Finder<'_> {
         match self.libvirt.list_with_xml(deadline) {
             Ok(domains) => domains
                 .into_iter()
-                .find(|d| domxml::read_mark(&d.xml).as_ref() == Some(self.mark) && d.state.is_active())
-                .map(|d| Whereabouts::Here { name: d.name, state: d.state })
+                .find(|d| domxml::read_mark(&d.xml).as_ref() == Some(self.mark) && d.status.state.is_active())
+                .map(|d| Whereabouts::Here { name: d.name, status: d.status })
                 .unwrap_or(Whereabouts::NotHere),
             Err(e) => {
                 let name = self.name_from_status_files();

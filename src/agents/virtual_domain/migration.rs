@@ -70,8 +70,8 @@ impl VirtualDomain {
         let config = ConfigFile::load(&settings.config);
         let libvirt = self.libvirt(&settings);
         let name = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
-            Whereabouts::Here { name, state } if state.is_active() && state != DomainState::Crashed => name,
-            Whereabouts::Here { name, state } => return Err(OcfError::generic(format!("{name} is {state} here; there is nothing to migrate"))),
+            Whereabouts::Here { name, status } if status.state.is_active() && status.state != DomainState::Crashed => name,
+            Whereabouts::Here { name, status } => return Err(OcfError::generic(format!("{name} is {} here; there is nothing to migrate", status.state))),
             Whereabouts::NotHere => return Err(OcfError::generic("the guest is not running here; there is nothing to migrate")),
             Whereabouts::ProcessOnly { name, why, .. } => {
                 return Err(OcfError::generic(format!("{why}; {name} cannot be migrated without libvirt")));
@@ -303,7 +303,7 @@ mod tests {
         use crate::process::RunError;
         let runner = RecordingRunner::new()
             .reply(&domstate_reason(SOURCE), 0, "paused (migrating)\n", "")
-            .fail(&["virsh", "--quiet", "--connect", TARGET, "domstate", "vm"], RunError::TimedOut { program: "virsh".into(), after: Duration::from_secs(1) });
+            .fail(&["virsh", "--quiet", "--connect", TARGET, "domstate", "--reason", "vm"], RunError::TimedOut { program: "virsh".into(), after: Duration::from_secs(1) });
         let vd = agent(runner);
         let libvirt = Libvirt::new(SOURCE, &*vd.runner);
         let err = vd.after_failed_push(&libvirt, "vm", TARGET, "the link broke".into(), false, Deadline::after(Duration::from_millis(800)));

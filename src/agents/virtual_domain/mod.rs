@@ -10,6 +10,7 @@
 //! - start never undefines the operator's persistent definition (#487);
 //! - no state on the node: the guest carries its owner mark in its own XML.
 
+mod health;
 mod ladder;
 mod locate;
 mod migration;
@@ -20,7 +21,8 @@ use std::path::{Path, PathBuf};
 
 use crate::backend::libvirt::domxml::{self, DomainInfo, OwnerMark};
 use crate::backend::libvirt::procscan;
-use crate::backend::libvirt::{default_uri, DomainState, Libvirt};
+use crate::backend::libvirt::{default_uri, DomainState, Libvirt, Pause, Status};
+use health::{Silence, Verdict};
 use crate::backend::Hypervisor;
 use super::lifecycle::{self, backend_error, StopBudget};
 use crate::ocf::{log, Agent, Context, Deadline, Health, OcfError};
@@ -30,6 +32,10 @@ use locate::{Finder, Whereabouts};
 use settings::Settings;
 
 pub const METADATA: &str = include_str!("../../../metadata/VirtualDomain.xml");
+
+/// How long a guest resumed after an I/O error gets to show whether the
+/// storage answers again: QEMU retries the failed write at once.
+const RESUME_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 
 pub struct VirtualDomain {
@@ -236,6 +242,73 @@ impl VirtualDomain {
         }
     }
 
+    /// Judges the guest by its state and reason (see `health`), and does
+    /// what the verdict asks first: resumes a guest paused on an I/O error
+    /// under io_error_policy=resume, and waits out a shutdown in progress.
+    /// What comes back is never `Resume` or `ShuttingDown`.
+    fn verdict(&self, settings: &Settings, libvirt: &Libvirt, name: &str, status: Status, deadline: Deadline) -> Verdict {
+        match health::judge(name, status, settings.io_errors) {
+            Verdict::Resume => {
+                if let Err(e) = libvirt.resume(name, deadline) {
+                    return Verdict::Degraded(format!("{name} is paused on a disk I/O error and cannot be resumed ({e}); ferry tries again at the next monitor"));
+                }
+                // QEMU retries the failed request at once; storage that
+                // still fails pauses the guest again within moments.
+                std::thread::sleep(RESUME_SETTLE.min(deadline.remaining() / 2));
+                match libvirt.status(name, deadline) {
+                    Ok(Some(now)) if now.state == DomainState::Running => {
+                        log::warn(&format!("{name} was paused on a disk I/O error and has been resumed (io_error_policy=resume)"));
+                        Verdict::Running
+                    }
+                    Ok(Some(now)) if now.pause() == Some(Pause::OnIoError) => Verdict::Degraded(format!(
+                        "{name} paused on a disk I/O error again after a resume; the storage still fails, and ferry tries again at the next monitor"
+                    )),
+                    Ok(Some(now)) => health::judge(name, now, settings.io_errors),
+                    Ok(None) => Verdict::NotRunning,
+                    Err(e) => Verdict::Failed(format!("{name} was resumed after an I/O error, but libvirt cannot say how it is now: {e}")),
+                }
+            }
+            Verdict::ShuttingDown => {
+                // A shutdown ends in moments; one that lasts the whole
+                // monitor is a guest that serves nothing and will not go.
+                let started = std::time::Instant::now();
+                let mut last = Ok(Some(status));
+                let settled = deadline.leaving(std::time::Duration::from_secs(2)).wait_until(lifecycle::POLL, || {
+                    last = libvirt.status(name, deadline);
+                    match &last {
+                        Ok(Some(s)) if s.state == DomainState::ShuttingDown => None,
+                        _ => Some(()),
+                    }
+                });
+                match (settled, last) {
+                    (None, _) => Verdict::Failed(format!("{name} has been shutting down for {:.0?} and is still not off", started.elapsed())),
+                    (Some(()), Ok(Some(now))) => match health::judge(name, now, settings.io_errors) {
+                        Verdict::Resume | Verdict::ShuttingDown => Verdict::Failed(format!("{name} is {now}")),
+                        other => other,
+                    },
+                    (Some(()), Ok(None)) => Verdict::NotRunning,
+                    (Some(()), Err(e)) => Verdict::Failed(format!("{name} was shutting down, and then libvirt could not be asked: {e}")),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Depth 10: asks the guest itself, through its guest agent. QEMU can
+    /// run a guest whose kernel hangs; only the guest can say it answers.
+    fn ask_guest(&self, settings: &Settings, libvirt: &Libvirt, name: &str, deadline: Deadline) -> Result<Health, OcfError> {
+        match libvirt.ping_guest_agent(name, settings.guest_agent_timeout, deadline) {
+            Ok(()) => Ok(Health::Running),
+            Err(e) => {
+                let why = format!("{name} runs, but its guest agent did not answer guest-ping within {}s: {e}", settings.guest_agent_timeout.as_secs());
+                match settings.guest_agent_silence {
+                    Silence::Fail => Err(OcfError::generic(why)),
+                    Silence::Degraded => Ok(Health::Degraded(why)),
+                }
+            }
+        }
+    }
+
     /// Ends the guest's QEMU process by PID when libvirtd is down: the only way
     /// left to make sure it no longer runs here.
     fn kill_orphan(&self, name: &str, pid: u32, deadline: Deadline) -> Result<(), OcfError> {
@@ -272,8 +345,8 @@ impl Agent for VirtualDomain {
             Ok(Some(DomainState::ShutOff)) | Ok(None) => match self.locate(ctx, &libvirt, None, ctx.deadline) {
                 // The config's <name> was edited while the old guest runs:
                 // a start under the new name would be a second copy.
-                Whereabouts::Here { name: running, state } if state.is_active() => {
-                    return Err(OcfError::generic(format!("this resource's guest already runs here as {running} ({state}); stop it before starting it as {name}")));
+                Whereabouts::Here { name: running, status } if status.state.is_active() => {
+                    return Err(OcfError::generic(format!("this resource's guest already runs here as {running} ({}); stop it before starting it as {name}", status.state)));
                 }
                 Whereabouts::ProcessOnly { name: running, why, .. } => {
                     return Err(OcfError::generic(format!("{why}; this resource's guest may still run here as {running}")));
@@ -317,17 +390,28 @@ impl Agent for VirtualDomain {
         let config = ConfigFile::load(&settings.config);
         let libvirt = self.libvirt(&settings);
         let (name, state) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
-            Whereabouts::NotHere | Whereabouts::Here { state: DomainState::ShutOff, .. } => {
+            Whereabouts::NotHere => {
                 log::info("the guest is not running here");
                 return Ok(());
             }
-            Whereabouts::Here { name, state } => (name, state),
+            Whereabouts::Here { status, .. } if status.state == DomainState::ShutOff => {
+                log::info("the guest is not running here");
+                return Ok(());
+            }
+            Whereabouts::Here { name, status } => (name, status),
             Whereabouts::ProcessOnly { name, pid, .. } => return self.kill_orphan(&name, pid, ctx.deadline),
             Whereabouts::Unknown(why) => return Err(OcfError::generic(format!("cannot tell whether the guest runs here: {why}"))),
         };
         let budget = StopBudget::new(ctx.deadline, None);
         let mut stopped = false;
-        if !settings.force_stop && state != DomainState::Crashed {
+        // A guest that is crashed, or paused for anything but a job libvirt
+        // runs, cannot run its shutdown handler: asking would only spend
+        // the graceful part of the budget before the destroy.
+        let unresponsive = state.state == DomainState::Crashed || state.pause().is_some_and(|p| p != Pause::ForJob);
+        if unresponsive && !settings.force_stop {
+            log::warn(&format!("{name} is {state} and cannot shut down by itself; destroying it"));
+        }
+        if !settings.force_stop && !unresponsive {
             if let Some(file) = settings.state_file(&name) {
                 match libvirt.save(&name, &file, budget.graceful) {
                     Ok(()) => stopped = true,
@@ -355,35 +439,34 @@ impl Agent for VirtualDomain {
         let settings = Settings::from_params(ctx.params)?;
         let config = ConfigFile::load(&settings.config);
         let libvirt = self.libvirt(&settings);
-        let health = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
+        let (name, status) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::NotHere => return Ok(Health::NotRunning),
-            Whereabouts::Here { state: DomainState::ShutOff, .. } => return Ok(Health::NotRunning),
-            Whereabouts::Here { name, state: DomainState::Crashed } => {
-                return Err(OcfError::generic(format!("{name} has crashed")));
-            }
-            Whereabouts::Here { name, state: DomainState::NoState } => {
-                return Err(OcfError::generic(format!("libvirt reports no state for {name}")));
-            }
-            Whereabouts::Here { name, state: DomainState::PmSuspended } => {
-                Health::Degraded(format!("{name} is suspended by its own power management"))
-            }
-            Whereabouts::Here { name, .. } if config.name().is_some_and(|n| n != name) => Health::Degraded(format!(
-                "the guest runs as {name}, but the config now names it {}; a restart applies the new name",
-                config.name().unwrap_or_default()
-            )),
-            Whereabouts::Here { .. } => Health::Running,
+            Whereabouts::Here { name, status } => (name, status),
             Whereabouts::ProcessOnly { name, pid, why } => {
-                Health::Degraded(format!("{why}; {name} still runs here as QEMU process {pid}"))
+                return Ok(Health::Degraded(format!("{why}; {name} still runs here as QEMU process {pid}")));
             }
             Whereabouts::Unknown(why) => {
                 return Err(OcfError::generic(format!("cannot tell whether the guest runs here: {why}")));
             }
+        };
+        let mut health = match self.verdict(&settings, &libvirt, &name, status, ctx.deadline) {
+            Verdict::NotRunning => return Ok(Health::NotRunning),
+            Verdict::Failed(why) => return Err(OcfError::generic(why)),
+            Verdict::Degraded(why) => Health::Degraded(why),
+            _ if config.name().is_some_and(|n| n != name) => Health::Degraded(format!(
+                "the guest runs as {name}, but the config now names it {}; a restart applies the new name",
+                config.name().unwrap_or_default()
+            )),
+            _ => Health::Running,
         };
         if let ConfigFile::Unusable(why) = &config {
             // Found through its mark. It runs, but could not be started again here.
             return Ok(Health::Degraded(format!("{why}; the guest was found through its owner mark")));
         }
         self.run_monitor_scripts(&settings, ctx.deadline)?;
+        if ctx.env.check_level >= 10 && health == Health::Running {
+            health = self.ask_guest(&settings, &libvirt, &name, ctx.deadline)?;
+        }
         Ok(health)
     }
 

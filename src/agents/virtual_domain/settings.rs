@@ -10,6 +10,7 @@ use crate::ocf::OcfError;
 pub use crate::agents::common::UtilizationPolicy;
 use crate::agents::common::{absolute_path, save_migration_dir};
 pub use crate::agents::lifecycle::MigrationMode;
+use super::health::{IoErrorPolicy, Silence};
 
 /// The migration parameters.
 #[derive(Clone, Debug, Default)]
@@ -51,6 +52,11 @@ pub struct Settings {
     pub copy_in_dirs: Vec<String>,
     pub start_resources: bool,
     pub migration: MigrationSettings,
+    pub io_errors: IoErrorPolicy,
+    /// What a silent guest agent means to a depth-10 monitor.
+    pub guest_agent_silence: Silence,
+    /// How long a depth-10 monitor waits for the guest agent's answer.
+    pub guest_agent_timeout: std::time::Duration,
 }
 
 const SHUTDOWN_MODES: [&str; 5] = ["acpi", "agent", "initctl", "signal", "paravirt"];
@@ -112,6 +118,12 @@ impl Settings {
         }
         let sync_config_on_stop = p.bool("sync_config_on_stop");
         let migration = MigrationSettings::from_params(p)?;
+        let io_errors = IoErrorPolicy::parse(p.str("io_error_policy").unwrap_or("fail"))?;
+        let guest_agent_silence = Silence::parse(p.str("guest_agent_silence").unwrap_or("fail"))?;
+        let guest_agent_timeout = match p.int("guest_agent_timeout").unwrap_or(5) {
+            t @ 1..=300 => std::time::Duration::from_secs(t as u64),
+            t => return Err(configuration_error(format!("guest_agent_timeout {t} is not between 1 and 300 seconds"))),
+        };
         Ok(Settings {
             config,
             hypervisor,
@@ -131,6 +143,9 @@ impl Settings {
             copy_in_dirs,
             start_resources: p.bool("start_resources"),
             migration,
+            io_errors,
+            guest_agent_silence,
+            guest_agent_timeout,
         })
     }
 

@@ -44,9 +44,13 @@ impl Fixture {
     }
 
     fn with<T>(&self, runner: RecordingRunner, act: impl FnOnce(&VirtualDomain, &Context) -> T) -> (T, Rc<RecordingRunner>) {
+        self.with_deadline(runner, Deadline::after(Duration::from_secs(30)), act)
+    }
+
+    fn with_deadline<T>(&self, runner: RecordingRunner, deadline: Deadline, act: impl FnOnce(&VirtualDomain, &Context) -> T) -> (T, Rc<RecordingRunner>) {
         let runner = Rc::new(runner);
         let params = Metadata::parse(METADATA).unwrap().resolve(&self.env.params).unwrap();
-        let ctx = Context { env: &self.env, params: &params, deadline: Deadline::after(Duration::from_secs(30)) };
+        let ctx = Context { env: &self.env, params: &params, deadline };
         let out = act(&self.agent(&runner), &ctx);
         (out, runner)
     }
@@ -65,28 +69,90 @@ fn virsh(args: &[&'static str]) -> Vec<&'static str> {
 }
 
 fn monitor_with_state(state: &str) -> Result<Health, OcfError> {
-    let f = Fixture::new(&format!("state-{}", state.trim().replace(' ', "-")));
-    let runner = RecordingRunner::new().reply(&virsh(&["domstate", "vm"]), 0, state, "");
+    let f = Fixture::new(&format!("state-{}", state.trim().replace([' ', '(', ')', '/'], "-")));
+    let runner = RecordingRunner::new().reply(&virsh(&["domstate", "--reason", "vm"]), 0, state, "");
     f.with(runner, |vd, ctx| vd.monitor(ctx)).0
 }
 
+/// monitor through virsh's words, for the answers that need no action
+/// (the whole table is unit-tested in `health`).
 #[test]
-fn monitor_maps_every_libvirt_state() {
-    assert_eq!(monitor_with_state("running\n"), Ok(Health::Running));
-    assert_eq!(monitor_with_state("paused\n"), Ok(Health::Running));
-    assert_eq!(monitor_with_state("idle\n"), Ok(Health::Running));
-    assert_eq!(monitor_with_state("in shutdown\n"), Ok(Health::Running));
-    assert_eq!(monitor_with_state("shut off\n"), Ok(Health::NotRunning));
-    assert!(matches!(monitor_with_state("pmsuspended\n"), Ok(Health::Degraded(_))));
-    let crashed = monitor_with_state("crashed\n").unwrap_err();
-    assert_eq!((crashed.code, crashed.reason.as_str()), (OcfCode::ErrGeneric, "vm has crashed"));
-    assert!(monitor_with_state("no state\n").unwrap_err().reason.contains("no state"));
+fn monitor_maps_libvirt_states_and_reasons() {
+    assert_eq!(monitor_with_state("running (booted)\n"), Ok(Health::Running));
+    assert_eq!(monitor_with_state("paused (migrating)\n"), Ok(Health::Running));
+    assert_eq!(monitor_with_state("idle (unknown)\n"), Ok(Health::Running));
+    assert_eq!(monitor_with_state("shut off (destroyed)\n"), Ok(Health::NotRunning));
+    assert!(matches!(monitor_with_state("paused (user)\n"), Ok(Health::Degraded(w)) if w.contains("by an operator")));
+    assert!(matches!(monitor_with_state("pmsuspended (unknown)\n"), Ok(Health::Degraded(_))));
+    for (state, words) in [
+        ("paused (I/O error)\n", "paused on a disk I/O error"),
+        ("paused (watchdog)\n", "watchdog"),
+        ("paused (unknown)\n", "does not explain"),
+        ("crashed (panicked)\n", "guest panicked"),
+        ("crashed (unknown)\n", "vm has crashed"),
+        ("no state\n", "no state"),
+    ] {
+        let e = monitor_with_state(state).unwrap_err();
+        assert_eq!(e.code, OcfCode::ErrGeneric, "{state}");
+        assert!(e.reason.contains(words), "{state}: {}", e.reason);
+    }
+}
+
+#[test]
+fn a_shutdown_that_outlasts_the_monitor_fails_it_and_one_that_ends_is_judged_after() {
+    let f = Fixture::new("in-shutdown");
+    let runner = RecordingRunner::new()
+        .reply_once(&virsh(&["domstate", "--reason", "vm"]), 0, "in shutdown (user)\n", "")
+        .reply(&virsh(&["domstate", "--reason", "vm"]), 0, "shut off (shutdown)\n", "");
+    assert_eq!(f.with(runner, |vd, ctx| vd.monitor(ctx)).0, Ok(Health::NotRunning));
+    let mut f = Fixture::new("stuck-in-shutdown");
+    f.env.meta.insert("timeout".into(), "3000".into());
+    let runner = RecordingRunner::new().reply(&virsh(&["domstate", "--reason", "vm"]), 0, "in shutdown (user)\n", "");
+    let ctx_deadline = Deadline::after(Duration::from_secs(3));
+    let e = f.with_deadline(runner, ctx_deadline, |vd, ctx| vd.monitor(ctx)).0.unwrap_err();
+    assert!(e.reason.contains("shutting down for"), "{}", e.reason);
+}
+
+#[test]
+fn io_error_policy_resume_resumes_and_reports_storage_that_still_fails() {
+    let mut f = Fixture::new("io-resume");
+    f.env.params.insert("io_error_policy".into(), "resume".into());
+    let held = RecordingRunner::new()
+        .reply_once(&virsh(&["domstate", "--reason", "vm"]), 0, "paused (I/O error)\n", "")
+        .reply(&virsh(&["resume", "vm"]), 0, "", "")
+        .reply(&virsh(&["domstate", "--reason", "vm"]), 0, "running (unpaused)\n", "");
+    let (result, runner) = f.with(held, |vd, ctx| vd.monitor(ctx));
+    assert_eq!(result, Ok(Health::Running));
+    assert!(runner.called(&virsh(&["resume", "vm"])));
+    let failing = RecordingRunner::new().reply(&virsh(&["domstate", "--reason", "vm"]), 0, "paused (I/O error)\n", "").reply(&virsh(&["resume", "vm"]), 0, "", "");
+    let result = f.with(failing, |vd, ctx| vd.monitor(ctx)).0;
+    assert!(matches!(&result, Ok(Health::Degraded(w)) if w.contains("again after a resume")), "{result:?}");
+}
+
+#[test]
+fn depth_ten_asks_the_guest_agent_and_silence_means_what_the_operator_said() {
+    let agent = virsh(&["qemu-agent-command", "vm", "--timeout", "5"]);
+    let running = || RecordingRunner::new().reply(&virsh(&["domstate", "--reason", "vm"]), 0, "running (booted)\n", "");
+    let mut f = Fixture::new("deep");
+    let (result, runner) = f.with(running(), |vd, ctx| vd.monitor(ctx));
+    assert_eq!(result, Ok(Health::Running));
+    assert!(!runner.called(&agent), "depth 0 never asks the guest");
+    f.env.check_level = 10;
+    assert_eq!(f.with(running().reply(&agent, 0, "{\"return\":{}}\n", ""), |vd, ctx| vd.monitor(ctx)).0, Ok(Health::Running));
+    let silent = || running().reply(&agent, 1, "", "error: Guest agent is not responding: Guest agent not available for now\n");
+    let e = f.with(silent(), |vd, ctx| vd.monitor(ctx)).0.unwrap_err();
+    assert!(e.reason.contains("guest agent did not answer") && e.reason.contains("not available"), "{}", e.reason);
+    f.env.params.insert("guest_agent_silence".into(), "degraded".into());
+    assert!(matches!(f.with(silent(), |vd, ctx| vd.monitor(ctx)).0, Ok(Health::Degraded(_))));
+    let paused = RecordingRunner::new().reply(&virsh(&["domstate", "--reason", "vm"]), 0, "paused (user)\n", "");
+    let (_, runner) = f.with(paused, |vd, ctx| vd.monitor(ctx));
+    assert!(!runner.called(&agent), "a paused guest cannot answer; it is judged by its state");
 }
 
 #[test]
 fn a_remote_daemon_that_hangs_fails_the_monitor_instead_of_answering_stopped() {
     let f = Fixture::new("hang");
-    let runner = RecordingRunner::new().fail(&virsh(&["domstate", "vm"]), RunError::TimedOut { program: "virsh".into(), after: Duration::from_secs(9) });
+    let runner = RecordingRunner::new().fail(&virsh(&["domstate", "--reason", "vm"]), RunError::TimedOut { program: "virsh".into(), after: Duration::from_secs(9) });
     let err = f.with(runner, |vd, ctx| vd.monitor(ctx)).0.unwrap_err();
     assert_eq!(err.code, OcfCode::ErrGeneric);
     assert!(err.reason.contains("cannot tell whether the guest runs here"), "{}", err.reason);
@@ -97,7 +163,6 @@ fn a_destroy_that_fails_fails_the_stop_with_libvirts_reason() {
     let mut f = Fixture::new("destroy");
     f.env.params.insert("force_stop".into(), "true".into());
     let runner = RecordingRunner::new()
-        .reply(&virsh(&["domstate", "vm"]), 0, "running\n", "")
         .reply(&virsh(&["domstate", "--reason", "vm"]), 0, "running (booted)\n", "")
         .reply(&virsh(&["destroy", "vm"]), 1, "", "error: Failed to terminate process 4242 with SIGKILL: Device or resource busy\n");
     let (result, runner) = f.with(runner, |vd, ctx| vd.stop(ctx));
@@ -110,7 +175,7 @@ fn a_destroy_that_fails_fails_the_stop_with_libvirts_reason() {
 #[test]
 fn start_of_a_running_guest_changes_nothing() {
     let f = Fixture::new("running");
-    let runner = RecordingRunner::new().reply(&virsh(&["domstate", "vm"]), 0, "running\n", "");
+    let runner = RecordingRunner::new().reply(&virsh(&["domstate", "--reason", "vm"]), 0, "running (booted)\n", "");
     let (result, runner) = f.with(runner, |vd, ctx| vd.start(ctx));
     if on_path("virsh") {
         assert_eq!(result, Ok(()));
@@ -127,7 +192,7 @@ fn a_crashed_guest_is_destroyed_before_a_fresh_start_and_created_with_its_mark()
     }
     let f = Fixture::new("crashed");
     let runner = RecordingRunner::new()
-        .reply(&virsh(&["domstate", "vm"]), 0, "crashed\n", "")
+        .reply_once(&virsh(&["domstate", "--reason", "vm"]), 0, "crashed (panicked)\n", "")
         .reply(&virsh(&["destroy", "vm"]), 0, "", "")
         .reply(&virsh(&["domstate", "--reason", "vm"]), 0, "shut off (destroyed)\n", "")
         .reply(&virsh(&["create", "/dev/stdin"]), 1, "", "error: Failed to create domain from /dev/stdin\nerror: unsupported configuration: no emulator\n");

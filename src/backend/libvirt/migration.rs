@@ -161,31 +161,7 @@ impl<'r> Libvirt<'r> {
     /// The domain's state and whether it is caught in a migration's hand-over
     /// (paused for it, or running in post-copy). `Ok(None)`: no such domain.
     pub fn handover_state(&self, name: &str, deadline: Deadline) -> Result<Option<(DomainState, bool)>, BackendError> {
-        let found = match self.rpc(deadline) {
-            Some(client) => client.and_then(|mut c| {
-                let dom = c.lookup_by_name(name).map_err(super::rpc_error)?;
-                let (state, reason) = c.state(&dom).map_err(super::rpc_error)?;
-                let state = DomainState::from_code(state);
-                // virDomainPausedReason MIGRATION 2, POSTCOPY 12, POSTCOPY_FAILED 13;
-                // virDomainRunningReason POSTCOPY 10, POSTCOPY_FAILED 11.
-                let mid = match state {
-                    DomainState::Paused => matches!(reason, 2 | 12 | 13),
-                    DomainState::Running => matches!(reason, 10 | 11),
-                    _ => false,
-                };
-                Ok((state, mid))
-            }),
-            None => self.virsh(&["domstate", "--reason", name], deadline).map(|o| {
-                let text = o.stdout.trim();
-                let (state, reason) = text.split_once(" (").unwrap_or((text, ""));
-                (DomainState::from_virsh(state), reason.contains("migrat") || reason.contains("post-copy"))
-            }),
-        };
-        match found {
-            Ok(s) => Ok(Some(s)),
-            Err(BackendError::NoSuchGuest) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.status(name, deadline)?.map(|s| (s.state, s.mid_handover())))
     }
 }
 

@@ -18,7 +18,7 @@ pub mod xdr;
 
 pub use errors::classify_virsh_failure;
 use errors::rpc_error;
-pub use state::DomainState;
+pub use state::{DomainState, Pause, Status};
 pub use uri::{default_uri, local_socket, LocalSocket};
 
 use std::path::Path;
@@ -31,7 +31,7 @@ use crate::process::{Cmd, Output, Runner};
 #[derive(Clone, Debug)]
 pub struct ListedDomain {
     pub name: String,
-    pub state: DomainState,
+    pub status: Status,
     pub xml: String,
 }
 
@@ -106,12 +106,18 @@ impl<'r> Libvirt<'r> {
     /// The domain's state; `Ok(None)` only when the daemon answered that it
     /// knows no such domain.
     pub fn state(&self, name: &str, deadline: Deadline) -> Result<Option<DomainState>, BackendError> {
+        self.status(name, deadline).map(|found| found.map(|s| s.state))
+    }
+
+    /// The domain's state with libvirt's reason for it; `Ok(None)` only
+    /// when the daemon answered that it knows no such domain.
+    pub fn status(&self, name: &str, deadline: Deadline) -> Result<Option<Status>, BackendError> {
         let found = self.asking_twice(deadline, || match self.rpc(deadline) {
             Some(client) => client.and_then(|mut c| {
                 let dom = c.lookup_by_name(name).map_err(rpc_error)?;
-                c.state(&dom).map(|(s, _)| DomainState::from_code(s)).map_err(rpc_error)
+                c.state(&dom).map(|(s, reason)| Status::new(DomainState::from_code(s), reason)).map_err(rpc_error)
             }),
-            None => self.virsh(&["domstate", name], deadline).map(|o| DomainState::from_virsh(&o.stdout)),
+            None => self.virsh(&["domstate", "--reason", name], deadline).map(|o| Status::from_virsh(&o.stdout)),
         });
         match found {
             Ok(s) => Ok(Some(s)),
@@ -134,9 +140,9 @@ impl<'r> Libvirt<'r> {
         if let Some(client) = self.rpc(deadline) {
             let mut c = client?;
             for dom in c.list_all_domains().map_err(rpc_error)? {
-                let read = c.state(&dom).and_then(|(state, _)| Ok((state, c.xml_desc(&dom, VIR_DOMAIN_XML_SECURE)?)));
+                let read = c.state(&dom).and_then(|(state, reason)| Ok((state, reason, c.xml_desc(&dom, VIR_DOMAIN_XML_SECURE)?)));
                 match read.map_err(rpc_error) {
-                    Ok((state, xml)) => listed.push(ListedDomain { name: dom.name, state: DomainState::from_code(state), xml }),
+                    Ok((state, reason, xml)) => listed.push(ListedDomain { name: dom.name, status: Status::new(DomainState::from_code(state), reason), xml }),
                     Err(BackendError::NoSuchGuest) => {}
                     Err(e) => return Err(e),
                 }
@@ -145,12 +151,12 @@ impl<'r> Libvirt<'r> {
         }
         let names = self.virsh(&["list", "--all", "--name"], deadline)?;
         for name in names.stdout.lines().map(str::trim).filter(|n| !n.is_empty()) {
-            let read = self.virsh(&["domstate", name], deadline).and_then(|state| {
+            let read = self.virsh(&["domstate", "--reason", name], deadline).and_then(|state| {
                 let xml = self.virsh(&["dumpxml", "--security-info", name], deadline)?;
-                Ok((DomainState::from_virsh(&state.stdout), xml.stdout))
+                Ok((Status::from_virsh(&state.stdout), xml.stdout))
             });
             match read {
-                Ok((state, xml)) => listed.push(ListedDomain { name: name.to_string(), state, xml }),
+                Ok((status, xml)) => listed.push(ListedDomain { name: name.to_string(), status, xml }),
                 Err(BackendError::NoSuchGuest) => {}
                 Err(e) => return Err(e),
             }
@@ -176,6 +182,15 @@ impl<'r> Libvirt<'r> {
             other => other.map(drop)?,
         }
         self.virsh(&["pool-refresh", pool], deadline).map(drop)
+    }
+
+    /// Asks the guest itself, through its QEMU guest agent, whether it is
+    /// alive (guest-ping). libvirt waits up to `timeout` for the agent; the
+    /// caller's deadline bounds virsh as a whole.
+    pub fn ping_guest_agent(&self, name: &str, timeout: std::time::Duration, deadline: Deadline) -> Result<(), BackendError> {
+        let secs = timeout.as_secs().max(1).to_string();
+        let bound = deadline.within(timeout + std::time::Duration::from_secs(2));
+        self.virsh(&["qemu-agent-command", name, "--timeout", &secs, r#"{"execute":"guest-ping"}"#], bound).map(drop)
     }
 
     /// Starts a virtual network unless it is active.
@@ -247,12 +262,13 @@ mod tests {
     #[test]
     fn remote_uris_ask_virsh_and_map_its_answers() {
         let runner = RecordingRunner::new()
-            .reply(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "up"], 0, "paused\n", "")
-            .reply(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "gone"], 1, "", "error: failed to get domain 'gone'\n")
-            .fail(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "slow"], RunError::TimedOut { program: "virsh".into(), after: Duration::from_secs(3) });
+            .reply(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "--reason", "up"], 0, "paused (I/O error)\n", "")
+            .reply(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "--reason", "gone"], 1, "", "error: failed to get domain 'gone'\n")
+            .fail(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "--reason", "slow"], RunError::TimedOut { program: "virsh".into(), after: Duration::from_secs(3) });
         let libvirt = Libvirt::new("qemu+ssh://b/system", &runner);
         let d = Deadline::after(Duration::from_secs(5));
         assert_eq!(libvirt.state("up", d), Ok(Some(DomainState::Paused)));
+        assert_eq!(libvirt.status("up", d).unwrap().unwrap().pause(), Some(Pause::OnIoError));
         assert_eq!(libvirt.state("gone", d), Ok(None));
         assert!(matches!(libvirt.state("slow", d), Err(BackendError::TimedOut(_))));
     }
