@@ -146,6 +146,101 @@ fn a_guest_destroyed_behind_the_cluster_s_back_is_recovered() {
     assert_only_on(&g, &now, "after recovery");
 }
 
+/// Waits for a failed monitor of `rsc` whose exit reason contains `words`,
+/// and returns the node it failed on.
+fn wait_failed_monitor(lab: &Lab, rsc: &str, words: &str) -> String {
+    let mut node = None;
+    let seen = wait_for(SETTLE, || {
+        node = lab.ops(rsc).into_iter().find(|o| o.operation == "monitor" && o.rc == 1 && o.exit_reason.contains(words)).map(|o| o.node);
+        node.is_some()
+    });
+    assert!(seen, "no failed monitor saying '{words}': {:?}", lab.ops(rsc));
+    node.unwrap()
+}
+
+#[test]
+fn a_panicked_guest_is_recovered_and_a_depth_ten_monitor_runs_in_the_cluster() {
+    let lab = Lab::from_env();
+    let g = LabGuest::new(&lab, "panic", None);
+    g.g.with_devices("<panic model='isa'/><channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>", "unknown_nmi_panic=1");
+    g.g.edit_config(|xml| xml.replace("<on_crash>destroy</on_crash>", "<on_crash>preserve</on_crash>"));
+    let config = g.g.config.display().to_string();
+    let ops = [("monitor", "5s", "30s"), ("monitor@10", "7s", "30s"), ("start", "0", "90s"), ("stop", "0", "90s")];
+    let r = ClusterResource::create(&lab, &g.g.instance, &[("config", &config), ("guest_agent_timeout", "3")], &[], &ops, false);
+    let home = r.wait_active(SETTLE).expect("the resource did not start");
+    assert!(g.g.wait_console("ferry-guest: up", BOOT), "{}", g.g.console_text());
+    // Pacemaker's depth-10 monitor reaches the guest agent inside the guest.
+    assert!(g.g.wait_console("guest-ping answered", SETTLE), "the depth-10 monitor never asked the guest:\n{}", g.g.console_text());
+    assert!(
+        lab.ops(&r.id).iter().any(|o| o.operation == "monitor" && o.interval_ms == 7000 && o.rc == 0),
+        "the depth-10 monitor did not succeed: {:?}",
+        lab.ops(&r.id)
+    );
+    assert!(lab.virsh(&home, &["inject-nmi", g.name()]).status.success());
+    let failed_on = wait_failed_monitor(&lab, &r.id, "guest panicked");
+    assert_eq!(failed_on, home);
+    let crm_mon = lab.crm("nodea", &["crm_mon", "-1"]);
+    assert!(crm_mon.contains("guest panicked"), "crm_mon shows the reason:\n{crm_mon}");
+    assert!(wait_for(SETTLE, || boots(&g) == 2), "Pacemaker did not start the guest again:\n{}", g.g.console_text());
+    assert!(r.settle(SETTLE));
+    let now = r.wait_active(SETTLE).expect("active again");
+    assert_only_on(&g, &now, "after recovery from the panic");
+    assert_eq!(lab.state(&now, g.name()).as_deref(), Some("running"));
+}
+
+/// A small tmpfs inside a node (the nodes' mounts are their own), holding
+/// the guest's disk so the test can fill it; unmounted when the test ends.
+struct NodeFs<'l> {
+    lab: &'l Lab,
+    node: &'static str,
+    dir: String,
+}
+
+impl Drop for NodeFs<'_> {
+    fn drop(&mut self) {
+        let _ = self.lab.on(self.node, &["umount", &self.dir]);
+    }
+}
+
+#[test]
+fn a_guest_paused_on_a_disk_error_is_recovered_by_pacemaker() {
+    let lab = Lab::from_env();
+    let g = LabGuest::new(&lab, "ioerror", None);
+    let dir = g.g.dir.join("small").display().to_string();
+    std::fs::create_dir_all(&dir).unwrap();
+    // The disk exists on nodea only: Pacemaker starts the guest there.
+    let fs = NodeFs { lab: &lab, node: "nodea", dir: dir.clone() };
+    lab.crm("nodea", &["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", &dir]);
+    lab.crm("nodea", &["truncate", "-s", "64M", &format!("{dir}/disk.raw")]);
+    g.g.with_devices(
+        &format!("<disk type='file' device='disk'><driver name='qemu' type='raw' error_policy='stop'/><source file='{dir}/disk.raw'/><target dev='vda' bus='virtio'/></disk>"),
+        "ferry.disk=1",
+    );
+    let config = g.g.config.display().to_string();
+    let ops = [("monitor", "5s", "30s"), ("start", "0", "90s"), ("stop", "0", "90s")];
+    let r = ClusterResource::create(&lab, &g.g.instance, &[("config", &config)], &[("target-role", "Stopped")], &ops, false);
+    // Placed before it starts (the preference goes with the resource's --clear).
+    lab.crm("nodea", &["crm_resource", "--move", "-r", &r.id, "-N", "nodea"]);
+    lab.crm("nodea", &["crm_resource", "-r", &r.id, "--meta", "-p", "target-role", "-v", "Started"]);
+    assert_eq!(r.wait_active(SETTLE).as_deref(), Some("nodea"));
+    let failed_on = wait_failed_monitor(&lab, &r.id, "paused on a disk I/O error");
+    assert_eq!(failed_on, "nodea");
+    // Room for the restarted guest. If it fills the old limit first, it is
+    // recovered once more; either way it ends up running.
+    lab.crm("nodea", &["mount", "-o", "remount,size=128m", &dir]);
+    let crm_mon = lab.crm("nodea", &["crm_mon", "-1"]);
+    assert!(crm_mon.contains("I/O error"), "crm_mon shows the reason:\n{crm_mon}");
+    assert!(wait_for(SETTLE, || boots(&g) >= 2), "Pacemaker did not start the guest again:\n{}", g.g.console_text());
+    assert!(r.settle(SETTLE));
+    assert!(wait_for(SETTLE, || lab.state("nodea", g.name()).as_deref() == Some("running") && g.g.console_text().lines().last().is_some_and(|l| l.contains("ferry-"))));
+    let writes = g.g.console_text().matches("ferry-disk wrote").count();
+    assert!(wait_for(SETTLE, || g.g.console_text().matches("ferry-disk wrote").count() > writes + 2), "the recovered guest writes to its disk");
+    assert_eq!(lab.state("nodea", g.name()).as_deref(), Some("running"));
+    drop(r);
+    drop(g);
+    drop(fs);
+}
+
 #[test]
 fn a_migration_that_cannot_finish_fails_in_its_timeout_and_pacemaker_recovers() {
     let lab = Lab::from_env();

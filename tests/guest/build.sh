@@ -11,6 +11,7 @@
 #   - answers guest-sync and guest-ping as a QEMU guest agent when it has an
 #     org.qemu.guest_agent.0 channel, until the host sends "ferry-freeze":
 #     then it keeps the channel open and never answers again (a hung guest);
+#     "ferry.agent=off" keeps it from starting (a guest that never connects);
 #   - with "ferry.watchdog=SECS", arms an i6300esb watchdog once and never
 #     feeds it, so it fires;
 #   - with "ferry.disk=1", writes 1 MiB a second to /dev/vda, so a test can
@@ -90,6 +91,7 @@ agent_port=
 for p in /sys/class/virtio-ports/*; do
   [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && agent_port=/dev/${p##*/}
 done
+grep -q 'ferry\.agent=off' /proc/cmdline && agent_port=
 if [ -n "$agent_port" ]; then
   (
     exec 3<>"$agent_port"
@@ -100,7 +102,7 @@ if [ -n "$agent_port" ]; then
         *guest-sync*)
           id=$(echo "$line" | sed -n 's/.*"id"[ ]*:[ ]*\([0-9]*\).*/\1/p')
           echo "{\"return\": $id}" >&3 ;;
-        *guest-ping*) echo '{"return": {}}' >&3 ;;
+        *guest-ping*) echo '{"return": {}}' >&3; echo "ferry-guest: guest-ping answered" ;;
         *ferry-freeze*)
           echo '{"return": {}}' >&3
           echo "ferry-guest: guest agent frozen"

@@ -146,3 +146,18 @@ fn depth_ten_asks_the_guest_agent_and_a_silent_agent_fails_only_there() {
     assert_eq!(monitor(&g, &degraded).code, 190);
     assert_eq!(g.run("stop", &[]).code, 0);
 }
+
+#[test]
+fn an_agent_that_never_connects_is_allowed_the_boot_grace_and_no_more() {
+    let g = Guest::new("noagent");
+    g.with_devices("<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>", "ferry.agent=off");
+    assert_eq!(g.run("start", &[]).code, 0);
+    assert!(g.wait_console("ferry-guest: up", BOOT), "{}", g.console_text());
+    let young = monitor(&g, &[("OCF_CHECK_LEVEL", "10")]);
+    assert_eq!(young.code, 0, "within guest_agent_boot_grace (180 s): {}", young.stderr);
+    assert!(young.stderr.contains("has not connected yet"), "{}", young.stderr);
+    let late = monitor(&g, &[("OCF_CHECK_LEVEL", "10"), ("OCF_RESKEY_guest_agent_boot_grace", "0")]);
+    assert_eq!(late.code, 1, "{}", late.stderr);
+    assert!(late.reason().unwrap_or_default().contains("not connected"), "{}", late.stderr);
+    assert_eq!(g.run("stop", &[]).code, 0);
+}

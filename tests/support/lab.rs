@@ -89,6 +89,8 @@ pub struct Op {
     pub rc: i32,
     pub interval_ms: u64,
     pub exec_ms: u64,
+    /// What the agent gave as `ocf-exit-reason:`, as Pacemaker recorded it.
+    pub exit_reason: String,
 }
 
 /// The value of `name="…"` inside one XML start tag.
@@ -123,6 +125,7 @@ impl Lab {
                     rc: attr(&tag, "rc-code").and_then(|v| v.parse().ok()).unwrap_or(-1),
                     interval_ms: attr(&tag, "interval").and_then(|v| v.parse().ok()).unwrap_or(0),
                     exec_ms: attr(&tag, "exec-time").and_then(|v| v.parse().ok()).unwrap_or(0),
+                    exit_reason: attr(&tag, "exit-reason").unwrap_or_default(),
                 });
             }
         }
@@ -144,14 +147,21 @@ pub struct ClusterResource<'l> {
 
 impl<'l> ClusterResource<'l> {
     /// Creates a primitive ocf:ferry:VirtualDomain (or a clone of one) with
-    /// these instance attributes, meta attributes and operations.
+    /// these instance attributes, meta attributes and operations. An
+    /// operation named `monitor@10` is a monitor at OCF_CHECK_LEVEL 10.
     pub fn create(lab: &'l Lab, id: &str, params: &[(&str, &str)], meta: &[(&str, &str)], ops: &[(&str, &str, &str)], clone: bool) -> ClusterResource<'l> {
         let nv = |set: &str, pairs: &[(&str, &str)]| -> String {
             pairs.iter().map(|(k, v)| format!("<nvpair id=\"{id}-{set}-{k}\" name=\"{k}\" value=\"{}\"/>", xml_escape(v))).collect()
         };
         let op_xml: String = ops
             .iter()
-            .map(|(name, interval, timeout)| format!("<op id=\"{id}-{name}-{interval}\" name=\"{name}\" interval=\"{interval}\" timeout=\"{timeout}\"/>"))
+            .map(|(name, interval, timeout)| match name.split_once('@') {
+                Some((name, depth)) => format!(
+                    "<op id=\"{id}-{name}-{interval}\" name=\"{name}\" interval=\"{interval}\" timeout=\"{timeout}\">\
+                     <instance_attributes id=\"{id}-{name}-{interval}-depth\"><nvpair id=\"{id}-{name}-{interval}-level\" name=\"OCF_CHECK_LEVEL\" value=\"{depth}\"/></instance_attributes></op>"
+                ),
+                None => format!("<op id=\"{id}-{name}-{interval}\" name=\"{name}\" interval=\"{interval}\" timeout=\"{timeout}\"/>"),
+            })
             .collect();
         let primitive = format!(
             "<primitive id=\"{id}\" class=\"ocf\" provider=\"ferry\" type=\"VirtualDomain\">\

@@ -18,6 +18,7 @@ mod settings;
 mod uri;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::backend::libvirt::domxml::{self, DomainInfo, OwnerMark};
 use crate::backend::libvirt::procscan;
@@ -296,16 +297,30 @@ impl VirtualDomain {
 
     /// Depth 10: asks the guest itself, through its guest agent. QEMU can
     /// run a guest whose kernel hangs; only the guest can say it answers.
+    /// An agent that has not connected yet is not silence while the guest
+    /// is younger than guest_agent_boot_grace: it is still booting, and a
+    /// recurring monitor starts right after start.
     fn ask_guest(&self, settings: &Settings, libvirt: &Libvirt, name: &str, deadline: Deadline) -> Result<Health, OcfError> {
-        match libvirt.ping_guest_agent(name, settings.guest_agent_timeout, deadline) {
-            Ok(()) => Ok(Health::Running),
-            Err(e) => {
-                let why = format!("{name} runs, but its guest agent did not answer guest-ping within {}s: {e}", settings.guest_agent_timeout.as_secs());
-                match settings.guest_agent_silence {
-                    Silence::Fail => Err(OcfError::generic(why)),
-                    Silence::Degraded => Ok(Health::Degraded(why)),
+        let e = match libvirt.ping_guest_agent(name, settings.guest_agent_timeout, deadline) {
+            Ok(()) => return Ok(Health::Running),
+            Err(e) => e,
+        };
+        // libvirt's words for an agent whose channel the guest has not opened.
+        if e.to_string().contains("not connected") && libvirt.is_local() {
+            if let procscan::Scan::Found(pid) = procscan::find_qemu_guest(&self.proc_root, name) {
+                if let Some(age) = procscan::age(&self.proc_root, pid).filter(|age| *age < settings.guest_agent_boot_grace) {
+                    log::info(&format!(
+                        "{name}'s guest agent has not connected yet; the guest started {:.0?} ago, within guest_agent_boot_grace",
+                        Duration::from_secs(age.as_secs())
+                    ));
+                    return Ok(Health::Running);
                 }
             }
+        }
+        let why = format!("{name} runs, but its guest agent did not answer guest-ping within {}s: {e}", settings.guest_agent_timeout.as_secs());
+        match settings.guest_agent_silence {
+            Silence::Fail => Err(OcfError::generic(why)),
+            Silence::Degraded => Ok(Health::Degraded(why)),
         }
     }
 

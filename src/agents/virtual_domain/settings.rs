@@ -57,6 +57,8 @@ pub struct Settings {
     pub guest_agent_silence: Silence,
     /// How long a depth-10 monitor waits for the guest agent's answer.
     pub guest_agent_timeout: std::time::Duration,
+    /// How long after its start a guest's agent may not be connected yet.
+    pub guest_agent_boot_grace: std::time::Duration,
 }
 
 const SHUTDOWN_MODES: [&str; 5] = ["acpi", "agent", "initctl", "signal", "paravirt"];
@@ -124,6 +126,10 @@ impl Settings {
             t @ 1..=300 => std::time::Duration::from_secs(t as u64),
             t => return Err(configuration_error(format!("guest_agent_timeout {t} is not between 1 and 300 seconds"))),
         };
+        let guest_agent_boot_grace = match p.int("guest_agent_boot_grace").unwrap_or(180) {
+            t @ 0..=3600 => std::time::Duration::from_secs(t as u64),
+            t => return Err(configuration_error(format!("guest_agent_boot_grace {t} is not between 0 and 3600 seconds"))),
+        };
         Ok(Settings {
             config,
             hypervisor,
@@ -146,6 +152,7 @@ impl Settings {
             io_errors,
             guest_agent_silence,
             guest_agent_timeout,
+            guest_agent_boot_grace,
         })
     }
 

@@ -79,6 +79,22 @@ pub fn find_qemu_guest(proc_root: &Path, name: &str) -> Scan {
     Scan::Absent
 }
 
+/// How long process `pid` has run: its start time (in clock ticks since
+/// boot, /proc/PID/stat's 22nd field) against the system's uptime.
+pub fn age(proc_root: &Path, pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields follow the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let start_ticks: f64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string(proc_root.join("uptime")).ok()?.split_whitespace().next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks_per_second <= 0 {
+        return None;
+    }
+    Some(std::time::Duration::from_secs_f64((uptime - start_ticks / ticks_per_second as f64).max(0.0)))
+}
+
 /// A process held by a pidfd: signals reach the process that was opened,
 /// never one that reused its PID later.
 struct Process {
@@ -211,6 +227,22 @@ mod tests {
         assert!(child.try_wait().unwrap().is_none(), "sleep must still run");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_process_age_comes_from_its_start_time_and_the_uptime() {
+        let mine = age(Path::new("/proc"), std::process::id()).expect("this process has an age");
+        assert!(mine < std::time::Duration::from_secs(3600), "{mine:?}");
+        let dir = std::env::temp_dir().join(format!("ferry-age-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("42")).unwrap();
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        // A name with a space and a parenthesis, started 500 s after boot.
+        std::fs::write(dir.join("42/stat"), format!("42 (qemu (x) y) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 {} 0 0", 500 * hz)).unwrap();
+        std::fs::write(dir.join("uptime"), "620.50 1000.00\n").unwrap();
+        let found = age(&dir, 42).unwrap();
+        assert!((found.as_secs_f64() - 120.5).abs() < 0.01, "{found:?}");
+        assert_eq!(age(&dir, 43), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
