@@ -76,10 +76,19 @@ impl StopBudget {
     }
 }
 
+/// The hypervisor answered that nothing of the guest is left to stop.
+fn is_gone(look: &Result<Option<GuestState>, BackendError>) -> bool {
+    match look {
+        Ok(None) => true,
+        Ok(Some(state)) => state.is_gone(),
+        Err(_) => false,
+    }
+}
+
 /// Waits until the guest is gone or off; true if it is. A look that fails
 /// is not "gone".
 pub fn wait_gone(hv: &dyn Hypervisor, name: &str, until: Deadline) -> bool {
-    until.wait_until(POLL, || matches!(hv.guest_state(name, until), Ok(None) | Ok(Some(GuestState::Off))).then_some(())).is_some()
+    until.wait_until(POLL, || is_gone(&hv.guest_state(name, until)).then_some(())).is_some()
 }
 
 /// Asks the guest to shut down, again every few seconds, until it is gone
@@ -102,7 +111,7 @@ pub fn shut_down(hv: &dyn Hypervisor, name: &str, until: Deadline) -> bool {
 pub fn destroy(hv: &dyn Hypervisor, name: &str, deadline: Deadline) -> Result<(), OcfError> {
     if let Err(e) = hv.destroy(name, deadline) {
         // The destroy may have failed because the guest went by itself.
-        if !matches!(hv.guest_state(name, deadline), Ok(None) | Ok(Some(GuestState::Off))) {
+        if !is_gone(&hv.guest_state(name, deadline)) {
             return Err(backend_error(&format!("cannot destroy {name}"), e));
         }
     }

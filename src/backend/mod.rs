@@ -65,6 +65,9 @@ pub enum GuestState {
     Crashed,
     /// The receiving half of a migration that has not finished (xl).
     Arriving,
+    /// Being torn down by the hypervisor after a destroy (xl's `d`): there
+    /// is nothing left to stop, though it still holds memory for a moment.
+    Dying,
     /// A state the lifecycle has no rule for; the words say which.
     Other(String),
 }
@@ -73,6 +76,11 @@ impl GuestState {
     /// Running here and finished arriving: what migrate_from waits for.
     pub fn has_arrived(&self) -> bool {
         matches!(self, GuestState::Running)
+    }
+
+    /// Nothing of it is left to stop: off, or already being torn down.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, GuestState::Off | GuestState::Dying)
     }
 }
 

@@ -16,6 +16,7 @@
 #     feeds it, so it fires;
 #   - with "ferry.disk=1", writes 1 MiB a second to /dev/vda, so a test can
 #     make the disk fail under it;
+#   - with "ferry.crash=SECS", crashes its kernel after SECS (sysrq c);
 #   - panics on an NMI when booted with unknown_nmi_panic=1, and tells QEMU
 #     through the pvpanic device when it has one.
 # Inputs come only from Debian's archive (apt-get download), and the result is
@@ -121,6 +122,10 @@ if [ -n "$watchdog" ]; then
   # Armed by the open; closed without the magic 'V' it stays armed.
   # (devtmpfs would make a plain file of a missing device node.)
   [ -c /dev/watchdog ] && echo 1 > /dev/watchdog && echo "ferry-guest: watchdog armed, never fed"
+fi
+crash=$(sed -n 's/.*ferry\.crash=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$crash" ]; then
+  ( sleep "$crash"; echo "ferry-guest: crashing the kernel"; echo c > /proc/sysrq-trigger ) &
 fi
 if grep -q 'ferry\.disk=1' /proc/cmdline; then
   (

@@ -101,6 +101,7 @@ chmod +x "$root/init" "$root/lifecycle.sh" "$root/migration.sh"
 # the log-dirty mode live migration needs. xpv is PV, which has no log-dirty
 # mode on this build: its live migration must fail cleanly, and it moves by
 # save migration instead.
+# guest_cfg NAME TYPE [ON_CRASH [EXTRA]]
 guest_cfg() {
   cat <<CFG
 # The test guest (tests/guest) as a Xen $2 domU.
@@ -108,18 +109,21 @@ name = "$1"
 type = "$2"
 kernel = "/guest/vmlinuz"
 ramdisk = "/guest/initrd.img"
-extra = "console=hvc0 quiet"
+extra = "console=hvc0 quiet${4:+ $4}"
 memory = 128
 vcpus = 1
 on_poweroff = "destroy"
 on_reboot = "restart"
-on_crash = "destroy"
+on_crash = "${3:-destroy}"
 CFG
 }
 guest_cfg xguest pvh > "$root/etc/xen/guest.cfg"
 # xl reads its global settings here and complains when the file is missing.
 echo '# xl.conf: xl defaults throughout' > "$root/etc/xen/xl.conf"
 guest_cfg xpv pv > "$root/etc/xen/guest-pv.cfg"
+# A guest whose kernel crashes a few seconds after boot, kept by Xen for
+# inspection: present, failed, and cleared by stop.
+guest_cfg xcrash pvh preserve ferry.crash=4 > "$root/etc/xen/guest-crash.cfg"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/dom0.cpio.gz.tmp"
 mv "$out/dom0.cpio.gz.tmp" "$out/dom0.cpio.gz"
 

@@ -176,25 +176,22 @@ impl Agent for Xen {
         let (settings, name) = self.settings_and_name(ctx)?;
         let xl = self.xl(&settings);
         let Some(state) = self.state(&xl, &name, ctx.deadline)? else {
-            // A domain xl lists as shut down or dying still holds its memory
-            // and its name, so a later start here would fail. One that stays
-            // is most often the source of a migration cut in its last phase:
-            // xl leaves it suspended and 4.17's xl has no command to resume
-            // it. Stopping it is what stop means.
-            if let Some(left) = self.domain(&xl, &name, ctx.deadline) {
-                log::warn(&format!("{name} is not running but xl still lists it ({}); destroying it", left.flags));
-                lifecycle::destroy(&xl, &name, ctx.deadline)?;
-                if xl.list(ctx.deadline).map_or(true, |all| all.iter().any(|d| d.name == name && !d.flags.contains('d'))) {
-                    return Err(OcfError::generic(format!("{name} is still listed by xl after destroy")));
-                }
-                log::info(&format!("cleared what was left of {name}"));
-                return Ok(());
-            }
             log::info(&format!("{name} is not running here"));
             return Ok(());
         };
+        if state == GuestState::Dying {
+            log::info(&format!("{name} is already being torn down by Xen"));
+            return Ok(());
+        }
         let budget = StopBudget::new(ctx.deadline, settings.shutdown_timeout);
+        // A crashed or shut-down domain cannot shut down again: it still
+        // holds its memory and name (the source of a migration cut in its
+        // last phase stays suspended so, and 4.17's xl cannot resume it),
+        // and only a destroy frees them.
         let graceful = matches!(state, GuestState::Running | GuestState::Paused { .. });
+        if !graceful {
+            log::warn(&format!("{name} is {} and cannot shut down by itself; destroying it", describe(&state)));
+        }
         if !(graceful && lifecycle::shut_down(&xl, &name, budget.graceful)) {
             if graceful && settings.shutdown_timeout != Some(Duration::ZERO) {
                 log::warn(&format!("{name} did not shut down in time; destroying it"));
@@ -213,34 +210,32 @@ impl Agent for Xen {
         let name = settings.domain_name(&ctx.env.instance)?;
         let xl = self.xl(&settings);
         let mut found = self.state(&xl, &name, ctx.deadline)?;
-        if found.is_none() && !ctx.env.is_probe() {
-            let until = ctx.deadline.within(REBOOT_GAP);
+        // Between its shutdown and its new domain, a rebooting guest is
+        // listed shut down, then not at all: a recurring monitor looks
+        // again for a while before it judges.
+        let passing = |state: &Option<GuestState>| matches!(state, None | Some(GuestState::ShuttingDown | GuestState::Dying));
+        if passing(&found) && !ctx.env.is_probe() {
+            let until = ctx.deadline.leaving(Duration::from_secs(1)).within(REBOOT_GAP);
             // The answer is the last look's: a toolstack that stops
             // answering during the gap proves nothing about the guest. Each
             // look has the action's time, not the gap's, which has run out
             // by the last one.
-            let mut last = Ok(());
-            if let Some(state) = until.wait_until(Duration::from_secs(1), || match self.state(&xl, &name, ctx.deadline) {
-                Ok(None) => {
-                    last = Ok(());
-                    None
-                }
-                Err(e) => {
-                    last = Err(e);
-                    None
-                }
-                Ok(Some(state)) => Some(state),
-            }) {
-                found = Some(state);
-            } else {
-                last?;
-            }
+            let mut last = Ok(found.clone());
+            until.wait_until(Duration::from_secs(1), || {
+                last = self.state(&xl, &name, ctx.deadline);
+                matches!(&last, Ok(state) if !passing(state)).then_some(())
+            });
+            found = last?;
         }
         match found {
             None | Some(GuestState::Off) => Ok(Health::NotRunning),
-            Some(GuestState::Crashed) => Err(OcfError::generic(format!("{name} has crashed"))),
+            Some(GuestState::Crashed) => Err(OcfError::generic(format!("{name} has crashed and is kept by Xen (on_crash=\"preserve\"); stop destroys it"))),
             Some(GuestState::Arriving) => Ok(Health::Degraded(format!("{name} is arriving by migration"))),
-            Some(_) => {
+            Some(GuestState::Paused { .. }) => Ok(Health::Degraded(format!("{name} is paused (xl pause); it serves nothing until xl unpause"))),
+            Some(state @ (GuestState::ShuttingDown | GuestState::Dying | GuestState::RunningMidHandover | GuestState::Other(_))) => {
+                Err(OcfError::generic(format!("{name} is {} but xl still lists it; stop clears it", describe(&state))))
+            }
+            Some(GuestState::Running) => {
                 common::run_monitor_scripts(&*self.runner, &settings.monitor_scripts, ctx.deadline)?;
                 Ok(Health::Running)
             }
@@ -273,7 +268,9 @@ impl Agent for Xen {
             }
         };
         match (result, xl.guest_state(&name, ctx.deadline)) {
-            (Ok(()), Ok(None)) => {
+            // xl destroys the source once the target has it; Xen may still
+            // be tearing it down (dying) when xl exits.
+            (Ok(()), Ok(None | Some(GuestState::Dying))) => {
                 if settings.balance_memory {
                     memory::balance(&xl, settings.reserved_dom0_mib, false, ctx.deadline);
                 }
@@ -291,7 +288,7 @@ impl Agent for Xen {
                 // Cut after xl suspended it: the target may hold a complete
                 // copy, which xl's hand-shake alone could tell, so resuming
                 // this one could make two. It stays suspended for stop.
-                Some(left) if left.flags.contains('s') => Err(OcfError::generic(format!(
+                Some(left) if left.shut_down() => Err(OcfError::generic(format!(
                     "migration of {name} to {target} failed: {e}; xl left {name} suspended here ({}) and cannot resume it; it stays suspended until stop destroys it",
                     left.flags
                 ))),
@@ -312,6 +309,19 @@ impl Agent for Xen {
         lifecycle::wait_arrival(&xl, &name, source, ctx.deadline)?;
         log::info(&format!("{name} arrived from {source}"));
         Ok(())
+    }
+}
+
+/// A state in the words of `xl list`'s flags.
+fn describe(state: &GuestState) -> &'static str {
+    match state {
+        GuestState::Crashed => "crashed",
+        GuestState::ShuttingDown => "shut down",
+        GuestState::Dying => "dying",
+        GuestState::Paused { .. } => "paused",
+        GuestState::Arriving => "arriving",
+        GuestState::Off => "off",
+        _ => "running",
     }
 }
 

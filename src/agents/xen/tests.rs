@@ -102,6 +102,13 @@ fn monitor_maps_xl_list_and_never_calls_a_broken_toolstack_stopped() {
     assert_eq!(f.run(&absent, "monitor", &probe), Ok(Health::NotRunning));
     let crashed = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ----c-  0.9\n"), ""));
     assert_eq!(f.run(&crashed, "monitor", &probe).unwrap_err().code, OcfCode::ErrGeneric);
+    let paused = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  3  256  1  --p---  0.9\n"), ""));
+    assert!(matches!(f.run(&paused, "monitor", &probe), Ok(Health::Degraded(w)) if w.contains("xl pause")));
+    for flags in ["---s--", "---s-d"] {
+        let left = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing(&format!("vm1  3  256  1  {flags}  0.9\n")), ""));
+        let e = f.run(&left, "monitor", &probe).unwrap_err();
+        assert!(e.reason.contains("still lists it"), "{flags}: a listed domain is never 'not running': {}", e.reason);
+    }
     let incoming = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1--incoming  4  256  1  --p---  0.0\n"), ""));
     assert!(matches!(f.run(&incoming, "monitor", &probe), Ok(Health::Degraded(_))));
     let broken = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 1, "", "libxl: error: cannot connect to xenstored\n"));
@@ -119,6 +126,22 @@ fn a_recurring_monitor_rides_out_a_reboot_gap() {
             .reply(&["xl", "list"], 0, &listing("vm1  5  256  1  r-----  0.1\n"), ""),
     );
     assert_eq!(f.run(&runner, "monitor", &[("OCF_RESKEY_CRM_meta_interval", "10000")]), Ok(Health::Running));
+}
+
+#[test]
+fn a_recurring_monitor_rides_out_a_reboot_s_shutdown_and_fails_one_that_stays() {
+    let f = Fixture::new("reboot-shutdown");
+    let recurring = [("OCF_RESKEY_CRM_meta_interval", "10000")];
+    let rebooting = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing("vm1  5  256  1  ---s--  3.0\n"), "")
+            .reply_once(&["xl", "list"], 0, &listing(""), "")
+            .reply(&["xl", "list"], 0, &listing("vm1  6  256  1  r-----  0.1\n"), ""),
+    );
+    assert_eq!(f.run(&rebooting, "monitor", &recurring), Ok(Health::Running));
+    let kept = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  5  256  1  ---s--  3.0\n"), ""));
+    let e = f.run(&kept, "monitor", &recurring).unwrap_err();
+    assert!(e.reason.contains("shut down but xl still lists it"), "{}", e.reason);
 }
 
 #[test]
@@ -174,6 +197,18 @@ fn migrate_to_uses_the_node_ip_attribute_and_the_named_transport() {
     assert_eq!(r, Ok(Health::Running));
     assert!(runner.called(&["crm_attribute", "--type", "nodes", "--node", "nodeb", "-n", "mig_ip", "-G", "-q"]));
     assert!(runner.called(&["xl", "migrate", "-s", "/usr/lib/lab-transport", "vm1", "10.9.9.2"]));
+}
+
+#[test]
+fn a_source_still_dying_when_xl_migrate_ends_is_gone() {
+    let f = Fixture::new("migdying");
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  -b----  0.9\n"), "")
+            .reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s-d  1.0\n"), "")
+            .reply(&["xl", "migrate"], 0, "", ""),
+    );
+    assert_eq!(f.run(&runner, "migrate_to", &[("OCF_RESKEY_CRM_meta_migrate_target", "nodeb")]), Ok(Health::Running));
 }
 
 #[test]
@@ -264,5 +299,9 @@ fn stop_clears_a_domain_that_xl_lists_as_shut_down() {
             .reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s--  1.2\n"), "")
             .reply(&["xl", "destroy"], 0, "", ""),
     );
-    assert!(f.run(&stuck, "stop", &[]).unwrap_err().reason.contains("still listed"));
+    assert!(f.run(&stuck, "stop", &[]).unwrap_err().reason.contains("still present after destroy"));
+    // Dying: Xen is already destroying it; there is nothing left to do.
+    let dying = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s-d  1.2\n"), ""));
+    assert_eq!(f.run(&dying, "stop", &[]), Ok(Health::Running));
+    assert!(!dying.called(&["xl", "destroy"]));
 }

@@ -27,17 +27,36 @@ pub struct XlDomain {
     pub flags: String,
 }
 
+/// xl's state flags, one per column, in the order xl prints them.
+const FLAGS: [u8; 6] = *b"rbpscd";
+
 impl XlDomain {
-    pub fn crashed(&self) -> bool {
-        self.flags.contains('c')
-    }
-    /// Shut down or dying: on its way out, holding nothing for long.
-    pub fn ending(&self) -> bool {
-        self.flags.contains('s') || self.flags.contains('d')
+    /// The flag in column `i` (of `FLAGS`) is set. Read by column, not by
+    /// searching the string: xl prints '-' for every flag that is unset.
+    fn flag(&self, i: usize) -> bool {
+        self.flags.as_bytes().get(i) == Some(&FLAGS[i])
     }
     pub fn paused(&self) -> bool {
-        self.flags.contains('p')
+        self.flag(2)
     }
+    /// Shut down (by the guest, a crash, or a suspend for save or
+    /// migration) and not yet destroyed: it still holds its memory and name.
+    pub fn shut_down(&self) -> bool {
+        self.flag(3)
+    }
+    /// Crashed and kept (on_crash="preserve"), for inspection.
+    pub fn crashed(&self) -> bool {
+        self.flag(4)
+    }
+    /// Being torn down after a destroy.
+    pub fn dying(&self) -> bool {
+        self.flag(5)
+    }
+}
+
+/// Six columns, each its own flag or '-'.
+fn valid_flags(flags: &str) -> bool {
+    flags.len() == FLAGS.len() && flags.bytes().zip(FLAGS).all(|(got, flag)| got == flag || got == b'-')
 }
 
 /// Parses `xl list` output (a header, then one row per domain). All or
@@ -60,7 +79,7 @@ pub fn parse_list(text: &str) -> Result<Vec<XlDomain>, String> {
                     id: cols.get(1)?.parse().ok()?,
                     memory_mib: cols.get(2)?.parse().ok()?,
                     vcpus: cols.get(3)?.parse().ok()?,
-                    flags: cols.get(4)?.to_string(),
+                    flags: cols.get(4).filter(|f| valid_flags(f))?.to_string(),
                 })
             };
             row().ok_or_else(|| format!("xl list printed a row ferry cannot read: '{}'", line.trim()))
@@ -164,13 +183,16 @@ pub fn incoming_name(name: &str) -> String {
 }
 
 impl Hypervisor for Xl<'_> {
-    /// A domain that is shutting down or dying is on its way out and holds
-    /// nothing for long; it counts as gone.
+    /// Every domain xl lists is present, whatever its flags: a crashed or
+    /// shut-down one still holds its memory and its name, and only a
+    /// destroy frees them. A dying one is already being destroyed.
     fn guest_state(&self, name: &str, deadline: Deadline) -> Result<Option<GuestState>, BackendError> {
         let domains = self.list(deadline)?;
-        if let Some(d) = domains.iter().find(|d| d.name == name && !d.ending()) {
+        if let Some(d) = domains.iter().find(|d| d.name == name) {
             return Ok(Some(match () {
+                _ if d.dying() => GuestState::Dying,
                 _ if d.crashed() => GuestState::Crashed,
+                _ if d.shut_down() => GuestState::ShuttingDown,
                 _ if d.paused() => GuestState::Paused { handover: false },
                 _ => GuestState::Running,
             }));
@@ -224,8 +246,56 @@ dead                                         5   128     1     ---sc-       0.1\
         assert_eq!(d.len(), 4);
         assert_eq!(d[1], XlDomain { name: "guest1".into(), id: 3, memory_mib: 256, vcpus: 1, flags: "-b----".into() });
         assert!(d[2].paused() && !d[2].crashed());
-        assert!(d[3].crashed() && d[3].ending());
+        assert!(d[3].crashed() && d[3].shut_down() && !d[3].dying());
         assert!(parse_list("Name ID Mem VCPUs State Time(s)\n").unwrap().is_empty());
+    }
+
+    /// Rows as Xen 4.17's xl printed them in the Xen lab (make test-xen):
+    /// a PVH guest after `xl pause`, and one whose kernel crashed under
+    /// on_crash="preserve" (shut down and crashed together).
+    const LAB_ROWS: &str = "Name                                        ID   Mem VCPUs\tState\tTime(s)\n\
+xguest                                       1   128     1     --p---       8.9\n\
+xcrash                                       3   128     1     ---sc-       8.9\n";
+
+    #[test]
+    fn rows_real_xl_printed_read_as_paused_and_crashed() {
+        use crate::process::recording::RecordingRunner;
+        let rows = parse_list(LAB_ROWS).unwrap();
+        assert!(rows[0].paused() && !rows[0].shut_down());
+        assert!(rows[1].crashed() && rows[1].shut_down() && !rows[1].dying());
+        let runner = RecordingRunner::new().reply(&["xl", "list"], 0, LAB_ROWS, "");
+        let d = Deadline::after(std::time::Duration::from_secs(3));
+        assert_eq!(Xl::new(&runner).guest_state("xguest", d), Ok(Some(GuestState::Paused { handover: false })));
+        assert_eq!(Xl::new(&runner).guest_state("xcrash", d), Ok(Some(GuestState::Crashed)));
+    }
+
+    #[test]
+    fn flags_are_read_by_column_and_a_flag_out_of_place_fails_the_row() {
+        let row = |flags: &str| format!("Name ID Mem VCPUs State Time(s)\nvm 3 128 1 {flags} 0.1\n");
+        assert!(parse_list(&row("------")).unwrap()[0] == XlDomain { name: "vm".into(), id: 3, memory_mib: 128, vcpus: 1, flags: "------".into() });
+        assert!(parse_list(&row("-----d")).unwrap()[0].dying());
+        assert!(parse_list(&row("--p---")).unwrap()[0].paused());
+        for garbled in ["d-----", "-b---", "rbpscdx", "--P---"] {
+            assert!(parse_list(&row(garbled)).is_err(), "{garbled}");
+        }
+    }
+
+    #[test]
+    fn every_listed_domain_is_present_whatever_its_flags() {
+        use crate::process::recording::RecordingRunner;
+        let d = Deadline::after(std::time::Duration::from_secs(3));
+        let state_of = |flags: &str| {
+            let list = format!("Name ID Mem VCPUs State Time(s)\nDomain-0 0 1024 2 r----- 9.0\nvm 3 128 1 {flags} 0.1\n");
+            let runner = RecordingRunner::new().reply(&["xl", "list"], 0, &list, "");
+            Xl::new(&runner).guest_state("vm", d).unwrap()
+        };
+        assert_eq!(state_of("-b----"), Some(GuestState::Running));
+        assert_eq!(state_of("------"), Some(GuestState::Running));
+        assert_eq!(state_of("--p---"), Some(GuestState::Paused { handover: false }));
+        assert_eq!(state_of("---s--"), Some(GuestState::ShuttingDown));
+        assert_eq!(state_of("---sc-"), Some(GuestState::Crashed));
+        assert_eq!(state_of("----c-"), Some(GuestState::Crashed));
+        assert_eq!(state_of("---s-d"), Some(GuestState::Dying));
     }
 
     #[test]

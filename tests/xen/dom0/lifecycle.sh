@@ -14,6 +14,12 @@ echo "FERRY-XEN-TIME start $t0 $(cut -d' ' -f1 /proc/uptime)"
 check monitor 0 $A monitor
 check start-again 0 $A start
 check guest-runs 0 wait_ticks 2
+# Paused by hand, it serves nothing: degraded (190), until unpaused.
+check xl-pause 0 xl pause xguest
+echo "FERRY-XEN-XL-LIST paused: $(xl list | grep '^xguest ')"
+check monitor-paused 190 $A monitor
+check xl-unpause 0 xl unpause xguest
+check monitor-unpaused 0 $A monitor
 xl list
 # A save migration (the pull model) through shared storage, here to this same
 # host: migrate_to saves and ends the guest, migrate_from restores it, and
@@ -36,6 +42,19 @@ check stop-graceful 0 sh -c "cat $CONSOLES/guest-xguest.log | grep -Eq 'Power do
 check stop-again 0 $A stop
 check monitor-stopped 7 $A monitor
 check probe-stopped 7 env OCF_RESKEY_CRM_meta_interval=0 $A monitor
+# A guest whose kernel crashed, kept by on_crash="preserve": xl lists it
+# crashed. It is present (never "not running"), failed, and stop clears it.
+CRASH="OCF_RESOURCE_INSTANCE=xcrash OCF_RESKEY_xmfile=/etc/xen/guest-crash.cfg"
+forward_consoles xcrash
+check crash-start 0 env $CRASH $A start
+crashed() { for _ in $(seq 60); do xl list | grep -q '^xcrash .* ----c- \|^xcrash .* ---sc- ' && return 0; sleep 1; done; return 1; }
+check crash-listed-crashed 0 crashed
+echo "FERRY-XEN-XL-LIST crashed: $(xl list | grep '^xcrash ')"
+check crash-monitor 1 env $CRASH $A monitor
+check crash-probe 1 env $CRASH OCF_RESKEY_CRM_meta_interval=0 $A monitor
+check crash-stop 0 env $CRASH $A stop
+check crash-gone 1 sh -c 'xl list | grep -q "^xcrash "'
+check crash-monitor-stopped 7 env $CRASH $A monitor
 # Bad input: the right code, and a reason.
 check no-xmfile 6 env -u OCF_RESKEY_xmfile $A validate-all
 check relative-xmfile 6 env OCF_RESKEY_xmfile=guest.cfg $A validate-all
