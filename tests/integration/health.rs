@@ -133,8 +133,13 @@ fn depth_ten_asks_the_guest_agent_and_a_silent_agent_fails_only_there() {
     assert_eq!(g.run("start", &[]).code, 0);
     assert!(g.wait_console("guest agent on", BOOT), "{}", g.console_text());
     let deep = [("OCF_CHECK_LEVEL", "10"), ("OCF_RESKEY_guest_agent_timeout", "2")];
-    // The agent is up once the guest has opened its end of the channel.
-    assert!(wait_for(BOOT, || monitor(&g, &deep).code == 0), "the guest agent never answered: {}", monitor(&g, &deep).stderr);
+    // Until the guest opens its end of the channel, the boot grace answers;
+    // wait until the guest itself has answered a depth-10 monitor.
+    assert!(
+        wait_for(BOOT, || monitor(&g, &deep).code == 0 && g.console_text().contains("guest-ping answered")),
+        "the guest agent never answered: {}",
+        monitor(&g, &deep).stderr
+    );
     let frozen = virsh(&["qemu-agent-command", &g.name, "--timeout", "5", r#"{"execute":"ferry-freeze"}"#]);
     assert!(frozen.status.success(), "{}", String::from_utf8_lossy(&frozen.stderr));
     assert_eq!(monitor(&g, &[]).code, 0, "depth 0 sees only QEMU, which runs");
