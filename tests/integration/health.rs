@@ -71,7 +71,7 @@ fn a_guest_paused_on_a_disk_error_fails_or_degrades_or_is_resumed_as_the_policy_
     assert!(wait_status(&g, "paused (I/O error)", BOOT), "the disk never filled: {:?}\n{}", g.libvirt_status(), g.console_text());
     let failed = monitor(&g, &[]);
     assert_eq!(failed.code, 1, "io_error_policy=fail (the default): {}", failed.stderr);
-    assert!(failed.reason().unwrap_or_default().contains("paused on a disk I/O error"), "{}", failed.stderr);
+    assert!(failed.reason().unwrap_or_default().contains("paused on a disk I/O error (vda: no space)"), "the disk and its error: {}", failed.stderr);
     assert_eq!(g.probe().code, 1, "a probe says the same: the guest is here, and broken");
     let degraded = monitor(&g, &[("OCF_RESKEY_io_error_policy", "degraded")]);
     assert_eq!(degraded.code, 190, "{}", degraded.stderr);

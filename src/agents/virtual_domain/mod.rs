@@ -248,6 +248,20 @@ impl VirtualDomain {
     /// under io_error_policy=resume, and waits out a shutdown in progress.
     /// What comes back is never `Resume` or `ShuttingDown`.
     fn verdict(&self, settings: &Settings, libvirt: &Libvirt, name: &str, status: Status, deadline: Deadline) -> Verdict {
+        let verdict = self.act_on(settings, libvirt, name, status, deadline);
+        if status.pause() != Some(Pause::OnIoError) || !matches!(verdict, Verdict::Failed(_) | Verdict::Degraded(_)) {
+            return verdict;
+        }
+        // Which disk, and what error: the first thing an operator asks.
+        let Some(errors) = libvirt.disk_errors(name, deadline).ok().filter(|e| !e.is_empty()) else { return verdict };
+        match verdict {
+            Verdict::Failed(why) => Verdict::Failed(format!("{why} ({errors})")),
+            Verdict::Degraded(why) => Verdict::Degraded(format!("{why} ({errors})")),
+            other => other,
+        }
+    }
+
+    fn act_on(&self, settings: &Settings, libvirt: &Libvirt, name: &str, status: Status, deadline: Deadline) -> Verdict {
         match health::judge(name, status, settings.io_errors) {
             Verdict::Resume => {
                 if let Err(e) = libvirt.resume(name, deadline) {

@@ -70,7 +70,9 @@ fn virsh(args: &[&'static str]) -> Vec<&'static str> {
 
 fn monitor_with_state(state: &str) -> Result<Health, OcfError> {
     let f = Fixture::new(&format!("state-{}", state.trim().replace([' ', '(', ')', '/'], "-")));
-    let runner = RecordingRunner::new().reply(&virsh(&["domstate", "--reason", "vm"]), 0, state, "");
+    let runner = RecordingRunner::new()
+        .reply(&virsh(&["domstate", "--reason", "vm"]), 0, state, "")
+        .reply(&virsh(&["domblkerror", "vm"]), 0, "vda: no space\n\n", "");
     f.with(runner, |vd, ctx| vd.monitor(ctx)).0
 }
 
@@ -85,7 +87,7 @@ fn monitor_maps_libvirt_states_and_reasons() {
     assert!(matches!(monitor_with_state("paused (user)\n"), Ok(Health::Degraded(w)) if w.contains("by an operator")));
     assert!(matches!(monitor_with_state("pmsuspended (unknown)\n"), Ok(Health::Degraded(_))));
     for (state, words) in [
-        ("paused (I/O error)\n", "paused on a disk I/O error"),
+        ("paused (I/O error)\n", "paused on a disk I/O error (vda: no space)"),
         ("paused (watchdog)\n", "watchdog"),
         ("paused (unknown)\n", "does not explain"),
         ("crashed (panicked)\n", "guest panicked"),
@@ -120,11 +122,15 @@ fn io_error_policy_resume_resumes_and_reports_storage_that_still_fails() {
     let held = RecordingRunner::new()
         .reply_once(&virsh(&["domstate", "--reason", "vm"]), 0, "paused (I/O error)\n", "")
         .reply(&virsh(&["resume", "vm"]), 0, "", "")
-        .reply(&virsh(&["domstate", "--reason", "vm"]), 0, "running (unpaused)\n", "");
+        .reply(&virsh(&["domstate", "--reason", "vm"]), 0, "running (unpaused)\n", "")
+        .reply(&virsh(&["domblkerror", "vm"]), 0, "No errors found\n", "");
     let (result, runner) = f.with(held, |vd, ctx| vd.monitor(ctx));
     assert_eq!(result, Ok(Health::Running));
     assert!(runner.called(&virsh(&["resume", "vm"])));
-    let failing = RecordingRunner::new().reply(&virsh(&["domstate", "--reason", "vm"]), 0, "paused (I/O error)\n", "").reply(&virsh(&["resume", "vm"]), 0, "", "");
+    let failing = RecordingRunner::new()
+        .reply(&virsh(&["domstate", "--reason", "vm"]), 0, "paused (I/O error)\n", "")
+        .reply(&virsh(&["resume", "vm"]), 0, "", "")
+        .reply(&virsh(&["domblkerror", "vm"]), 1, "", "error: failed to get domain 'vm'\n");
     let result = f.with(failing, |vd, ctx| vd.monitor(ctx)).0;
     assert!(matches!(&result, Ok(Health::Degraded(w)) if w.contains("again after a resume")), "{result:?}");
 }

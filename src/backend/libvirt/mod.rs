@@ -184,6 +184,14 @@ impl<'r> Libvirt<'r> {
         self.virsh(&["pool-refresh", pool], deadline).map(drop)
     }
 
+    /// Which disks report an error and what it is ("vda: no space"), as
+    /// `virsh domblkerror` lists them; empty when none does.
+    pub fn disk_errors(&self, name: &str, deadline: Deadline) -> Result<String, BackendError> {
+        let out = self.virsh(&["domblkerror", name], deadline)?;
+        let errors: Vec<&str> = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("No errors")).collect();
+        Ok(errors.join("; "))
+    }
+
     /// Asks the guest itself, through its QEMU guest agent, whether it is
     /// alive (guest-ping). libvirt waits up to `timeout` for the agent; the
     /// caller's deadline bounds virsh as a whole.
