@@ -36,7 +36,7 @@ pub const METADATA: &str = include_str!("../../../metadata/VirtualDomain.xml");
 
 /// How long a guest resumed after an I/O error gets to show whether the
 /// storage answers again: QEMU retries the failed write at once.
-const RESUME_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+const RESUME_SETTLE: Duration = Duration::from_secs(2);
 
 
 pub struct VirtualDomain {
@@ -288,7 +288,7 @@ impl VirtualDomain {
                 // monitor is a guest that serves nothing and will not go.
                 let started = std::time::Instant::now();
                 let mut last = Ok(Some(status));
-                let settled = deadline.leaving(std::time::Duration::from_secs(2)).wait_until(lifecycle::POLL, || {
+                let settled = deadline.leaving(Duration::from_secs(2)).wait_until(lifecycle::POLL, || {
                     last = libvirt.status(name, deadline);
                     match &last {
                         Ok(Some(s)) if s.state == DomainState::ShuttingDown => None,
@@ -418,7 +418,7 @@ impl Agent for VirtualDomain {
         let settings = Settings::from_params(ctx.params)?;
         let config = ConfigFile::load(&settings.config);
         let libvirt = self.libvirt(&settings);
-        let (name, state) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
+        let (name, status) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::NotHere => {
                 log::info("the guest is not running here");
                 return Ok(());
@@ -436,9 +436,9 @@ impl Agent for VirtualDomain {
         // A guest that is crashed, or paused for anything but a job libvirt
         // runs, cannot run its shutdown handler: asking would only spend
         // the graceful part of the budget before the destroy.
-        let unresponsive = state.state == DomainState::Crashed || state.pause().is_some_and(|p| p != Pause::ForJob);
+        let unresponsive = status.state == DomainState::Crashed || status.pause().is_some_and(|p| p != Pause::ForJob);
         if unresponsive && !settings.force_stop {
-            log::warn(&format!("{name} is {state} and cannot shut down by itself; destroying it"));
+            log::warn(&format!("{name} is {status} and cannot shut down by itself; destroying it"));
         }
         if !settings.force_stop && !unresponsive {
             if let Some(file) = settings.state_file(&name) {
@@ -468,35 +468,32 @@ impl Agent for VirtualDomain {
         let settings = Settings::from_params(ctx.params)?;
         let config = ConfigFile::load(&settings.config);
         let libvirt = self.libvirt(&settings);
-        let (name, status) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
+        let (health, here) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::NotHere => return Ok(Health::NotRunning),
-            Whereabouts::Here { name, status } => (name, status),
-            Whereabouts::ProcessOnly { name, pid, why } => {
-                return Ok(Health::Degraded(format!("{why}; {name} still runs here as QEMU process {pid}")));
-            }
+            Whereabouts::Here { name, status } => match self.verdict(&settings, &libvirt, &name, status, ctx.deadline) {
+                Verdict::NotRunning => return Ok(Health::NotRunning),
+                Verdict::Failed(why) => return Err(OcfError::generic(why)),
+                Verdict::Degraded(why) => (Health::Degraded(why), Some(name)),
+                _ if config.name().is_some_and(|n| n != name) => {
+                    let renamed = format!("the guest runs as {name}, but the config now names it {}; a restart applies the new name", config.name().unwrap_or_default());
+                    (Health::Degraded(renamed), Some(name))
+                }
+                _ => (Health::Running, Some(name)),
+            },
+            Whereabouts::ProcessOnly { name, pid, why } => (Health::Degraded(format!("{why}; {name} still runs here as QEMU process {pid}")), None),
             Whereabouts::Unknown(why) => {
                 return Err(OcfError::generic(format!("cannot tell whether the guest runs here: {why}")));
             }
-        };
-        let mut health = match self.verdict(&settings, &libvirt, &name, status, ctx.deadline) {
-            Verdict::NotRunning => return Ok(Health::NotRunning),
-            Verdict::Failed(why) => return Err(OcfError::generic(why)),
-            Verdict::Degraded(why) => Health::Degraded(why),
-            _ if config.name().is_some_and(|n| n != name) => Health::Degraded(format!(
-                "the guest runs as {name}, but the config now names it {}; a restart applies the new name",
-                config.name().unwrap_or_default()
-            )),
-            _ => Health::Running,
         };
         if let ConfigFile::Unusable(why) = &config {
             // Found through its mark. It runs, but could not be started again here.
             return Ok(Health::Degraded(format!("{why}; the guest was found through its owner mark")));
         }
         self.run_monitor_scripts(&settings, ctx.deadline)?;
-        if ctx.env.check_level >= 10 && health == Health::Running {
-            health = self.ask_guest(&settings, &libvirt, &name, ctx.deadline)?;
+        match here {
+            Some(name) if ctx.env.check_level >= 10 && health == Health::Running => self.ask_guest(&settings, &libvirt, &name, ctx.deadline),
+            _ => Ok(health),
         }
-        Ok(health)
     }
 
     fn migrate_to(&self, ctx: &Context) -> Result<(), OcfError> {
