@@ -212,15 +212,9 @@ impl<'r> Libvirt<'r> {
 
 impl Hypervisor for Libvirt<'_> {
     fn guest_state(&self, name: &str, deadline: Deadline) -> Result<Option<GuestState>, BackendError> {
-        let found = self.asking_twice(deadline, || match self.handover_state(name, deadline) {
-            Ok(None) => Err(BackendError::NoSuchGuest),
-            other => other,
-        });
-        let (state, handover) = match found {
-            Ok(Some(s)) => s,
-            Ok(None) | Err(BackendError::NoSuchGuest) => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        // `status` already asks again on a fresh connection once.
+        let Some(status) = self.status(name, deadline)? else { return Ok(None) };
+        let (state, handover) = (status.state, status.mid_handover());
         Ok(Some(match state {
             DomainState::Running | DomainState::Blocked if handover => GuestState::RunningMidHandover,
             DomainState::Running | DomainState::Blocked => GuestState::Running,
