@@ -1,7 +1,9 @@
 //! What every VM agent does the same way, whatever its hypervisor: refuse to
-//! be a clone, check tools on PATH, run monitor scripts, set utilization.
+//! be a clone, check tools on PATH, run monitor scripts, set utilization,
+//! publish a migration's progress.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::ocf::metadata::Params;
 use crate::ocf::{log, Context, Deadline, OcfError};
@@ -77,6 +79,66 @@ pub fn update_utilization(runner: &dyn Runner, ctx: &Context, attributes: &[(&st
             Ok(out) => log::warn(&format!("cannot update utilization {attribute}: {}", out.complaint())),
             Err(e) => log::warn(&format!("cannot update utilization {attribute}: {e}")),
         }
+    }
+}
+
+/// A migration's progress, as a transient node attribute that `crm_mon -A`
+/// shows while migrate_to runs: `ferry-migration-RESOURCE` on the source.
+/// Only under a cluster. Written at most every `PROGRESS_EVERY`, so a long
+/// migration does not flood the CIB; removed when the migration ends, and by
+/// Drop on any other way out (a SIGKILL alone can leave it, until the next
+/// migration of the resource from this node replaces it).
+pub struct ProgressAttribute<'r> {
+    runner: &'r dyn Runner,
+    name: String,
+    /// Off outside a cluster, and after attrd_updater failed once: progress
+    /// is worth no more than one failed call.
+    working: bool,
+    written: Option<Instant>,
+    deadline: Deadline,
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Each attrd_updater call; attrd answers in milliseconds when it is up.
+const ATTRD_CALL: Duration = Duration::from_secs(2);
+
+impl<'r> ProgressAttribute<'r> {
+    pub fn new(runner: &'r dyn Runner, ctx: &Context) -> ProgressAttribute<'r> {
+        ProgressAttribute { runner, name: format!("ferry-migration-{}", ctx.env.instance), working: ctx.env.under_cluster(), written: None, deadline: ctx.deadline }
+    }
+
+    /// Publishes `value` unless one was published less than PROGRESS_EVERY ago.
+    pub fn publish(&mut self, value: &str) {
+        if !self.working || self.written.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        self.written = Some(Instant::now());
+        self.attrd(&["-U", value]);
+    }
+
+    /// Removes the attribute, if anything was published.
+    pub fn clear(&mut self) {
+        if self.working && self.written.take().is_some() {
+            self.attrd(&["-D"]);
+        }
+    }
+
+    fn attrd(&mut self, what: &[&str]) {
+        let cmd = Cmd::new(&["attrd_updater", "-n", self.name.as_str()]);
+        let cmd = what.iter().fold(cmd, |c, w| c.arg(*w));
+        let failure = match self.runner.run(&cmd, self.deadline.within(ATTRD_CALL)) {
+            Ok(out) if out.success() => return,
+            Ok(out) => out.complaint(),
+            Err(e) => e.to_string(),
+        };
+        log::warn(&format!("cannot publish the migration's progress as node attribute {}: {failure}", self.name));
+        self.working = false;
+    }
+}
+
+impl Drop for ProgressAttribute<'_> {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 

@@ -17,6 +17,12 @@
 #   - with "ferry.disk=1", writes 1 MiB a second to /dev/vda, so a test can
 #     make the disk fail under it;
 #   - with "ferry.crash=SECS", crashes its kernel after SECS (sysrq c);
+#   - with "ferry.secret=SEED", keeps a secret in its RAM (a tmpfs file):
+#     "ferry-secret-" and the first 32 hex digits of SEED's sha256, many
+#     times over. A capture of a migration's stream finds it there exactly
+#     when the guest's memory crossed the wire in clear text. The secret is
+#     derived inside the guest so that it appears nowhere else: not in the
+#     domain XML, which libvirt sends over its own connection.
 #   - panics on an NMI when booted with unknown_nmi_panic=1, and tells QEMU
 #     through the pvpanic device when it has one.
 # Inputs come only from Debian's archive (apt-get download), and the result is
@@ -136,6 +142,16 @@ if grep -q 'ferry\.disk=1' /proc/cmdline; then
       sleep 1
     done
   ) &
+fi
+seed=$(sed -n 's/.*ferry\.secret=\([0-9a-zA-Z]*\).*/\1/p' /proc/cmdline)
+if [ -n "$seed" ]; then
+  secret="ferry-secret-$(printf %s "$seed" | sha256sum | cut -c1-32)"
+  mkdir -p /secret
+  mount -t tmpfs -o size=1m tmpfs /secret
+  # Many copies: a copy cut by a packet boundary must not be the only one.
+  i=0; while [ $i -lt 512 ]; do echo "$secret"; i=$((i + 1)); done > /secret/token
+  unset secret
+  echo "ferry-guest: secret kept in RAM"
 fi
 dirty=$(sed -n 's/.*ferry\.dirty=\([0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$dirty" ]; then

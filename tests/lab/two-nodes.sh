@@ -3,10 +3,15 @@
 # the demo and (next) the Pacemaker cluster.
 #
 # Each node is a network namespace plus a mount and UTS namespace of its own,
-# with private /run, /etc/libvirt, /var/lib/libvirt, /var/log/libvirt,
-# /var/cache/libvirt, /dev/shm and /etc/hosts, its own hostname, and its own
-# virtlogd and libvirtd (listening on TCP, lab only: no auth). The two are
-# joined by a veth pair. Everything else (the repository, guest images, test
+# with private /run, /etc/libvirt, /etc/pki, /var/lib/libvirt,
+# /var/log/libvirt, /var/cache/libvirt, /dev/shm and /etc/hosts, its own
+# hostname, and its own virtlogd and libvirtd (listening on TCP, lab only: no
+# auth; and on TLS). The two are joined by a veth pair.
+#
+# The lab has a certificate authority of its own (certtool, from gnutls-bin),
+# and each node a certificate from it, installed where an operator installs
+# them: /etc/pki/CA and /etc/pki/libvirt for libvirtd's TLS (qemu+tls://),
+# /etc/pki/qemu for QEMU's migration stream (virsh migrate --tls). Everything else (the repository, guest images, test
 # scratch directories) is the host's and so plays the part of shared storage.
 #
 #   two-nodes.sh up LABDIR        bring the lab up; writes LABDIR/lab.env
@@ -55,12 +60,44 @@ wait_pidfile() {
   return 1
 }
 
+# The lab's CA: LAB/pki/ca-cert.pem and its key.
+make_lab_ca() {
+  local ca=$lab/pki
+  mkdir -p "$ca"
+  printf 'cn = ferry lab CA\nca\ncert_signing_key\nexpiration_days = 30\n' > "$ca/ca.info"
+  certtool --generate-privkey --key-type=rsa --bits=2048 --outfile "$ca/ca-key.pem" 2>/dev/null
+  certtool --generate-self-signed --load-privkey "$ca/ca-key.pem" --template "$ca/ca.info" \
+    --outfile "$ca/ca-cert.pem" 2>/dev/null
+}
+
+# NODE's certificate, for its name and address, good as server and client,
+# copied to every file libvirtd and QEMU look for under /etc/pki.
+issue_node_cert() {
+  local node=$1 ca=$lab/pki pki=$lab/$1/pki
+  mkdir -p "$pki"/{CA,libvirt/private,qemu}
+  printf 'organization = ferry lab\ncn = %s\ndns_name = %s\nip_address = %s\ntls_www_server\ntls_www_client\nencryption_key\nsigning_key\nexpiration_days = 30\n' \
+    "$node" "$node" "${ADDR[$node]}" > "$ca/$node.info"
+  certtool --generate-privkey --key-type=rsa --bits=2048 --outfile "$ca/$node-key.pem" 2>/dev/null
+  certtool --generate-certificate --load-privkey "$ca/$node-key.pem" --load-ca-certificate "$ca/ca-cert.pem" \
+    --load-ca-privkey "$ca/ca-key.pem" --template "$ca/$node.info" --outfile "$ca/$node-cert.pem" 2>/dev/null
+  install -m 0644 "$ca/ca-cert.pem" "$pki/CA/cacert.pem"
+  install -m 0644 "$ca/ca-cert.pem" "$pki/qemu/ca-cert.pem"
+  local role
+  for role in server client; do
+    install -m 0644 "$ca/$node-cert.pem" "$pki/libvirt/${role}cert.pem"
+    install -m 0600 "$ca/$node-key.pem" "$pki/libvirt/private/${role}key.pem"
+    install -m 0644 "$ca/$node-cert.pem" "$pki/qemu/$role-cert.pem"
+    install -m 0600 "$ca/$node-key.pem" "$pki/qemu/$role-key.pem"
+  done
+}
+
 write_node_config() {
-  local node=$1 dir=$lab/$1 n
+  local node=$1 dir=$lab/$1 n tls=0
   mkdir -p "$dir"/{run,etc/libvirt,lib/libvirt/qemu,lib/libvirt/images,log/libvirt,cache/libvirt,shm}
+  if [ -f "$lab/pki/ca-cert.pem" ]; then issue_node_cert "$node"; tls=1; fi
   # A random host UUID per node: libvirt refuses to migrate "to the same host".
   cat > "$dir/etc/libvirt/libvirtd.conf" <<EOF
-listen_tls = 0
+listen_tls = $tls
 listen_tcp = 1
 listen_addr = "${ADDR[$node]}"
 auth_tcp = "none"
@@ -93,6 +130,7 @@ node_init() {
   mount --bind "$dir/log/libvirt" /var/log/libvirt
   mount --bind "$dir/cache/libvirt" /var/cache/libvirt
   mount --bind "$dir/hosts" /etc/hosts
+  [ ! -d "$dir/pki" ] || mount --bind "$dir/pki" /etc/pki
   mount -t tmpfs -o size=64m tmpfs /dev/shm
   mkdir -p /run/libvirt /run/lock /run/resource-agents
   hostname "$node"
@@ -139,7 +177,9 @@ up() {
   # From here on a failure leaves a partial lab: take it down.
   trap 'down_loaded; exit 1' ERR
   # Mount points the nodes' private directories go over.
-  mkdir -p /etc/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
+  mkdir -p /etc/libvirt /etc/pki /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
+  command -v certtool >/dev/null || die "certtool is not installed (make deps: gnutls-bin)"
+  make_lab_ca
   local a=fv${FERRY_LAB_ID}a b=fv${FERRY_LAB_ID}b n
   for n in "${NODES[@]}"; do ip netns add "$(ns_of "$n")"; done
   ip link add "$a" type veth peer name "$b"
@@ -168,6 +208,11 @@ up() {
       sleep 0.1
     done
     die "nodea cannot reach $n's libvirtd over TCP"
+  done
+  # ... and over TLS, which checks both nodes' certificates against the CA.
+  for n in "${NODES[@]}"; do
+    (on_node nodea virsh -q -c "qemu+tls://$n/system" uri >/dev/null 2>&1) && continue
+    die "nodea cannot reach $n's libvirtd over TLS"
   done
   trap - ERR
   echo "two-nodes: lab $FERRY_LAB_ID up in $lab (${NODES[*]})" >&2

@@ -11,6 +11,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod encryption;
+
+use std::io::Write;
 use std::time::{Duration, Instant};
 use support::lab::*;
 use support::*;
@@ -30,13 +33,15 @@ fn assert_only_on(g: &LabGuest, node: &str, step: &str) {
     }
 }
 
-/// a -> b -> a, checking after every step.
-fn round_trip(g: &LabGuest, extra: &[(&str, &str)]) {
+/// a -> b -> a, checking after every step; the log of each migrate_to.
+fn round_trip(g: &LabGuest, extra: &[(&str, &str)]) -> Vec<String> {
     g.start_on("nodea");
+    let mut logs = vec![];
     for (from, to) in [("nodea", "nodeb"), ("nodeb", "nodea")] {
         let before = g.last_tick();
         let out = g.migrate_to(from, to, MIGRATE_TIMEOUT, extra);
         assert_eq!(out.code, 0, "migrate_to {from}->{to}: {}", out.stderr);
+        logs.push(out.stderr);
         let into = g.migrate_from(from, to, 60, extra);
         assert_eq!(into.code, 0, "migrate_from {from}->{to}: {}", into.stderr);
         // Pacemaker's stop on the source comes last, and finds nothing.
@@ -56,6 +61,7 @@ fn round_trip(g: &LabGuest, extra: &[(&str, &str)]) {
     }
     assert_eq!(g.run("nodea", "stop", 90, extra).code, 0);
     assert!(g.lab.active_on(g.name()).is_empty());
+    logs
 }
 
 #[test]

@@ -69,6 +69,13 @@ impl Lab {
         })
     }
 
+    /// The node's end of the wire between the nodes (its veth device).
+    pub fn link_device(&self, node: &str) -> String {
+        let env = std::fs::read_to_string(self.dir.join("lab.env")).expect("lab.env");
+        let id = env.lines().find_map(|l| l.strip_prefix("FERRY_LAB_ID=")).expect("FERRY_LAB_ID in lab.env");
+        format!("fv{id}{}", &node[node.len() - 1..])
+    }
+
     pub fn link(&self, up: bool) {
         let status = Command::new(script()).arg("link").arg(&self.dir).arg(if up { "up" } else { "down" }).status().unwrap();
         assert!(status.success(), "two-nodes.sh link");

@@ -115,6 +115,20 @@ impl Ladder {
         }
         Step::GiveUp
     }
+
+    /// The rung reached, in words, for the progress an operator sees.
+    pub fn rung(&self) -> String {
+        if self.in_postcopy {
+            "post-copy".into()
+        } else if self.throttle_awaited {
+            "auto-converge".into()
+        } else if self.steps_taken > 0 {
+            let span = self.downtime_max_ms - self.downtime_from_ms;
+            format!("downtime {} ms", self.downtime_from_ms + span * self.steps_taken as u64 / self.downtime_steps as u64)
+        } else {
+            "pre-copy".into()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -144,11 +158,14 @@ mod tests {
         assert_eq!(ladder.observe(t(1), &job(2, 40), t(60)), Step::Wait);
         // A sawtooth that never reaches a new low is a stall.
         assert_eq!(ladder.observe(t(2), &job(3, 45), t(60)), Step::Wait);
+        assert_eq!(ladder.rung(), "pre-copy");
         assert_eq!(ladder.observe(t(3), &job(3, 39), t(60)), Step::SetDowntime(866));
+        assert_eq!(ladder.rung(), "downtime 866 ms");
         assert_eq!(ladder.observe(t(4), &job(4, 41), t(60)), Step::Wait);
         assert_eq!(ladder.observe(t(5), &job(4, 40), t(60)), Step::SetDowntime(1433));
         assert_eq!(ladder.observe(t(7), &job(5, 40), t(60)), Step::SetDowntime(2000));
         assert_eq!(ladder.observe(t(9), &job(6, 40), t(60)), Step::AwaitThrottle);
+        assert_eq!(ladder.rung(), "auto-converge");
         assert_eq!(ladder.observe(t(10), &job(6, 40), t(60)), Step::Wait);
         assert_eq!(ladder.observe(t(11), &job(7, 40), t(60)), Step::GiveUp);
     }
@@ -172,6 +189,7 @@ mod tests {
         ladder.observe(t(0), &job(2, 40), t(60));
         assert_eq!(stalled(&mut ladder, 1, 60), Step::StartPostCopy);
         assert!(ladder.in_postcopy);
+        assert_eq!(ladder.rung(), "post-copy");
         assert_eq!(stalled(&mut ladder, 30, 0), Step::Wait, "post-copy is never given up");
         let mut late = Ladder::new(&settings(&[("migration_mode", "postcopy"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "1")]));
         late.observe(t(0), &job(2, 40), t(60));

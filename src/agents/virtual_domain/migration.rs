@@ -44,18 +44,42 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backend::libvirt::migration::MigrationRequest;
+use crate::backend::libvirt::migration::{MigrationRequest, Stream};
+use crate::backend::libvirt::tls::{migration_cert_dir, target_lacks_certs};
 use crate::backend::libvirt::{DomainState, Libvirt};
 use crate::backend::{BackendError, MigrationJob};
 use crate::ocf::{log, Context, Deadline, OcfError};
 
+use super::encryption::Plan;
 use super::ladder::{Ladder, Step};
 use super::locate::Whereabouts;
 use super::settings::{MigrationMode, Settings};
 use super::uri::{data_uri, extra_options, target_uri};
 use super::{refuse_clone, ConfigFile, VirtualDomain};
-use crate::agents::common::migration_peer;
+use crate::agents::common::{migration_peer, ProgressAttribute};
 use crate::agents::lifecycle::{self, backend_error, POLL};
+
+/// How a push ended, when it did not succeed.
+enum Pushed {
+    /// The target has no migration certificates; nothing was sent.
+    TargetLacksCerts(String),
+    Failed(OcfError),
+}
+
+impl Pushed {
+    fn into_error(self) -> OcfError {
+        match self {
+            Pushed::TargetLacksCerts(e) => OcfError::generic(format!("the target cannot receive a TLS migration: {e}")),
+            Pushed::Failed(e) => e,
+        }
+    }
+}
+
+impl From<OcfError> for Pushed {
+    fn from(e: OcfError) -> Self {
+        Pushed::Failed(e)
+    }
+}
 
 /// How often migrate_to looks at the job (Nova's monitor uses the same).
 const JOB_POLL: Duration = Duration::from_millis(500);
@@ -81,15 +105,41 @@ impl VirtualDomain {
         log::info(&format!("migrating {name} to {target} ({})", settings.migration.mode.name()));
         match settings.migration.image(&name) {
             Some(image) => lifecycle::save_for_migration(&libvirt, &name, &image, ctx.deadline),
-            None => self.push(&settings, &libvirt, &name, target, ctx.deadline),
+            None => self.push(ctx, &settings, &libvirt, &name, target),
+        }
+    }
+
+    /// Push, over the stream migration_encryption chooses on this node.
+    fn push(&self, ctx: &Context, settings: &Settings, libvirt: &Libvirt, name: &str, target: &str) -> Result<(), OcfError> {
+        let cert_dir = self.migration_cert_dir();
+        let plan = settings.migration.stream.plan(&cert_dir).map_err(|why| OcfError::generic(format!("cannot migrate {name}: {why}")))?;
+        let stream = match &plan {
+            Plan::Use(stream) => *stream,
+            Plan::TlsElseClear => Stream::Tls,
+            Plan::Clear { why } => {
+                log::warn(&format!("migrating {name} to {target} in clear text: {why}. Anyone who can see the migration network can read the guest's memory; see migration_encryption"));
+                Stream::Clear
+            }
+        };
+        match self.push_over(ctx, settings, libvirt, name, target, stream) {
+            Err(Pushed::TargetLacksCerts(e)) if plan == Plan::TlsElseClear => {
+                log::warn(&format!(
+                    "migrating {name} to {target} in clear text: {target} has no migration certificates ({e}). Anyone who can see the migration network can read the guest's memory; see migration_encryption"
+                ));
+                self.push_over(ctx, settings, libvirt, name, target, Stream::Clear).map_err(Pushed::into_error)
+            }
+            other => other.map_err(Pushed::into_error),
         }
     }
 
     /// Push: run the migration, steer it up the ladder, abort it in time.
-    fn push(&self, settings: &Settings, libvirt: &Libvirt, name: &str, target: &str, deadline: Deadline) -> Result<(), OcfError> {
+    fn push_over(&self, ctx: &Context, settings: &Settings, libvirt: &Libvirt, name: &str, target: &str, stream: Stream) -> Result<(), Pushed> {
+        let deadline = ctx.deadline;
         let m = &settings.migration;
         let remote = target_uri(m, &libvirt.uri, target);
-        let data = data_uri(m, target);
+        // A tunnel goes to where the libvirt connection goes; that is the
+        // migration network when a suffix names one.
+        let data = data_uri(m, target).filter(|_| stream != Stream::Tunnelled);
         let extra = extra_options(m);
         let request = MigrationRequest {
             domain: name,
@@ -99,14 +149,17 @@ impl VirtualDomain {
             postcopy: m.mode == MigrationMode::PostCopy,
             auto_converge: m.auto_converge && m.mode != MigrationMode::Pause,
             bandwidth_mib_s: (m.speed_mib_s > 0).then_some(m.speed_mib_s as u64),
+            stream,
+            parallel: m.stream.parallel,
             extra: &extra,
         };
+        let mut progress = ProgressAttribute::new(&*self.runner, ctx);
         // Aborting takes time too: libvirt cancels, tells the target, and
         // resumes the guest here. Keep a sixth of the budget (3-20 s) for it.
         let reserve = (deadline.remaining() / 6).clamp(Duration::from_secs(3), Duration::from_secs(20));
         let abort_at = deadline.leaving(reserve);
         let started = Instant::now();
-        let mut migration = libvirt.start_migration(&request, deadline).map_err(|e| backend_error("cannot start the migration", e))?;
+        let mut migration = libvirt.start_migration(&request, deadline).map_err(|e| Pushed::Failed(backend_error("cannot start the migration", e)))?;
         let mut ladder = Ladder::new(m);
         let mut aborted: Option<String> = None;
         let outcome = loop {
@@ -149,6 +202,7 @@ impl VirtualDomain {
                 job.elapsed_ms, job.memory_iteration, job.data_remaining, job.dirty_pages_per_s, job.throttle_percent
             ));
             let step = ladder.observe(started.elapsed(), &job, abort_at.remaining());
+            progress.publish(&format!("{}% sent, {} MiB left, pass {}, {}", job.percent_done(), job.data_remaining >> 20, job.memory_iteration, ladder.rung()));
             let last = job;
             match step {
                 Step::Wait => {}
@@ -172,23 +226,40 @@ impl VirtualDomain {
             }
         };
         let took = started.elapsed();
+        progress.clear();
+        let over = match stream {
+            Stream::Tls => "TLS",
+            Stream::Tunnelled => "tunnelled",
+            Stream::Clear => "clear text",
+        };
         match outcome {
             Ok(()) if aborted.is_none() => {
                 self.confirm_left(libvirt, name, deadline)?;
-                log::info(&format!("migrated {name} to {target} in {took:.2?}"));
+                log::info(&format!("migrated {name} to {target} in {took:.2?} ({over})"));
                 Ok(())
             }
             Ok(()) => {
                 // The abort lost the race with the switch-over: it is done.
                 self.confirm_left(libvirt, name, deadline)?;
-                log::info(&format!("migrated {name} to {target} in {took:.2?} (finished before the abort took hold)"));
+                log::info(&format!("migrated {name} to {target} in {took:.2?} ({over}; finished before the abort took hold)"));
                 Ok(())
+            }
+            // The target could not load certificates while libvirt set the
+            // stream up: nothing was sent and the guest never paused here.
+            Err(e) if aborted.is_none() && stream == Stream::Tls && target_lacks_certs(&e.to_string()) && libvirt.state(name, deadline) == Ok(Some(DomainState::Running)) => {
+                Err(Pushed::TargetLacksCerts(e.to_string()))
             }
             Err(e) => {
                 let why = aborted.map(|w| format!("aborted the migration of {name} to {target}: {w}")).unwrap_or_else(|| format!("migration of {name} to {target} failed: {e}"));
-                Err(self.after_failed_push(libvirt, name, &remote, why, ladder.in_postcopy, deadline))
+                Err(Pushed::Failed(self.after_failed_push(libvirt, name, &remote, why, ladder.in_postcopy, deadline)))
             }
         }
+    }
+
+    /// Where libvirt on this node has QEMU look for migration certificates.
+    pub(super) fn migration_cert_dir(&self) -> std::path::PathBuf {
+        let qemu_conf = self.libvirt_conf.with_file_name("qemu.conf");
+        migration_cert_dir(std::fs::read_to_string(qemu_conf).ok().as_deref())
     }
 
     /// After a successful push the guest must be gone from here.

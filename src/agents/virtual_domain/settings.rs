@@ -10,6 +10,7 @@ use crate::ocf::OcfError;
 pub use crate::agents::common::UtilizationPolicy;
 use crate::agents::common::{absolute_path, save_migration_dir};
 pub use crate::agents::lifecycle::MigrationMode;
+use super::encryption::{Requested, StreamSettings};
 use super::health::{IoErrorPolicy, Silence};
 
 /// The migration parameters.
@@ -32,6 +33,8 @@ pub struct MigrationSettings {
     pub options: Option<String>,
     pub port: Option<u16>,
     pub remote_uri: Option<String>,
+    /// migration_encryption and migration_parallel, checked.
+    pub stream: StreamSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -222,6 +225,23 @@ impl MigrationSettings {
             return Err(configuration_error(format!("migration_downtime_max {downtime_max_ms} is below migration_downtime {downtime_ms}")));
         }
         let downtime_steps = non_negative("migration_downtime_steps")?.clamp(1, 100) as u32;
+        let remote_uri = p.str("remoteuri").map(String::from);
+        let migrate_uri = p.str("migrateuri").map(String::from);
+        let options = p.str("migrate_options").map(String::from);
+        // libvirt's transport for the connection to the target: remoteuri's,
+        // else the one target_uri puts in (a remote URI without one is TLS).
+        let target_transport = match &remote_uri {
+            Some(uri) => uri.split("://").next().and_then(|scheme| scheme.split_once('+')).map_or("tls", |(_, t)| t).to_string(),
+            None => transport.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| "ssh".into()),
+        };
+        let stream = StreamSettings::check(&Requested {
+            encryption: p.str("migration_encryption").unwrap_or("auto"),
+            parallel: p.int("migration_parallel").unwrap_or(0),
+            mode,
+            migrate_options: options.as_deref(),
+            transport: &target_transport,
+            data_uri_set: migrate_uri.is_some() || port.is_some() || words(options.as_deref()).iter().any(|w| w.starts_with("--migrateuri")),
+        })?;
         Ok(MigrationSettings {
             mode,
             state_dir,
@@ -234,10 +254,11 @@ impl MigrationSettings {
             downtime_ms,
             speed_mib_s,
             network_suffix: p.str("migration_network_suffix").map(String::from),
-            migrate_uri: p.str("migrateuri").map(String::from),
-            options: p.str("migrate_options").map(String::from),
+            migrate_uri,
+            options,
             port,
-            remote_uri: p.str("remoteuri").map(String::from),
+            remote_uri,
+            stream,
         })
     }
 }

@@ -37,9 +37,11 @@ pub fn data_uri(m: &MigrationSettings, node: &str) -> Option<String> {
     Some(format!("tcp://{}{port}", migration_host(m, node)))
 }
 
-/// `migrate_options` as virsh words, without a `--migrateuri=` (see `data_uri`).
+/// `migrate_options` as virsh words, without a `--migrateuri=` (see
+/// `data_uri`) or `--tls` and `--tunnelled`, which migration_encryption
+/// took over (see encryption.rs) and the stream adds when it is chosen.
 pub fn extra_options(m: &MigrationSettings) -> Vec<String> {
-    words(m.options.as_deref()).into_iter().filter(|w| !w.starts_with("--migrateuri=")).collect()
+    words(m.options.as_deref()).into_iter().filter(|w| !w.starts_with("--migrateuri=") && w != "--tls" && w != "--tunnelled").collect()
 }
 
 /// `node` with the migration network suffix after its short name
@@ -77,5 +79,7 @@ mod tests {
         let m = settings(&[("migrate_options", "--compressed --migrateuri=tcp://%n-x:5000 --abort-on-error")]);
         assert_eq!(data_uri(&m, "b").as_deref(), Some("tcp://b-x:5000"));
         assert_eq!(extra_options(&m), ["--compressed", "--abort-on-error"]);
+        let m = settings(&[("migrate_options", "--tls --compressed")]);
+        assert_eq!(extra_options(&m), ["--compressed"], "--tls is migration_encryption's now");
     }
 }

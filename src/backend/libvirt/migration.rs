@@ -14,6 +14,19 @@ use crate::process::Output;
 use super::{classify_virsh_failure, DomainState, Libvirt};
 use crate::backend::BackendError;
 
+/// How the guest's memory travels to the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stream {
+    /// A TCP connection of QEMU's own, in clear text.
+    #[default]
+    Clear,
+    /// QEMU's own connection, TLS with both ends' certificates (`--tls`).
+    Tls,
+    /// Inside the libvirt connection to the target (`--tunnelled`): as
+    /// private as that connection's transport, and with extra copies.
+    Tunnelled,
+}
+
 /// What to migrate, where, and how.
 #[derive(Clone, Debug, Default)]
 pub struct MigrationRequest<'a> {
@@ -29,6 +42,9 @@ pub struct MigrationRequest<'a> {
     pub auto_converge: bool,
     /// MiB/s; `None` keeps libvirt's (unlimited) default.
     pub bandwidth_mib_s: Option<u64>,
+    pub stream: Stream,
+    /// Parallel connections for the stream (multifd); `None`: one.
+    pub parallel: Option<u32>,
     /// Further `virsh migrate` options, one word each.
     pub extra: &'a [String],
 }
@@ -41,6 +57,8 @@ pub struct JobStats {
     pub elapsed_ms: u64,
     pub data_processed: u64,
     pub data_remaining: u64,
+    /// What the job must send in all (the guest's memory, and disks if copied).
+    pub data_total: u64,
     /// Pre-copy passes over memory so far (1 is the first full pass).
     pub memory_iteration: u64,
     pub dirty_pages_per_s: u64,
@@ -65,6 +83,7 @@ impl JobStats {
                 ("time_elapsed", Some(n)) => stats.elapsed_ms = n,
                 ("data_processed", Some(n)) => stats.data_processed = n,
                 ("data_remaining", Some(n)) => stats.data_remaining = n,
+                ("data_total", Some(n)) => stats.data_total = n,
                 ("memory_iteration", Some(n)) => stats.memory_iteration = n,
                 ("memory_dirty_rate", Some(n)) => stats.dirty_pages_per_s = n,
                 ("auto_converge_throttle", Some(n)) => stats.throttle_percent = n,
@@ -77,6 +96,15 @@ impl JobStats {
             stats.total_ms = Some(stats.elapsed_ms);
         }
         stats
+    }
+
+    /// How much of the memory is across, as `virsh migrate --verbose`
+    /// counts it: the total less what remains (a later pass starts over).
+    pub fn percent_done(&self) -> u64 {
+        match self.data_total {
+            0 => 0,
+            total => total.saturating_sub(self.data_remaining) * 100 / total,
+        }
     }
 }
 
@@ -94,6 +122,14 @@ impl MigrationRequest<'_> {
         }
         if let Some(b) = self.bandwidth_mib_s {
             args.extend(["--bandwidth".into(), b.to_string()]);
+        }
+        match self.stream {
+            Stream::Clear => {}
+            Stream::Tls => args.push("--tls".into()),
+            Stream::Tunnelled => args.push("--tunnelled".into()),
+        }
+        if let Some(n) = self.parallel {
+            args.extend(["--parallel".into(), "--parallel-connections".into(), n.to_string()]);
         }
         args.extend(self.extra.iter().cloned());
         args.extend([self.domain.to_string(), self.target_uri.to_string()]);
@@ -172,7 +208,7 @@ mod tests {
     use crate::process::recording::RecordingRunner;
     use std::time::Duration;
 
-    const RUNNING: &str = "Job type: 2\n\noperation: 5\ntime_elapsed: 8019\ndata_processed: 239237637\ndata_remaining: 6324224\nmemory_iteration: 4\nmemory_dirty_rate: 7665\nauto_converge_throttle: 30\n";
+    const RUNNING: &str = "Job type: 2\n\noperation: 5\ntime_elapsed: 8019\ndata_processed: 239237637\ndata_remaining: 6324224\ndata_total: 134750208\nmemory_iteration: 4\nmemory_dirty_rate: 7665\nauto_converge_throttle: 30\n";
     const COMPLETED: &str = "Job type: 3\n\noperation: 5\ntime_elapsed: 5711\ntime_elapsed_net: 5709\ndowntime: 97\ndowntime_net: 95\n";
 
     #[test]
@@ -181,6 +217,7 @@ mod tests {
         assert!(s.active);
         assert_eq!((s.elapsed_ms, s.data_remaining, s.memory_iteration, s.dirty_pages_per_s, s.throttle_percent), (8019, 6324224, 4, 7665, 30));
         assert_eq!(s.downtime_ms, None);
+        assert_eq!(s.percent_done(), 95);
         let c = JobStats::parse(COMPLETED);
         assert!(!c.active);
         assert_eq!((c.downtime_ms, c.total_ms), (Some(97), Some(5711)));
@@ -198,12 +235,19 @@ mod tests {
             postcopy: true,
             auto_converge: true,
             bandwidth_mib_s: Some(30),
+            stream: Stream::Tls,
+            parallel: Some(4),
             extra: &extra,
         };
         assert_eq!(
             req.args(),
-            ["migrate", "--p2p", "--live", "--postcopy", "--auto-converge", "--bandwidth", "30", "--compressed", "vm", "qemu+ssh://b/system", "--migrateuri", "tcp://b-mig:49152"]
+            [
+                "migrate", "--p2p", "--live", "--postcopy", "--auto-converge", "--bandwidth", "30", "--tls", "--parallel", "--parallel-connections", "4",
+                "--compressed", "vm", "qemu+ssh://b/system", "--migrateuri", "tcp://b-mig:49152"
+            ]
         );
+        let tunnelled = MigrationRequest { domain: "vm", target_uri: "qemu+tls://b/system", live: true, stream: Stream::Tunnelled, ..Default::default() };
+        assert_eq!(tunnelled.args(), ["migrate", "--p2p", "--live", "--tunnelled", "vm", "qemu+tls://b/system"]);
         let paused = MigrationRequest { domain: "vm", target_uri: "qemu+tcp://b/system", ..Default::default() };
         assert_eq!(paused.args(), ["migrate", "--p2p", "vm", "qemu+tcp://b/system"]);
     }

@@ -13,6 +13,7 @@ pub mod migration;
 pub mod procscan;
 pub mod rpc;
 mod state;
+pub mod tls;
 mod uri;
 pub mod xdr;
 

@@ -47,18 +47,20 @@ pub fn default_uri(conf_text: Option<&str>) -> String {
             return uri;
         }
     }
-    if let Some(text) = conf_text {
-        for line in text.lines() {
-            let line = line.trim();
-            if let Some(value) = line.strip_prefix("uri_default") {
-                let value = value.trim_start().trim_start_matches('=').trim().trim_matches('"').trim_matches('\'');
-                if !value.is_empty() {
-                    return value.to_string();
-                }
-            }
-        }
-    }
-    "qemu:///system".to_string()
+    conf_text.and_then(|text| conf_value(text, "uri_default")).unwrap_or_else(|| "qemu:///system".to_string())
+}
+
+/// A string setting of a libvirt configuration file (`key = "value"`; `#`
+/// starts a comment); the last one set wins, as when libvirt reads it.
+pub(super) fn conf_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix(key)?;
+            let value = rest.trim_start().strip_prefix('=')?;
+            let value = value.trim().trim_matches('"').trim_matches('\'');
+            (!value.is_empty()).then(|| value.to_string())
+        })
+        .last()
 }
 
 #[cfg(test)]
