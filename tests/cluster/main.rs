@@ -262,10 +262,50 @@ fn a_migration_that_cannot_finish_fails_in_its_timeout_and_pacemaker_recovers() 
     );
     let failed = lab.ops(&r.id).into_iter().find(|o| o.operation == "migrate_to" && o.rc == 1).unwrap();
     assert!(failed.exec_ms < 20_000, "migrate_to must end inside its 20 s timeout: {failed:?}");
+    let attributes = node_attributes(&lab);
+    assert!(!attributes.contains(&format!("ferry-migration-{}", r.id)), "the failed migration left its progress behind:\n{attributes}");
     // Recovery: Pacemaker stops what may be left and starts the guest again.
     assert!(r.settle(SETTLE));
     let now = r.wait_active(SETTLE).expect("recovered");
     assert_only_on(&g, &now, "after recovery");
+    lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);
+}
+
+/// What `crm_mon -A` shows, node attributes included.
+fn node_attributes(lab: &Lab) -> String {
+    lab.crm("nodea", &["crm_mon", "-1", "-A"])
+}
+
+#[test]
+fn a_tls_move_shows_its_progress_in_crm_mon_while_it_runs_and_clears_it() {
+    let lab = Lab::from_env();
+    // A dirtying guest behind a 20 MiB/s limit: a migration of many seconds.
+    let (g, r) = vm(&lab, "tlsmove", Some(48), &[("migration_encryption", "tls"), ("migration_speed", "20")], &[]);
+    let home = r.wait_active(SETTLE).expect("the resource did not start");
+    assert!(g.ticks_on(crate::support::BOOT));
+    let attribute = format!("ferry-migration-{}", r.id);
+    let to = other(&home);
+    lab.crm("nodea", &["crm_resource", "--move", "-r", &r.id, "-N", to]);
+    let mut progress = String::new();
+    let seen = wait_for(Duration::from_secs(60), || match node_attributes(&lab).lines().find(|l| l.contains(&attribute)) {
+        Some(line) => {
+            progress = line.trim().to_string();
+            true
+        }
+        None => false,
+    });
+    assert!(seen, "crm_mon -A never showed {attribute} during the migration");
+    assert!(progress.contains("% sent") && progress.contains("MiB left") && progress.contains("pass"), "{progress}");
+    assert!(r.settle(SETTLE), "the move did not settle");
+    assert_eq!(lab.located(&r.id), vec![to.to_string()]);
+    assert_live_move(&lab, &r.id, &home, to);
+    assert_only_on(&g, to, "after the TLS move");
+    assert_eq!(boots(&g), 1, "the guest must not have rebooted");
+    let attributes = node_attributes(&lab);
+    assert!(!attributes.contains(&attribute), "the progress outlived the migration:\n{attributes}");
+    // The agent's own word, which Pacemaker logs, on how the memory went.
+    let log = std::fs::read_to_string(lab.dir.join(&home).join("cluster/log-pacemaker/pacemaker.log")).unwrap_or_default();
+    assert!(log.lines().any(|l| l.contains(&r.id) && l.contains("(TLS)")), "no TLS migration in {home}'s pacemaker.log");
     lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);
 }
 
