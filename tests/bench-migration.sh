@@ -4,7 +4,8 @@
 #   - ferry: migrate_to on the source + migrate_from on the target,
 #   - resource-agents' heartbeat:VirtualDomain, the same two actions,
 # on an idle guest (medians of FERRY_BENCH_MIGRATIONS moves each, alternating
-# direction), then on a guest that dirties 48 MiB continuously behind a
+# direction); then the same guest over each stream ferry offers (TLS beside
+# raw `virsh migrate --tls`, tunnelled, TLS with parallel connections); then on a guest that dirties 48 MiB continuously behind a
 # 30 MiB/s link, which QEMU's defaults never converge, with a 60 s operation
 # timeout for each. Downtime is libvirt's own (domjobinfo --completed on the
 # target). Run inside the lab: tests/lab/with-two-nodes.sh (make bench).
@@ -88,23 +89,43 @@ move virsh "$idle" "$work/idle.xml" nodea 60 >/dev/null
 move virsh "$idle" "$work/idle.xml" nodeb 60 >/dev/null
 echo "ferry migration bench: lab nodes nodea/nodeb (veth), 128 MiB TCG guest, libvirt $(virsh --version), $runs moves each"
 echo
-printf '%-34s %12s %14s %6s\n' "idle guest, live" "total (ms)" "downtime (ms)" "fails"
+# row KEY LABEL METHOD [ARGS...]: $runs moves of the idle guest, alternating
+# direction; prints the medians and keeps the total's in total[KEY].
 declare -A total
-for method in virsh ferry heartbeat; do
-  : > "$work/$method.samples"
-  fails=0
+row() {
+  local key=$1 label=$2 method=$3 fails=0 i from r; shift 3
+  : > "$work/$key.samples"
   for i in $(seq "$runs"); do
     from=$(where "$idle")
-    r=$(move "$method" "$idle" "$work/idle.xml" "$from" 60)
-    case $r in fail*) fails=$((fails + 1)); echo "  $method: $r" >&2 ;; *) echo "$r" >> "$work/$method.samples" ;; esac
+    r=$(move "$method" "$idle" "$work/idle.xml" "$from" 60 "$@")
+    case $r in fail*) fails=$((fails + 1)); echo "  $label: $r" >&2 ;; *) echo "$r" >> "$work/$key.samples" ;; esac
   done
-  t=$(awk '{print $1}' "$work/$method.samples" | median)
-  d=$(awk '{print $2}' "$work/$method.samples" | median)
-  total[$method]=$t
-  printf '%-34s %12s %14s %6s\n' "$method" "$t" "$d" "$fails"
-done
-awk -v f="${total[ferry]}" -v v="${total[virsh]}" -v h="${total[heartbeat]}" 'BEGIN {
-  printf "ferry vs raw virsh: %+.1f%% total time; heartbeat vs raw virsh: %+.1f%%\n", (f / v - 1) * 100, (h / v - 1) * 100 }'
+  total[$key]=$(awk '{print $1}' "$work/$key.samples" | median)
+  printf '%-34s %12s %14s %6s\n' "$label" "${total[$key]}" "$(awk '{print $2}' "$work/$key.samples" | median)" "$fails"
+}
+ratio() { awk -v a="${total[$2]}" -v b="${total[$3]}" -v what="$1" 'BEGIN { printf "%s: %+.1f%% total time\n", what, (a / b - 1) * 100 }'; }
+
+# The agents' own cost, all three in clear text (heartbeat knows no other).
+printf '%-34s %12s %14s %6s\n' "idle guest, live, clear text" "total (ms)" "downtime (ms)" "fails"
+row virsh "virsh" virsh
+row ferry "ferry" ferry OCF_RESKEY_migration_encryption=none
+row heartbeat "heartbeat" heartbeat
+ratio "ferry vs raw virsh" ferry virsh
+ratio "heartbeat vs raw virsh" heartbeat virsh
+
+# What encryption costs, the same guest: TLS against raw virsh --tls (the
+# floor), against clear text, and the other streams.
+echo
+printf '%-34s %12s %14s %6s\n' "idle guest, live, by stream" "total (ms)" "downtime (ms)" "fails"
+row virsh_tls "virsh --tls" virsh --tls
+row tls "ferry tls" ferry OCF_RESKEY_migration_encryption=tls
+row auto "ferry auto (default: TLS here)" ferry
+row tunnelled "ferry tunnelled (qemu+tls)" ferry OCF_RESKEY_migration_encryption=tunnelled OCF_RESKEY_migration_transport=tls
+row parallel "ferry tls, 4 parallel" ferry OCF_RESKEY_migration_encryption=tls OCF_RESKEY_migration_parallel=4
+ratio "ferry tls vs raw virsh --tls" tls virsh_tls
+ratio "ferry tls vs ferry clear text" tls ferry
+ratio "ferry tunnelled vs ferry tls" tunnelled tls
+ratio "ferry tls + 4 parallel vs ferry tls" parallel tls
 OCF_RESOURCE_INSTANCE="bench-$idle" OCF_RESKEY_config="$work/idle.xml" OCF_RESKEY_force_stop=1 on "$(where "$idle")" "$ferry" stop 2>/dev/null
 
 echo

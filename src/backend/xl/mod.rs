@@ -4,8 +4,9 @@
 //! down, but xenstored can hang, and then the deadline answers.
 //!
 //! Migration is `xl migrate`: xl runs a transport command (ssh by default,
-//! which authenticates; `-s CMD` for another) that must start
-//! `xl migrate-receive` on the target. There is no unauthenticated relocation
+//! which authenticates and encrypts; `-s CMD` for another) that must start
+//! `xl migrate-receive` on the target, and sends the guest's memory through
+//! that command's stdin, so the transport protects the memory too. There is no unauthenticated relocation
 //! service, unlike xend's. Xen's pre-copy always ends, after at most five
 //! rounds, so the job is bounded by the guest's memory over the link.
 
@@ -316,6 +317,8 @@ xcrash                                       3   128     1     ---sc-       8.9\
         let mut job = xl.start_migration("vm1", "nodeb", None, Deadline::after(std::time::Duration::from_secs(3))).unwrap();
         assert_eq!(job.wait_for(std::time::Duration::from_secs(1)), Some(Ok(())));
         assert_eq!(job.account(), said);
+        // No -s: xl's own ssh, which encrypts the whole stream, memory included.
+        assert!(runner.called(&["xl", "migrate", "vm1", "nodeb"]));
     }
 
     #[test]
