@@ -167,3 +167,48 @@ pub fn absolute_path(params: &Params, name: &str) -> Result<Option<PathBuf>, Ocf
 pub fn save_migration_dir(state_dir: Option<PathBuf>) -> Result<PathBuf, OcfError> {
     state_dir.ok_or_else(|| OcfError::configured("migration_mode=save needs migration_state_dir, a directory on storage all nodes share"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ocf::env::OcfEnv;
+    use crate::ocf::metadata::Metadata;
+    use crate::process::recording::RecordingRunner;
+
+    const NO_PARAMETERS: &str = r#"<?xml version="1.0"?><resource-agent name="T" version="1"><version>1.1</version><longdesc lang="en">t</longdesc><shortdesc lang="en">t</shortdesc><parameters/><actions><action name="monitor" timeout="20s"/></actions></resource-agent>"#;
+
+    /// Drives a ProgressAttribute for resource vm1, under a cluster or not.
+    fn with_progress(runner: &RecordingRunner, cluster: bool, drive: impl FnOnce(&mut ProgressAttribute)) {
+        let mut vars = vec![("OCF_RESOURCE_INSTANCE".to_string(), "vm1".to_string())];
+        if cluster {
+            vars.push(("OCF_RESKEY_crm_feature_set".into(), "3.16.2".into()));
+        }
+        let env = OcfEnv::from_vars(vars);
+        let params = Metadata::parse(NO_PARAMETERS).unwrap().resolve(&Default::default()).unwrap();
+        let ctx = Context { env: &env, params: &params, deadline: Deadline::after(Duration::from_secs(5)) };
+        let mut progress = ProgressAttribute::new(runner, &ctx);
+        drive(&mut progress);
+    }
+
+    #[test]
+    fn progress_is_published_sparingly_and_removed_at_the_end() {
+        let runner = RecordingRunner::new().reply(&["attrd_updater"], 0, "", "");
+        with_progress(&runner, true, |p| {
+            p.publish("10% sent");
+            p.publish("20% sent"); // within 2 s of the last: not written
+        });
+        assert!(runner.called(&["attrd_updater", "-n", "ferry-migration-vm1", "-U", "10% sent"]));
+        assert!(!runner.called(&["attrd_updater", "-n", "ferry-migration-vm1", "-U", "20% sent"]));
+        assert!(runner.called(&["attrd_updater", "-n", "ferry-migration-vm1", "-D"]), "dropping it removes the attribute");
+    }
+
+    #[test]
+    fn outside_a_cluster_or_after_a_failure_nothing_more_is_tried() {
+        let outside = RecordingRunner::new().reply(&["attrd_updater"], 0, "", "");
+        with_progress(&outside, false, |p| p.publish("10% sent"));
+        assert!(!outside.called(&["attrd_updater"]));
+        let broken = RecordingRunner::new().reply(&["attrd_updater"], 1, "", "Could not connect to attrd\n");
+        with_progress(&broken, true, |p| p.publish("10% sent"));
+        assert!(!broken.called(&["attrd_updater", "-n", "ferry-migration-vm1", "-D"]), "one failure is enough");
+    }
+}
