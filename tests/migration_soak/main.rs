@@ -8,7 +8,9 @@
 //!
 //! A diagnosis, not a pass/fail test: `make soak` runs it (ignored by
 //! `make test`), FERRY_SOAK_RUNS migrations per kind and driver (30), and
-//! FERRY_SOAK_KINDS to choose kinds (postcopy,ladder,live,postcopy-armed).
+//! FERRY_SOAK_KINDS to choose kinds (postcopy,ladder,live,postcopy-armed,parallel),
+//! and FERRY_SOAK_STREAM the stream both drivers use: tls (the default, as
+//! ferry's migration_encryption=auto chooses in the lab) or none.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -35,7 +37,7 @@ struct Kind {
     steer: Option<(u64, &'static [&'static str])>,
 }
 
-const KINDS: [Kind; 4] = [
+const KINDS: [Kind; 5] = [
     Kind {
         name: "postcopy",
         ferry: &[
@@ -58,6 +60,8 @@ const KINDS: [Kind; 4] = [
     // The failing CI case: post-copy allowed but, on a fast link, never
     // switched to (round trips in tests/migration).
     Kind { name: "postcopy-armed", ferry: &[("OCF_RESKEY_migration_mode", "postcopy")], virsh: &["--live", "--p2p", "--postcopy"], steer: None },
+    // Parallel connections (multifd), whose TLS path is QEMU's other one.
+    Kind { name: "parallel", ferry: &[("OCF_RESKEY_migration_parallel", "4")], virsh: &["--live", "--p2p", "--parallel", "--parallel-connections", "4"], steer: None },
 ];
 
 #[derive(Default, Debug)]
@@ -86,18 +90,31 @@ fn other(node: &str) -> &'static str {
     }
 }
 
+/// FERRY_SOAK_STREAM: tls or none.
+fn stream() -> &'static str {
+    match std::env::var("FERRY_SOAK_STREAM").as_deref() {
+        Ok("none") => "none",
+        _ => "tls",
+    }
+}
+
 /// One migration of `g` from `from`; true if the command says it succeeded.
 fn migrate(g: &LabGuest, kind: &Kind, driver: Driver, from: &str) -> bool {
     let to = other(from);
     match driver {
         Driver::Ferry => {
-            let out = g.migrate_to(from, to, 120, kind.ferry);
-            out.code == 0 && g.migrate_from(from, to, 60, kind.ferry).code == 0
+            let mut params = kind.ferry.to_vec();
+            params.push(("OCF_RESKEY_migration_encryption", stream()));
+            let out = g.migrate_to(from, to, 120, &params);
+            out.code == 0 && g.migrate_from(from, to, 60, &params).code == 0
         }
         Driver::Virsh => {
             let dir = g.lab.dir.display().to_string();
             let mut argv: Vec<String> = vec!["on".into(), dir, from.into(), "timeout".into(), "-s".into(), "KILL".into(), "120".into(), "virsh".into(), "migrate".into()];
             argv.extend(kind.virsh.iter().map(|s| s.to_string()));
+            if stream() == "tls" {
+                argv.push("--tls".into());
+            }
             argv.extend([g.name().to_string(), format!("qemu+tcp://{to}/system")]);
             let mut child = Command::new(repo().join("tests/lab/two-nodes.sh")).args(&argv).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
             if let Some((after, steer)) = kind.steer {
@@ -137,7 +154,7 @@ fn judge(g: &LabGuest, console_before: usize, succeeded: bool) -> Verdict {
 fn hang_and_panic_rates_of_ferry_and_raw_virsh() {
     let lab = Lab::from_env();
     let runs: u32 = std::env::var("FERRY_SOAK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
-    let chosen = std::env::var("FERRY_SOAK_KINDS").unwrap_or_else(|_| "postcopy,ladder,live,postcopy-armed".into());
+    let chosen = std::env::var("FERRY_SOAK_KINDS").unwrap_or_else(|_| "postcopy,ladder,live,postcopy-armed,parallel".into());
     let evidence = repo().join("build/soak");
     let _ = std::fs::create_dir_all(&evidence);
     let mut table = Vec::new();
@@ -181,7 +198,7 @@ fn hang_and_panic_rates_of_ferry_and_raw_virsh() {
             table.push((kind.name, driver, tally));
         }
     }
-    println!("\nsoak: {runs} migrations per kind and driver, 128 MiB TCG guest rewriting 48 MiB");
+    println!("\nsoak: {runs} migrations per kind and driver, 128 MiB TCG guest rewriting 48 MiB, stream {}", stream());
     println!("{:<15} {:<6} {:>8} {:>4} {:>5} {:>6} {:>7} {:>10} {:>8}", "kind", "driver", "attempts", "ok", "hang", "panic", "failed", "hang+panic", "seconds");
     for (kind, driver, t) in &table {
         let bad = t.hang + t.panic;
