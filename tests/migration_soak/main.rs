@@ -9,8 +9,8 @@
 //! A diagnosis, not a pass/fail test: `make soak` runs it (ignored by
 //! `make test`), FERRY_SOAK_RUNS migrations per kind and driver (30), and
 //! FERRY_SOAK_KINDS to choose kinds (postcopy,ladder,live,postcopy-armed,parallel),
-//! and FERRY_SOAK_STREAM the stream both drivers use: tls (the default, as
-//! ferry's migration_encryption=auto chooses in the lab) or none.
+//! and FERRY_SOAK_STREAM the stream both drivers use: none (clear text, the
+//! default) or tls (ferry's migration_encryption=tls, virsh's --tls).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -93,8 +93,8 @@ fn other(node: &str) -> &'static str {
 /// FERRY_SOAK_STREAM: tls or none.
 fn stream() -> &'static str {
     match std::env::var("FERRY_SOAK_STREAM").as_deref() {
-        Ok("none") => "none",
-        _ => "tls",
+        Ok("tls") => "tls",
+        _ => "none",
     }
 }
 
