@@ -13,10 +13,14 @@ pub enum Action {
     ValidateAll,
     MigrateTo,
     MigrateFrom,
+    /// OCF 1.1: make changed `reloadable` parameters take effect without a
+    /// restart. Pacemaker runs it instead of stop and start when only such
+    /// parameters changed.
+    ReloadAgent,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Start,
         Action::Stop,
         Action::Monitor,
@@ -25,6 +29,7 @@ impl Action {
         Action::ValidateAll,
         Action::MigrateTo,
         Action::MigrateFrom,
+        Action::ReloadAgent,
     ];
 
     pub fn parse(word: &str) -> Option<Action> {
@@ -41,6 +46,7 @@ impl Action {
             Action::ValidateAll => "validate-all",
             Action::MigrateTo => "migrate_to",
             Action::MigrateFrom => "migrate_from",
+            Action::ReloadAgent => "reload-agent",
         }
     }
 

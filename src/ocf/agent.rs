@@ -23,6 +23,15 @@ pub enum Health {
     Degraded(String),
 }
 
+/// A guest on this node that carries an agent's owner mark, for `ferry status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedGuest {
+    pub resource: String,
+    pub guest: String,
+    /// The hypervisor's state with its reason, e.g. "paused (I/O error)".
+    pub state: String,
+}
+
 /// Everything an action may know about its invocation.
 pub struct Context<'a> {
     pub env: &'a OcfEnv,
@@ -44,6 +53,18 @@ pub trait Agent {
     }
     fn migrate_from(&self, _ctx: &Context) -> Result<(), OcfError> {
         Err(OcfError::unimplemented("migrate_from is not supported by this agent"))
+    }
+    /// OCF 1.1 reload-agent. ferry keeps no state between actions, so every
+    /// action already reads the parameters it is given; a reload checks the
+    /// new values and applies what lives outside the agent (utilization),
+    /// and never touches the guest.
+    fn reload(&self, _ctx: &Context) -> Result<(), OcfError> {
+        Err(OcfError::unimplemented("reload-agent is not supported by this agent"))
+    }
+    /// The guests on this node that carry this agent's owner mark, or `None`
+    /// when the hypervisor keeps no mark to find them by.
+    fn owned_guests(&self, _deadline: Deadline) -> Option<Result<Vec<OwnedGuest>, String>> {
+        None
     }
 }
 
@@ -122,6 +143,12 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
     for name in &params.unknown {
         log::warn(&format!("ignoring parameter '{name}': {} declares no such parameter", agent.name()));
     }
+    // Not on every monitor: once per start, reload or validation is enough
+    // to be seen, and a log line every 10 s would bury everything else.
+    let deprecated = if matches!(action, Action::Monitor | Action::Status) { &[][..] } else { &params.deprecated[..] };
+    for (name, replacements) in deprecated {
+        log::warn(&format!("parameter '{name}' is deprecated (still honoured); use {} instead", replacements.join(" or ")));
+    }
     let _lock = if action.needs_lock() {
         match ResourceLock::acquire(Path::new(LOCK_DIR), agent.name(), &env.instance, deadline) {
             Ok(l) => Some(l),
@@ -140,6 +167,7 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
         Action::ValidateAll => succeeded(agent.validate(&ctx)),
         Action::MigrateTo => succeeded(agent.migrate_to(&ctx)),
         Action::MigrateFrom => succeeded(agent.migrate_from(&ctx)),
+        Action::ReloadAgent => succeeded(agent.reload(&ctx)),
         Action::MetaData => unreachable!("answered above"),
     };
     // A failure after a SIGTERM is most likely the SIGTERM's doing: say so.

@@ -22,12 +22,27 @@ pub struct ParamSpec {
     pub kind: ParamType,
     pub default: Option<String>,
     pub required: bool,
+    /// OCF 1.1: a change takes effect through reload-agent, without a
+    /// restart. Pacemaker restarts the resource for any other change.
+    pub reloadable: bool,
+    /// OCF 1.1 `<deprecated><replaced-with name=…/>`: still accepted, but
+    /// these parameters say the same thing better.
+    pub replaced_with: Vec<String>,
+    /// OCF 1.1: no two resources may share the values of all parameters in
+    /// this group.
+    pub unique_group: Option<String>,
+    pub shortdesc: String,
+    pub longdesc: String,
 }
 
 #[derive(Clone, Debug)]
 pub struct ActionSpec {
     pub name: String,
     pub timeout: Option<Duration>,
+    /// The advertised values as written, for people (the man page).
+    pub timeout_text: Option<String>,
+    pub interval: Option<String>,
+    pub depth: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -35,6 +50,8 @@ pub struct Metadata {
     /// The agent the XML describes; the tests tie it to the registry.
     #[cfg_attr(not(test), allow(dead_code))]
     pub agent: String,
+    pub shortdesc: String,
+    pub longdesc: String,
     pub params: Vec<ParamSpec>,
     pub actions: Vec<ActionSpec>,
 }
@@ -65,10 +82,18 @@ mod xml {
     pub struct ResourceAgent {
         #[serde(rename = "@name")]
         pub name: String,
+        pub shortdesc: Option<Desc>,
+        pub longdesc: Option<Desc>,
         #[serde(default)]
         pub parameters: Parameters,
         #[serde(default)]
         pub actions: Actions,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Desc {
+        #[serde(rename = "$text", default)]
+        pub text: String,
     }
 
     #[derive(Deserialize, Default)]
@@ -83,7 +108,26 @@ mod xml {
         pub name: String,
         #[serde(rename = "@required")]
         pub required: Option<String>,
+        #[serde(rename = "@reloadable")]
+        pub reloadable: Option<String>,
+        #[serde(rename = "@unique-group")]
+        pub unique_group: Option<String>,
+        pub shortdesc: Option<Desc>,
+        pub longdesc: Option<Desc>,
+        pub deprecated: Option<Deprecated>,
         pub content: Option<Content>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Deprecated {
+        #[serde(rename = "replaced-with", default)]
+        pub replaced_with: Vec<ReplacedWith>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ReplacedWith {
+        #[serde(rename = "@name")]
+        pub name: String,
     }
 
     #[derive(Deserialize)]
@@ -106,7 +150,15 @@ mod xml {
         pub name: String,
         #[serde(rename = "@timeout")]
         pub timeout: Option<String>,
+        #[serde(rename = "@interval")]
+        pub interval: Option<String>,
+        #[serde(rename = "@depth")]
+        pub depth: Option<String>,
     }
+}
+
+fn desc_text(desc: Option<xml::Desc>) -> String {
+    desc.map(|d| d.text.trim().to_string()).unwrap_or_default()
 }
 
 impl Metadata {
@@ -132,16 +184,27 @@ impl Metadata {
                     Some("string") | None => ParamType::String,
                     Some(other) => return Err(format!("parameter {}: unsupported type {other}", p.name)),
                 };
-                Ok(ParamSpec { name: p.name, kind, default, required: p.required.as_deref() == Some("1") })
+                let replaced_with = p.deprecated.map(|d| d.replaced_with.into_iter().map(|r| r.name).collect()).unwrap_or_default();
+                Ok(ParamSpec {
+                    name: p.name,
+                    kind,
+                    default,
+                    required: p.required.as_deref() == Some("1"),
+                    reloadable: p.reloadable.as_deref() == Some("1"),
+                    replaced_with,
+                    unique_group: p.unique_group,
+                    shortdesc: desc_text(p.shortdesc),
+                    longdesc: desc_text(p.longdesc),
+                })
             })
             .collect::<Result<_, String>>()?;
         let actions = agent
             .actions
             .action
             .into_iter()
-            .map(|a| ActionSpec { timeout: a.timeout.as_deref().and_then(parse_duration), name: a.name })
+            .map(|a| ActionSpec { timeout: a.timeout.as_deref().and_then(parse_duration), timeout_text: a.timeout, interval: a.interval, depth: a.depth, name: a.name })
             .collect();
-        Ok(Metadata { agent: agent.name, params, actions })
+        Ok(Metadata { agent: agent.name, shortdesc: desc_text(agent.shortdesc), longdesc: desc_text(agent.longdesc), params, actions })
     }
 
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
@@ -197,7 +260,13 @@ impl Metadata {
             .filter(|k| self.param(k).is_none() && k.as_str() != "crm_feature_set")
             .cloned()
             .collect();
-        Ok(Params { values, unknown, read: RefCell::new(BTreeSet::new()) })
+        let deprecated = self
+            .params
+            .iter()
+            .filter(|spec| !spec.replaced_with.is_empty() && given.get(&spec.name).is_some_and(|v| !v.is_empty()))
+            .map(|spec| (spec.name.clone(), spec.replaced_with.clone()))
+            .collect();
+        Ok(Params { values, unknown, deprecated, read: RefCell::new(BTreeSet::new()) })
     }
 }
 
@@ -224,6 +293,8 @@ pub struct Params {
     values: BTreeMap<String, Option<String>>,
     /// `OCF_RESKEY_*` names the meta-data does not declare (likely typos).
     pub unknown: Vec<String>,
+    /// Deprecated parameters the CIB sets, each with its replacements.
+    pub deprecated: Vec<(String, Vec<String>)>,
     read: RefCell<BTreeSet<String>>,
 }
 
@@ -270,7 +341,8 @@ mod tests {
 <parameter name="config" unique="1" required="1"><content type="string" default=""/></parameter>
 <parameter name="force"><content type="boolean" default="false"/></parameter>
 <parameter name="count"><content type="integer" default="3"/></parameter>
-<parameter name="free"><content type="string"/></parameter>
+<parameter name="free" reloadable="1"><content type="string"/></parameter>
+<parameter name="old"><deprecated><replaced-with name="free"/></deprecated><content type="string"/></parameter>
 </parameters>
 <actions><action name="start" timeout="90s"/><action name="monitor" timeout="30s" interval="10s" depth="0"/></actions>
 </resource-agent>"#;
@@ -283,7 +355,9 @@ mod tests {
     fn parses_parameters_and_actions() {
         let md = Metadata::parse(XML).unwrap();
         assert_eq!(md.agent, "Demo");
-        assert_eq!(md.params.len(), 4);
+        assert_eq!(md.params.len(), 5);
+        assert!(md.param("free").unwrap().reloadable && !md.param("config").unwrap().reloadable);
+        assert_eq!(md.param("old").unwrap().replaced_with, vec!["free".to_string()]);
         let config = md.param("config").unwrap();
         assert!(config.required);
         assert!(!md.param("force").unwrap().required);
@@ -300,6 +374,7 @@ mod tests {
         assert!(p.bool("force"));
         assert_eq!(p.int("count"), Some(3));
         assert_eq!(p.str("free"), None);
+        assert_eq!(p.str("old"), None);
         assert!(p.unread().is_empty());
     }
 
@@ -325,6 +400,16 @@ mod tests {
             assert_eq!(e.code, super::super::exit::OcfCode::ErrConfigured);
             assert!(e.reason.contains("2147483648"), "{huge}: {}", e.reason);
         }
+    }
+
+    #[test]
+    fn a_deprecated_parameter_is_accepted_and_reported_only_when_set() {
+        let md = Metadata::parse(XML).unwrap();
+        let p = md.resolve(&given(&[("config", "x"), ("old", "v")])).unwrap();
+        assert_eq!(p.str("old"), Some("v"));
+        assert_eq!(p.deprecated, vec![("old".to_string(), vec!["free".to_string()])]);
+        assert!(md.resolve(&given(&[("config", "x")])).unwrap().deprecated.is_empty());
+        assert!(md.resolve(&given(&[("config", "x"), ("old", "")])).unwrap().deprecated.is_empty());
     }
 
     #[test]

@@ -19,16 +19,72 @@ fn agents_metadata_and_the_binary_name_the_same_agents() {
     assert_eq!(names_in("metadata", ".xml"), listed);
 }
 
+fn xmllint(agent: &str, file: &std::path::Path, schema: &[&str]) {
+    let out = Command::new("xmllint").arg("--noout").args(schema).arg(file).current_dir("/usr/share/resource-agents").output().expect("xmllint");
+    assert!(out.status.success(), "{agent} {schema:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The meta-data as OCF 1.0 saw it: without the document's own DTD and
+/// without what 1.1 added (reloadable, unique-group, <deprecated>,
+/// reload-agent), which ra-api-1.dtd has no words for.
+fn as_ocf_1_0(xml: &str) -> String {
+    let doctype = xml.find("<!DOCTYPE").unwrap();
+    let after = doctype + xml[doctype..].find("]>").unwrap() + 2;
+    let mut text = format!("{}{}", &xml[..doctype], &xml[after..]);
+    for attribute in [" reloadable=\"1\"", " unique-group=\"guest\""] {
+        text = text.replace(attribute, "");
+    }
+    while let Some(at) = text.find("<deprecated>") {
+        let end = at + text[at..].find("</deprecated>").unwrap() + "</deprecated>".len();
+        text.replace_range(at..end, "");
+    }
+    text.lines().filter(|l| !l.contains("name=\"reload-agent\"")).collect::<Vec<_>>().join("\n")
+}
+
 #[test]
-fn meta_data_validates_against_ra_api_dtd_and_metadata_rng() {
+fn meta_data_is_valid_ocf_1_1_and_its_1_0_view_validates_against_ra_api_dtd_and_metadata_rng() {
     for agent in names_in("metadata", ".xml") {
         let xml = run_program(&ferry(), &[&agent, "meta-data"], &[]).stdout;
         let dir = TempDir::new(&format!("md-{agent}"));
         let file = dir.join("meta-data.xml");
         std::fs::write(&file, &xml).unwrap();
-        for schema in [["--dtdvalid", "/usr/share/resource-agents/ra-api-1.dtd"], ["--relaxng", "/usr/share/resource-agents/metadata.rng"]] {
-            let out = Command::new("xmllint").arg("--noout").args(schema).arg(&file).output().expect("xmllint");
-            assert!(out.status.success(), "{agent} {schema:?}: {}", String::from_utf8_lossy(&out.stderr));
+        // What ocf-tester runs: the document against the DTD it declares.
+        xmllint(&agent, &file, &["--valid"]);
+        // Pacemaker's own OCF 1.1 schema, where the installed Pacemaker
+        // ships one (2.1.5, in Debian 12, does not).
+        for rng in ["/usr/share/pacemaker/ocf-1.1.rng", "/usr/share/pacemaker/ra-api-1.1.rng"] {
+            if std::path::Path::new(rng).exists() {
+                xmllint(&agent, &file, &["--relaxng", rng]);
+            }
+        }
+        let old = dir.join("meta-data-1.0.xml");
+        std::fs::write(&old, as_ocf_1_0(&xml)).unwrap();
+        xmllint(&agent, &old, &["--dtdvalid", "/usr/share/resource-agents/ra-api-1.dtd"]);
+        xmllint(&agent, &old, &["--relaxng", "/usr/share/resource-agents/metadata.rng"]);
+        // The stripping took away only what 1.1 added.
+        assert_eq!(parameter_names(&as_ocf_1_0(&xml)), parameter_names(&xml));
+    }
+}
+
+#[test]
+fn the_ocf_1_1_additions_are_consistent() {
+    for agent in names_in("metadata", ".xml") {
+        let xml = run_program(&ferry(), &[&agent, "meta-data"], &[]).stdout;
+        let names = parameter_names(&xml);
+        assert!(xml.contains("<version>1.1</version>"), "{agent}");
+        // Every replacement names a parameter that exists.
+        for replacement in xml.split("<replaced-with name=\"").skip(1).map(|s| &s[..s.find('"').unwrap()]) {
+            assert!(names.contains(replacement), "{agent}: replaced-with {replacement} names no parameter");
+        }
+        // Pacemaker runs reload-agent for reloadable parameters only if the
+        // action is advertised.
+        assert_eq!(xml.contains("reloadable=\"1\""), xml.contains("<action name=\"reload-agent\""), "{agent}");
+        // The guest's identity is a unique group: two resources for one
+        // guest would run it twice.
+        assert!(xml.contains("unique-group=\"guest\""), "{agent}");
+        // validate-all advertises both of its depths.
+        for depth in ["0", "10"] {
+            assert!(xml.contains(&format!("<action name=\"validate-all\" depth=\"{depth}\"")), "{agent}: validate-all depth {depth}");
         }
     }
 }

@@ -183,7 +183,10 @@ fn without_certificates_tls_is_refused_and_auto_warns_before_sending_clear_text(
     }
 
     let hidden = HiddenCerts::on(&lab, "nodeb");
-    let tls = g.run("nodeb", "validate-all", 20, &[TLS]);
+    // Certificates are the node's business: depth 10 checks them, depth 0
+    // (pcs at create time, perhaps on another node) does not.
+    assert_eq!(g.run("nodeb", "validate-all", 20, &[TLS]).code, 0);
+    let tls = g.run("nodeb", "validate-all", 20, &[TLS, ("OCF_CHECK_LEVEL", "10")]);
     assert_eq!(tls.code, 6, "{}", tls.stderr);
     assert!(tls.reason().unwrap_or_default().contains("ca-cert.pem"), "{}", tls.stderr);
     let shallow = g.run("nodeb", "validate-all", 20, &AUTO);

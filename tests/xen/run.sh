@@ -118,10 +118,11 @@ pids=()
 echo "xen: stage 1 took $((SECONDS - started)) s"
 grep -a 'HAP\|virt_caps' "$logs/single.log" | cut -d' ' -f2- | head -3 | sed 's/^/    /'
 grep -qa 'Hardware Assisted Paging (HAP) detected' "$logs/single.log" || fail "Xen did not find HAP: no live migration for PVH"
-verdict "$logs/single.log" probe validate start monitor start-again guest-runs xl-pause monitor-paused xl-unpause monitor-unpaused \
+verdict "$logs/single.log" probe validate validate-deep start monitor start-again guest-runs xl-pause monitor-paused xl-unpause monitor-unpaused \
+  reload reload-same-domain \
   crash-start crash-listed-crashed crash-monitor crash-probe crash-stop crash-gone crash-monitor-stopped save-migrate_to save-image-written \
   save-gone save-migrate_from save-image-removed save-guest-runs save-not-rebooted stop stop-graceful stop-again \
-  monitor-stopped probe-stopped no-xmfile relative-xmfile missing-xmfile bad-shutdown-timeout bad-name clone \
+  monitor-stopped probe-stopped no-xmfile relative-xmfile missing-xmfile missing-xmfile-depth0 bad-shutdown-timeout bad-name clone \
   migrate-without-target unknown-action meta-data ocf-tester ocf-tester-passed ocf-tester-left-nothing
 grep -a 'FERRY-XEN-TESTER' "$logs/single.log" | cut -d' ' -f2- | sed 's/^FERRY-XEN-TESTER /    ocf-tester: /' | tail -3
 keep single "$logs/single.log"

@@ -27,7 +27,7 @@ use crate::backend::libvirt::{default_uri, DomainState, Libvirt, Pause, Status};
 use health::{Silence, Verdict};
 use crate::backend::Hypervisor;
 use super::lifecycle::{self, backend_error, StopBudget};
-use crate::ocf::{log, Agent, Context, Deadline, Health, OcfError};
+use crate::ocf::{log, Agent, Context, Deadline, Health, OcfError, OwnedGuest};
 use super::common;
 use crate::process::{Cmd, Runner, SystemRunner};
 use locate::{Finder, Whereabouts};
@@ -359,6 +359,12 @@ impl Agent for VirtualDomain {
     fn validate(&self, ctx: &Context) -> Result<(), OcfError> {
         let settings = Settings::from_params(ctx.params)?;
         refuse_clone(ctx)?;
+        // Depth 0 checks the parameters alone (OCF 1.1): pcs runs
+        // validate-all when a resource is created, on a node that need not
+        // hold the config file. Depth 10 checks this node too.
+        if ctx.env.check_level < 10 {
+            return Ok(());
+        }
         self.check_node(&settings)?;
         // The issue is the node's, but 6 says at once to the operator who
         // asked for TLS that nothing will migrate until it is fixed.
@@ -367,7 +373,44 @@ impl Agent for VirtualDomain {
             Ok(Some(warning)) if ctx.env.check_level >= 10 => log::warn(&warning),
             Ok(_) => {}
         }
-        ConfigFile::load(&settings.config).require()?;
+        let (_, info) = ConfigFile::load(&settings.config).require()?;
+        // The hypervisor answers: a depth-10 validate that passes on a node
+        // whose libvirtd is down would promise a start that cannot happen.
+        self.libvirt(&settings)
+            .state(&info.name, ctx.deadline)
+            .map_err(|e| backend_error("the hypervisor does not answer", e))?;
+        Ok(())
+    }
+
+    fn owned_guests(&self, deadline: Deadline) -> Option<Result<Vec<OwnedGuest>, String>> {
+        let uri = default_uri(std::fs::read_to_string(&self.libvirt_conf).ok().as_deref());
+        let libvirt = Libvirt::with_run_dir(&uri, &*self.runner, &self.libvirt_run_dir);
+        let listed = match libvirt.list_with_xml(deadline) {
+            Ok(listed) => listed,
+            Err(e) => return Some(Err(format!("cannot list the domains of {uri}: {e}"))),
+        };
+        let owned = listed
+            .into_iter()
+            .filter_map(|d| {
+                let mark = domxml::read_mark(&d.xml).filter(|m| m.agent == self.name())?;
+                Some(OwnedGuest { resource: mark.resource, guest: d.name, state: d.status.to_string() })
+            })
+            .collect();
+        Some(Ok(owned))
+    }
+
+    fn reload(&self, ctx: &Context) -> Result<(), OcfError> {
+        // The new values are checked as validate-all at depth 0 checks them;
+        // every later action reads them afresh, so nothing else is kept. The
+        // guest is not touched.
+        let settings = Settings::from_params(ctx.params)?;
+        refuse_clone(ctx)?;
+        if settings.utilization.iter().any(|(_, policy)| !matches!(policy, common::UtilizationPolicy::Keep)) {
+            if let Ok((_, info)) = ConfigFile::load(&settings.config).require() {
+                self.update_utilization(ctx, &settings, &info);
+            }
+        }
+        log::info("reloaded: the new parameters apply from the next action; the guest was not touched");
         Ok(())
     }
 

@@ -211,3 +211,63 @@ fn a_crashed_guest_is_destroyed_before_a_fresh_start_and_created_with_its_mark()
     assert_eq!(domxml::read_mark(&xml), Some(OwnerMark { agent: "VirtualDomain".into(), resource: "r1".into() }));
     assert!(calls.iter().position(|c| c.argv.contains(&"destroy".to_string())) < calls.iter().position(|c| c.argv.contains(&"create".to_string())));
 }
+
+/// The fixture's parameters plus `extra`, as Pacemaker would pass them.
+fn env_with(f: &Fixture, extra: &[(&str, &str)]) -> OcfEnv {
+    let mut vars: Vec<(String, String)> = f.env.params.iter().map(|(k, v)| (format!("OCF_RESKEY_{k}"), v.clone())).collect();
+    vars.push(("OCF_RESOURCE_INSTANCE".into(), "r1".into()));
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    OcfEnv::from_vars(vars)
+}
+
+#[test]
+fn validate_all_at_depth_0_reads_only_the_parameters_and_depth_10_reads_the_node() {
+    let f = Fixture::new("depth");
+    std::fs::remove_file(f.dir.join("vm.xml")).unwrap();
+    for (level, want) in [("0", None), ("10", Some(OcfCode::ErrInstalled))] {
+        let env = env_with(&f, &[("OCF_CHECK_LEVEL", level)]);
+        let params = Metadata::parse(METADATA).unwrap().resolve(&env.params).unwrap();
+        let runner = Rc::new(RecordingRunner::new());
+        let ctx = Context { env: &env, params: &params, deadline: Deadline::after(Duration::from_secs(5)) };
+        let result = f.agent(&runner).validate(&ctx);
+        assert_eq!(result.err().map(|e| e.code), want, "depth {level}");
+        if level == "0" {
+            assert!(runner.calls.borrow().is_empty(), "depth 0 ran {:?}", runner.calls.borrow());
+        }
+    }
+    // Depth 0 still refuses bad values: they are wrong on every node.
+    let env = env_with(&f, &[("OCF_RESKEY_migration_mode", "teleport")]);
+    let e = Metadata::parse(METADATA).unwrap().resolve(&env.params).and_then(|p| {
+        let ctx = Context { env: &env, params: &p, deadline: Deadline::after(Duration::from_secs(5)) };
+        f.agent(&Rc::new(RecordingRunner::new())).validate(&ctx)
+    });
+    assert_eq!(e.unwrap_err().code, OcfCode::ErrConfigured);
+}
+
+#[test]
+fn reload_agent_checks_the_new_values_sets_utilization_and_never_asks_libvirt() {
+    let f = Fixture::new("reload");
+    let env = env_with(&f, &[("OCF_RESKEY_crm_feature_set", "3.16.2"), ("OCF_RESKEY_migration_speed", "50")]);
+    assert!(env.under_cluster());
+    let params = Metadata::parse(METADATA).unwrap().resolve(&env.params).unwrap();
+    let runner = Rc::new(RecordingRunner::new().reply(&["crm_resource"], 0, "", ""));
+    let ctx = Context { env: &env, params: &params, deadline: Deadline::after(Duration::from_secs(5)) };
+    assert_eq!(f.agent(&runner).reload(&ctx), Ok(()));
+    assert!(!runner.called(&["virsh"]), "reload-agent asked libvirt: {:?}", runner.calls.borrow());
+    assert!(runner.called(&["crm_resource", "-Q", "-r", "r1", "-z", "-p", "cpu", "-v", "2"]), "{:?}", runner.calls.borrow());
+    let bad = env_with(&f, &[("OCF_RESKEY_migration_mode", "teleport")]);
+    let params = Metadata::parse(METADATA).unwrap().resolve(&bad.params).unwrap();
+    let ctx = Context { env: &bad, params: &params, deadline: Deadline::after(Duration::from_secs(5)) };
+    assert_eq!(f.agent(&Rc::new(RecordingRunner::new())).reload(&ctx).unwrap_err().code, OcfCode::ErrConfigured);
+}
+
+#[test]
+fn only_what_shapes_the_running_guest_needs_a_restart() {
+    let md = Metadata::parse(METADATA).unwrap();
+    let restart: Vec<&str> = md.params.iter().filter(|p| !p.reloadable).map(|p| p.name.as_str()).collect();
+    // The guest's identity and what its disks were made from at start: a
+    // change to any of these means another guest, so Pacemaker restarts it.
+    assert_eq!(restart, ["config", "hypervisor", "backingfile", "stateless", "copyindirs"]);
+    assert!(md.action("reload-agent").is_some(), "reloadable parameters need the action");
+    assert_eq!(md.param("migration_network_suffix").unwrap().replaced_with, ["migrateuri", "remoteuri"]);
+}

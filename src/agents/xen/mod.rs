@@ -86,11 +86,16 @@ impl Xen {
         xl.list(deadline).ok()?.into_iter().find(|d| d.name == name)
     }
 
-    fn check_node(&self, settings: &Settings) -> Result<(), OcfError> {
+    /// What this node must have for the guest to start here.
+    fn check_node_and_files(&self, settings: &Settings) -> Result<(), OcfError> {
         if !common::on_path("xl") {
             return Err(OcfError::installed("xl is not installed on this node"));
         }
-        common::check_monitor_scripts(&settings.monitor_scripts)
+        common::check_monitor_scripts(&settings.monitor_scripts)?;
+        if !settings.xmfile.is_file() {
+            return Err(OcfError::installed(format!("xmfile {} does not exist on this node", settings.xmfile.display())));
+        }
+        Ok(())
     }
 
     fn migration_address(&self, settings: &Settings, target: &str, deadline: Deadline) -> String {
@@ -120,18 +125,36 @@ impl Agent for Xen {
     }
 
     fn validate(&self, ctx: &Context) -> Result<(), OcfError> {
-        let (settings, _) = self.settings_and_name(ctx)?;
+        let settings = Settings::from_params(ctx.params)?;
         common::refuse_clone(ctx, "Xen")?;
-        self.check_node(&settings)?;
-        if !settings.xmfile.is_file() {
-            return Err(OcfError::installed(format!("xmfile {} does not exist on this node", settings.xmfile.display())));
+        // Depth 0 checks the parameters alone (OCF 1.1): pcs runs
+        // validate-all at create time, on a node that need not hold the
+        // xmfile. Depth 10, and every start, check this node too.
+        if ctx.env.check_level < 10 {
+            return Ok(());
         }
+        self.check_node_and_files(&settings)?;
+        // The toolstack answers.
+        let name = settings.domain_name(&ctx.env.instance)?;
+        self.state(&self.xl(&settings), &name, ctx.deadline)?;
+        Ok(())
+    }
+
+    fn reload(&self, ctx: &Context) -> Result<(), OcfError> {
+        // Every action reads its parameters afresh; a reload checks the new
+        // values and never touches the guest. Utilization is set at start,
+        // from the running domain, and the next start applies a change.
+        Settings::from_params(ctx.params)?;
+        common::refuse_clone(ctx, "Xen")?;
+        log::info("reloaded: the new parameters apply from the next action; the guest was not touched");
         Ok(())
     }
 
     fn start(&self, ctx: &Context) -> Result<(), OcfError> {
-        self.validate(ctx)?;
-        let (settings, name) = self.settings_and_name(ctx)?;
+        let settings = Settings::from_params(ctx.params)?;
+        common::refuse_clone(ctx, "Xen")?;
+        self.check_node_and_files(&settings)?;
+        let name = settings.domain_name(&ctx.env.instance)?;
         let xl = self.xl(&settings);
         match self.state(&xl, &name, ctx.deadline)? {
             Some(GuestState::Running | GuestState::Paused { .. }) => {

@@ -56,6 +56,7 @@ impl Fixture {
             "migrate_to" => as_health(agent.migrate_to(&ctx)),
             "migrate_from" => as_health(agent.migrate_from(&ctx)),
             "validate-all" => as_health(agent.validate(&ctx)),
+            "reload-agent" => as_health(agent.reload(&ctx)),
             other => panic!("{other}"),
         }
     }
@@ -304,4 +305,28 @@ fn stop_clears_a_domain_that_xl_lists_as_shut_down() {
     let dying = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s-d  1.2\n"), ""));
     assert_eq!(f.run(&dying, "stop", &[]), Ok(Health::Running));
     assert!(!dying.called(&["xl", "destroy"]));
+}
+
+#[test]
+fn validate_all_at_depth_0_needs_no_xmfile_and_depth_10_does() {
+    let f = Fixture::new("depth");
+    std::fs::remove_file(f.dir.join("vm.cfg")).unwrap();
+    let runner = Rc::new(RecordingRunner::new());
+    assert_eq!(f.run(&runner, "validate-all", &[]), Ok(Health::Running));
+    assert!(runner.calls.borrow().is_empty(), "depth 0 asked xl: {:?}", runner.calls.borrow());
+    let deep = f.run(&runner, "validate-all", &[("OCF_CHECK_LEVEL", "10")]).unwrap_err();
+    assert_eq!(deep.code, OcfCode::ErrInstalled, "{}", deep.reason);
+    assert_eq!(f.run(&runner, "validate-all", &[("OCF_RESKEY_shutdown_timeout", "soon")]).unwrap_err().code, OcfCode::ErrConfigured);
+}
+
+#[test]
+fn reload_agent_checks_the_values_and_never_asks_xl() {
+    let f = Fixture::new("reload");
+    let runner = Rc::new(RecordingRunner::new());
+    assert_eq!(f.run(&runner, "reload-agent", &[("OCF_RESKEY_migration_mode", "live")]), Ok(Health::Running));
+    assert!(runner.calls.borrow().is_empty(), "reload asked xl: {:?}", runner.calls.borrow());
+    assert_eq!(f.run(&runner, "reload-agent", &[("OCF_RESKEY_migration_mode", "teleport")]).unwrap_err().code, OcfCode::ErrConfigured);
+    let md = Metadata::parse(METADATA).unwrap();
+    let restart: Vec<&str> = md.params.iter().filter(|p| !p.reloadable).map(|p| p.name.as_str()).collect();
+    assert_eq!(restart, ["xmfile", "name"], "only the guest's identity needs a restart");
 }

@@ -8,6 +8,8 @@ export OCF_RESKEY_CRM_meta_timeout=60000 OCF_RESKEY_CRM_meta_interval=10000
 
 check probe 7 env OCF_RESKEY_CRM_meta_interval=0 $A monitor
 check validate 0 $A validate-all
+# Depth 10 checks the node too: the xmfile is here and xl answers.
+check validate-deep 0 env OCF_CHECK_LEVEL=10 $A validate-all
 t0=$(cut -d' ' -f1 /proc/uptime)
 check start 0 $A start
 echo "FERRY-XEN-TIME start $t0 $(cut -d' ' -f1 /proc/uptime)"
@@ -20,6 +22,11 @@ echo "FERRY-XEN-XL-LIST paused: $(xl list | grep '^xguest ')"
 check monitor-paused 190 $A monitor
 check xl-unpause 0 xl unpause xguest
 check monitor-unpaused 0 $A monitor
+# reload-agent (OCF 1.1) with a changed reloadable parameter leaves the
+# domain alone: the same domain id before and after.
+domid=$(xl domid xguest)
+check reload 0 env OCF_RESKEY_shutdown_timeout=30 $A reload-agent
+check reload-same-domain 0 test "$(xl domid xguest)" = "$domid"
 xl list
 # A save migration (the pull model) through shared storage, here to this same
 # host: migrate_to saves and ends the guest, migrate_from restores it, and
@@ -58,7 +65,10 @@ check crash-monitor-stopped 7 env $CRASH $A monitor
 # Bad input: the right code, and a reason.
 check no-xmfile 6 env -u OCF_RESKEY_xmfile $A validate-all
 check relative-xmfile 6 env OCF_RESKEY_xmfile=guest.cfg $A validate-all
-check missing-xmfile 5 env OCF_RESKEY_xmfile=/etc/xen/none.cfg $A validate-all
+check missing-xmfile 5 env OCF_CHECK_LEVEL=10 OCF_RESKEY_xmfile=/etc/xen/none.cfg $A validate-all
+# Depth 0 checks the parameters alone: pcs validates on create, on a node
+# that may not hold the xmfile.
+check missing-xmfile-depth0 0 env OCF_RESKEY_xmfile=/etc/xen/none.cfg $A validate-all
 check bad-shutdown-timeout 6 env OCF_RESKEY_shutdown_timeout=soon $A validate-all
 check bad-name 6 env OCF_RESKEY_name="two words" $A validate-all
 check clone 6 env OCF_RESKEY_CRM_meta_clone_max=2 $A validate-all
