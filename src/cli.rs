@@ -4,20 +4,24 @@
 //! the file name of argv[0] selects the agent and argv[1] is the OCF action.
 //! Run under any other name, ferry is a small CLI for operators:
 //!   ferry list                 the agents this binary carries
+//!   ferry status               the guests on this node that ferry's agents own
+//!   ferry man AGENT            the agent's man page (roff), from its meta-data
 //!   ferry AGENT ACTION         run an agent action, as the link would
 //!   ferry --version
 
 use std::ffi::OsString;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::agents;
-use crate::ocf::{agent, log, OcfCode};
+use crate::ocf::metadata::Metadata;
+use crate::ocf::{agent, log, manpage, Deadline, OcfCode};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn usage() -> String {
     format!(
-        "usage: ferry list | ferry AGENT ACTION | ferry --version\nagents: {}",
+        "usage: ferry list | ferry status | ferry man AGENT | ferry AGENT ACTION | ferry --version\nagents: {}",
         agents::names().collect::<Vec<_>>().join(", ")
     )
 }
@@ -44,6 +48,18 @@ pub fn run(argv: Vec<OsString>) -> u8 {
             }
             0
         }
+        Some("status") => status(),
+        Some("man") => match args.get(1).and_then(|name| agents::by_name(name)) {
+            Some(agent) => {
+                let md = Metadata::parse(agent.metadata_xml()).expect("embedded meta-data is valid (tested)");
+                log::stdout_text(&manpage::render(&md, VERSION));
+                0
+            }
+            None => {
+                log::stderr_line(&format!("ferry man: name an agent\n{}", usage()));
+                OcfCode::ErrArgs.value()
+            }
+        },
         Some("--version") | Some("version") => {
             log::stdout_text(&format!("ferry {VERSION}\n"));
             0
@@ -64,4 +80,36 @@ pub fn run(argv: Vec<OsString>) -> u8 {
             OcfCode::ErrArgs.value()
         }
     }
+}
+
+/// How long `ferry status` may wait for the hypervisor: an operator in an
+/// incident needs an answer, not a hang.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Lists every guest on this node that carries an owner mark, one line
+/// each: resource, agent, guest, state (with the hypervisor's reason).
+/// Exit 0 when every agent could answer, 1 when one could not.
+fn status() -> u8 {
+    let deadline = Deadline::for_operation(STATUS_TIMEOUT);
+    let mut rows = vec![["RESOURCE".to_string(), "AGENT".into(), "GUEST".into(), "STATE".into()]];
+    let mut code = 0;
+    for name in agents::names() {
+        let agent = agents::by_name(name).expect("listed");
+        match agent.owned_guests(deadline) {
+            None => {}
+            Some(Ok(guests)) => rows.extend(guests.into_iter().map(|g| [g.resource, name.to_string(), g.guest, g.state])),
+            Some(Err(why)) => {
+                log::stderr_line(&format!("ferry status: {name}: {why}"));
+                code = 1;
+            }
+        }
+    }
+    let width = |col: usize| rows.iter().map(|r| r[col].len()).max().unwrap_or(0);
+    let widths = [width(0), width(1), width(2)];
+    let mut text = String::new();
+    for r in &rows {
+        text.push_str(&format!("{:w0$}  {:w1$}  {:w2$}  {}\n", r[0], r[1], r[2], r[3], w0 = widths[0], w1 = widths[1], w2 = widths[2]));
+    }
+    log::stdout_text(&text);
+    code
 }

@@ -7,8 +7,9 @@ pub mod env;
 pub mod exit;
 pub mod lock;
 pub mod log;
+pub mod manpage;
 pub mod metadata;
 
-pub use agent::{Agent, Context, Health};
+pub use agent::{Agent, Context, Health, OwnedGuest};
 pub use crate::deadline::Deadline;
 pub use exit::{OcfCode, OcfError};
