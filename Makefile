@@ -9,18 +9,22 @@
 #   make soak      hang/panic rates after migration, ferry against raw virsh
 #   make bench     ferry's monitor, probe and live migration against
 #                  heartbeat:VirtualDomain's and raw virsh's
-#   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr)
+#   make deb       build/ferry_<version>_amd64.deb: the binary, the agents'
+#                  links and man pages (written from the meta-data), README
+#   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr), for
+#                  those who build from source
 
 PREFIX  ?= /usr
 DESTDIR ?=
 OCF_DIR  = $(DESTDIR)$(PREFIX)/lib/ocf
+MAN_DIR  = $(DESTDIR)$(PREFIX)/share/man/man7
 BINARY   = build/ferry
 TARGET   = target/x86_64-unknown-linux-gnu/release/ferry
 GUEST    = build/guest
 LIBVIRT  = tests/lab/with-libvirtd.sh
 LAB      = tests/lab/with-two-nodes.sh
 
-.PHONY: all build deps guest install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest deb test-package install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -40,9 +44,20 @@ install: build
 	install -d $(OCF_DIR)/resource.d/ferry
 	# One link per agent the binary carries: `ferry list` is the one list.
 	for agent in $$($(BINARY) list); do ln -sfn ../../lib/ferry/ferry $(OCF_DIR)/resource.d/ferry/$$agent; done
+	# The man pages, written by the binary from its meta-data.
+	install -d $(MAN_DIR)
+	for agent in $$($(BINARY) list); do $(BINARY) man $$agent | gzip -9n > $(MAN_DIR)/ocf_ferry_$$agent.7.gz; done
+
+deb: build
+	packaging/deb.sh $(BINARY) build
+
+# lintian, then dpkg -i, crm_resource --show-metadata, man and dpkg --purge
+# in a private mount namespace: the host's /usr is not touched.
+test-package: build
+	tests/package.sh
 
 uninstall:
-	for agent in $$($(OCF_DIR)/lib/ferry/ferry list 2>/dev/null || $(BINARY) list); do rm -f $(OCF_DIR)/resource.d/ferry/$$agent; done
+	for agent in $$($(OCF_DIR)/lib/ferry/ferry list 2>/dev/null || $(BINARY) list); do rm -f $(OCF_DIR)/resource.d/ferry/$$agent $(MAN_DIR)/ocf_ferry_$$agent.7.gz; done
 	rm -f $(OCF_DIR)/lib/ferry/ferry
 	-rmdir $(OCF_DIR)/resource.d/ferry $(OCF_DIR)/lib/ferry 2>/dev/null
 

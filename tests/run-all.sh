@@ -23,6 +23,7 @@ solo=tests/lab/with-libvirtd.sh
 host_libvirtd() { pgrep -x -d, libvirtd 2>/dev/null | tr , '\n' | while read -r p; do [ "$(readlink /proc/"$p"/ns/net)" = "$(readlink /proc/self/ns/net)" ] && echo "$p"; done | sort | tr '\n' ' '; }
 host_before=$(host_libvirtd)
 suite unit           cargo test --release --locked --bins
+suite package        tests/package.sh
 suite integration    $solo cargo test --release --locked --test integration -- --test-threads=2
 suite libvirtd-down  $solo cargo test --release --locked --test libvirtd_down
 suite faults         $solo cargo test --release --locked --test faults -- --test-threads=1 --nocapture

@@ -62,10 +62,14 @@ fn make_install_links_every_agent_and_uninstall_removes_exactly_that() {
         let link = stage.join(format!("usr/lib/ocf/resource.d/ferry/{name}"));
         assert_eq!(std::fs::read_link(&link).unwrap(), std::path::PathBuf::from("../../lib/ferry/ferry"));
         assert!(run_program(&link, &["meta-data"], &[]).stdout.contains(&format!("name=\"{name}\"")));
+        let page = stage.join(format!("usr/share/man/man7/ocf_ferry_{name}.7.gz"));
+        let man = std::process::Command::new("man").arg("-l").arg(&page).env("MANPAGER", "cat").output().unwrap();
+        assert!(String::from_utf8_lossy(&man.stdout).contains(&format!("ocf_ferry_{name}")), "{}: {}", page.display(), String::from_utf8_lossy(&man.stderr));
     }
     make("uninstall");
     for name in agents() {
         assert!(!stage.join(format!("usr/lib/ocf/resource.d/ferry/{name}")).exists());
+        assert!(!stage.join(format!("usr/share/man/man7/ocf_ferry_{name}.7.gz")).exists());
     }
     assert!(!stage.join("usr/lib/ocf/lib/ferry/ferry").exists());
     assert!(!stage.join("usr/lib/ocf/resource.d/ferry").exists());
@@ -93,4 +97,46 @@ fn logs_follow_resource_agents_conventions() {
     // Without HA_debug, no debug output at all.
     let quiet = agent("monitor", &pairs(&[("OCF_RESOURCE_INSTANCE", "logtest"), ("OCF_RESKEY_config", "/nonexistent/logtest.xml")]));
     assert!(!quiet.stderr.contains("DEBUG"), "{}", quiet.stderr);
+}
+
+#[test]
+fn ferry_status_lists_the_guests_ferry_owns_here_with_their_state() {
+    let g = Guest::new("status");
+    let listed = |needle: &str| run_program(&ferry(), &["status"], &[]).stdout.lines().any(|l| l.contains(needle));
+    assert!(!listed(&g.name), "listed before start");
+    // A domain ferry did not start carries no mark and is not listed.
+    let stranger = Guest::new("stranger");
+    let out = virsh(&["create", stranger.config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(g.run("start", &[]).code, 0);
+    let status = run_program(&ferry(), &["status"], &[]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let row = status.stdout.lines().find(|l| l.contains(&g.name)).unwrap_or_else(|| panic!("{} is not listed:\n{}", g.name, status.stdout));
+    let words: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(words[..3], [g.instance.as_str(), "VirtualDomain", g.name.as_str()], "{row}");
+    assert!(row.contains("running ("), "{row}");
+    assert!(!status.stdout.contains(&stranger.name), "an unmarked domain is listed:\n{}", status.stdout);
+    let _ = virsh(&["suspend", &g.name]);
+    assert!(run_program(&ferry(), &["status"], &[]).stdout.lines().any(|l| l.contains(&g.name) && l.contains("paused (user)")), "the pause is not shown");
+    let _ = virsh(&["resume", &g.name]);
+    assert_eq!(g.run("stop", &[]).code, 0);
+    assert!(!listed(&g.name), "listed after stop");
+    // libvirt unreachable: said, and exit 1, never an empty "all clear".
+    let down = run_program(&ferry(), &["status"], &pairs(&[("LIBVIRT_DEFAULT_URI", "qemu+unix:///system?socket=/nonexistent/sock")]));
+    assert_eq!(down.code, 1, "{}", down.stdout);
+    assert!(down.stderr.contains("cannot list the domains"), "{}", down.stderr);
+}
+
+#[test]
+fn ferry_man_writes_each_agent_s_page_from_its_meta_data() {
+    for name in agents() {
+        let page = run_program(&ferry(), &["man", &name], &[]);
+        assert_eq!(page.code, 0, "{}", page.stderr);
+        assert!(page.stdout.starts_with(&format!(".TH OCF_FERRY_{}", name.to_uppercase())));
+        let md = run_program(&ferry(), &[&name, "meta-data"], &[]).stdout;
+        for param in md.split("<parameter name=\"").skip(1).map(|s| &s[..s.find('"').unwrap()]) {
+            assert!(page.stdout.contains(&format!("\\fB{}\\fR (", param.replace('-', "\\-"))), "{name}: {param} is not on the page");
+        }
+    }
+    assert_eq!(run_program(&ferry(), &["man", "NoSuchAgent"], &[]).code, 2);
 }
