@@ -16,6 +16,8 @@ use std::time::Duration;
 use support::lab::*;
 use support::*;
 
+mod readme;
+
 const SETTLE: Duration = Duration::from_secs(120);
 
 fn other(node: &str) -> &'static str {
@@ -83,6 +85,16 @@ fn pacemaker_sees_the_installed_agent_and_validates_through_it() {
     assert!(!bad.status.success());
     let said = format!("{}{}", String::from_utf8_lossy(&bad.stdout), String::from_utf8_lossy(&bad.stderr));
     assert!(said.contains("teleport"), "{said}");
+    // Depth 0 is the parameters alone, as pcs runs it at create time on a
+    // node that may lack the file; depth 10 checks the node.
+    let absent = "config=/nonexistent/ferry/vm.xml";
+    let validate = |level: &str| lab.on("nodea", &["crm_resource", level, "--class", "ocf", "--provider", "ferry", "--agent", "VirtualDomain", "--option", absent]);
+    let shallow = validate("--validate");
+    assert!(shallow.status.success(), "depth 0 looked at the node: {}", String::from_utf8_lossy(&shallow.stdout));
+    let deep = validate("--validate=10");
+    assert!(!deep.status.success(), "depth 10 did not check the config file");
+    let said = format!("{}{}", String::from_utf8_lossy(&deep.stdout), String::from_utf8_lossy(&deep.stderr));
+    assert!(said.contains("not readable"), "{said}");
 }
 
 #[test]
@@ -313,6 +325,64 @@ fn a_tls_move_shows_its_progress_in_crm_mon_while_it_runs_and_clears_it() {
     let log = std::fs::read_to_string(lab.dir.join(&home).join("cluster/log-pacemaker/pacemaker.log")).unwrap_or_default();
     assert!(log.lines().any(|l| l.contains(&r.id) && l.contains("(TLS)")), "no TLS migration in {home}'s pacemaker.log");
     lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);
+}
+
+fn pacemaker_log(lab: &Lab, node: &str) -> String {
+    std::fs::read_to_string(lab.dir.join(node).join("cluster/log-pacemaker/pacemaker.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_reloadable_change_runs_reload_agent_leaves_qemu_alone_and_applies_at_the_next_migration() {
+    let lab = Lab::from_env();
+    // Idle: the move below is TLS (see LabGuest::new).
+    let (g, r) = vm(&lab, "reload", None, &[], &[]);
+    let home = r.wait_active(SETTLE).expect("the resource did not start");
+    assert!(g.ticks_on(crate::support::BOOT));
+    let pid = lab.qemu_pid(&home, g.name()).expect("no QEMU process");
+    // migration_encryption is reloadable: none -> tls.
+    lab.crm("nodea", &["crm_resource", "-r", &r.id, "--set-parameter", "migration_encryption", "--parameter-value", "tls"]);
+    assert!(r.settle(SETTLE), "the change did not settle");
+    // Pacemaker ran reload-agent (ferry's word on it is in the node's log),
+    // and no stop: a restart would have ended the QEMU process below.
+    assert!(
+        wait_for(Duration::from_secs(30), || pacemaker_log(&lab, &home).lines().any(|l| l.contains(&r.id) && l.contains("reloaded: the new parameters apply"))),
+        "no reload-agent in {home}'s pacemaker.log; operations: {:?}",
+        lab.ops(&r.id)
+    );
+    assert_eq!(lab.qemu_pid(&home, g.name()), Some(pid), "the guest's QEMU process changed");
+    assert_eq!(boots(&g), 1, "the guest rebooted");
+    assert_only_on(&g, &home, "after the reload");
+    assert!(!pacemaker_log(&lab, &home).lines().any(|l| l.contains(&r.id) && l.contains("(TLS)")), "a TLS migration before any move");
+    // The next migration goes with the new value.
+    let to = other(&home);
+    lab.crm("nodea", &["crm_resource", "--move", "-r", &r.id, "-N", to]);
+    assert!(r.settle(SETTLE), "the move did not settle");
+    assert_live_move(&lab, &r.id, &home, to);
+    assert_only_on(&g, to, "after the move");
+    assert!(pacemaker_log(&lab, &home).lines().any(|l| l.contains(&r.id) && l.contains("(TLS)")), "the move after the reload was not TLS");
+    lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);
+}
+
+#[test]
+fn a_change_of_config_restarts_the_guest() {
+    let lab = Lab::from_env();
+    let (g, r) = vm(&lab, "newconfig", None, &[], &[]);
+    let home = r.wait_active(SETTLE).expect("the resource did not start");
+    assert!(g.ticks_on(crate::support::BOOT));
+    let pid = lab.qemu_pid(&home, g.name()).expect("no QEMU process");
+    // The same guest under another file name: config is not reloadable, so
+    // Pacemaker must stop and start it, as heartbeat's agent would.
+    let moved = g.g.config.with_file_name(format!("{}-v2.xml", g.name()));
+    std::fs::copy(&g.g.config, &moved).unwrap();
+    let _remove = Defer(|| drop(std::fs::remove_file(&moved)));
+    lab.crm("nodea", &["crm_resource", "-r", &r.id, "--set-parameter", "config", "--parameter-value", &moved.display().to_string()]);
+    assert!(r.settle(SETTLE), "the change did not settle");
+    assert!(!pacemaker_log(&lab, &home).lines().any(|l| l.contains(&r.id) && l.contains("reloaded:")), "a config change was reloaded");
+    let now = r.wait_active(SETTLE).expect("the resource is not active after the change");
+    assert!(wait_for(crate::support::BOOT, || boots(&g) == 2), "the guest did not boot again: {} boots", boots(&g));
+    let new_pid = lab.qemu_pid(&now, g.name()).expect("no QEMU process after the restart");
+    assert!(now != home || new_pid != pid, "the same QEMU process still runs");
+    assert_only_on(&g, &now, "after the restart");
 }
 
 #[test]

@@ -59,13 +59,19 @@ impl Lab {
     /// Whether a QEMU process of guest `name` runs in `node` (its network
     /// namespace), whatever its libvirtd says.
     pub fn qemu_on(&self, node: &str, name: &str) -> bool {
+        self.qemu_pid(node, name).is_some()
+    }
+
+    /// The PID of guest `name`'s QEMU process in `node`, if one runs.
+    pub fn qemu_pid(&self, node: &str, name: &str) -> Option<u32> {
         let pid = std::fs::read_to_string(self.dir.join(node).join("run/virtlogd.pid")).expect("node virtlogd pid");
         let node_net = std::fs::read_link(format!("/proc/{}/ns/net", pid.trim())).expect("node netns");
         let needle = format!("guest={name},");
-        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
             let p = e.path();
-            std::fs::read_link(p.join("ns/net")).ok().as_ref() == Some(&node_net)
-                && std::fs::read(p.join("cmdline")).map(|c| String::from_utf8_lossy(&c).contains(&needle)).unwrap_or(false)
+            let ours = std::fs::read_link(p.join("ns/net")).ok().as_ref() == Some(&node_net)
+                && std::fs::read(p.join("cmdline")).map(|c| String::from_utf8_lossy(&c).contains(&needle)).unwrap_or(false);
+            ours.then(|| e.file_name().to_string_lossy().parse().ok()).flatten()
         })
     }
 
