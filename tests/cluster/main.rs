@@ -340,8 +340,10 @@ fn a_reloadable_change_runs_reload_agent_leaves_qemu_alone_and_applies_at_the_ne
     assert!(g.ticks_on(crate::support::BOOT));
     let pid = lab.qemu_pid(&home, g.name()).expect("no QEMU process");
     // migration_encryption is reloadable: none -> tls.
+    let (changed, tick) = (std::time::Instant::now(), g.last_tick());
     lab.crm("nodea", &["crm_resource", "-r", &r.id, "--set-parameter", "migration_encryption", "--parameter-value", "tls"]);
     assert!(r.settle(SETTLE), "the change did not settle");
+    eprintln!("reload: settled {:.1} s after the change; counter {tick:?} -> {:?}, QEMU PID {pid} kept", changed.elapsed().as_secs_f64(), g.last_tick());
     // Pacemaker ran reload-agent (ferry's word on it is in the node's log),
     // and no stop: a restart would have ended the QEMU process below.
     assert!(
@@ -375,11 +377,13 @@ fn a_change_of_config_restarts_the_guest() {
     let moved = g.g.config.with_file_name(format!("{}-v2.xml", g.name()));
     std::fs::copy(&g.g.config, &moved).unwrap();
     let _remove = Defer(|| drop(std::fs::remove_file(&moved)));
+    let changed = std::time::Instant::now();
     lab.crm("nodea", &["crm_resource", "-r", &r.id, "--set-parameter", "config", "--parameter-value", &moved.display().to_string()]);
     assert!(r.settle(SETTLE), "the change did not settle");
     assert!(!pacemaker_log(&lab, &home).lines().any(|l| l.contains(&r.id) && l.contains("reloaded:")), "a config change was reloaded");
     let now = r.wait_active(SETTLE).expect("the resource is not active after the change");
     assert!(wait_for(crate::support::BOOT, || boots(&g) == 2), "the guest did not boot again: {} boots", boots(&g));
+    eprintln!("config change: the guest booted again {:.1} s after the change", changed.elapsed().as_secs_f64());
     let new_pid = lab.qemu_pid(&now, g.name()).expect("no QEMU process after the restart");
     assert!(now != home || new_pid != pid, "the same QEMU process still runs");
     assert_only_on(&g, &now, "after the restart");
