@@ -288,6 +288,20 @@ fn a_migration_that_cannot_finish_fails_in_its_timeout_and_pacemaker_recovers() 
 }
 
 /// What `crm_mon -A` shows, node attributes included.
+/// What Pacemaker logged on `node`, ferry's own lines included.
+fn pacemaker_log(lab: &Lab, node: &str) -> String {
+    std::fs::read_to_string(lab.dir.join(node).join("cluster/log-pacemaker/pacemaker.log")).unwrap_or_default()
+}
+
+/// A guest started by the cluster and booted: its node and QEMU PID.
+fn running_vm<'l>(lab: &'l Lab, tag: &str) -> (LabGuest<'l>, ClusterResource<'l>, String, u32) {
+    let (g, r) = vm(lab, tag, None, &[], &[]);
+    let home = r.wait_active(SETTLE).expect("the resource did not start");
+    assert!(g.ticks_on(crate::support::BOOT), "the guest does not run");
+    let pid = lab.qemu_pid(&home, g.name()).expect("no QEMU process");
+    (g, r, home, pid)
+}
+
 fn node_attributes(lab: &Lab) -> String {
     lab.crm("nodea", &["crm_mon", "-1", "-A"])
 }
@@ -322,23 +336,15 @@ fn a_tls_move_shows_its_progress_in_crm_mon_while_it_runs_and_clears_it() {
     let attributes = node_attributes(&lab);
     assert!(!attributes.contains(&attribute), "the progress outlived the migration:\n{attributes}");
     // The agent's own word, which Pacemaker logs, on how the memory went.
-    let log = std::fs::read_to_string(lab.dir.join(&home).join("cluster/log-pacemaker/pacemaker.log")).unwrap_or_default();
-    assert!(log.lines().any(|l| l.contains(&r.id) && l.contains("(TLS)")), "no TLS migration in {home}'s pacemaker.log");
+    assert!(pacemaker_log(&lab, &home).lines().any(|l| l.contains(&r.id) && l.contains("(TLS)")), "no TLS migration in {home}'s pacemaker.log");
     lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);
-}
-
-fn pacemaker_log(lab: &Lab, node: &str) -> String {
-    std::fs::read_to_string(lab.dir.join(node).join("cluster/log-pacemaker/pacemaker.log")).unwrap_or_default()
 }
 
 #[test]
 fn a_reloadable_change_runs_reload_agent_leaves_qemu_alone_and_applies_at_the_next_migration() {
     let lab = Lab::from_env();
     // Idle: the move below is TLS (see LabGuest::new).
-    let (g, r) = vm(&lab, "reload", None, &[], &[]);
-    let home = r.wait_active(SETTLE).expect("the resource did not start");
-    assert!(g.ticks_on(crate::support::BOOT));
-    let pid = lab.qemu_pid(&home, g.name()).expect("no QEMU process");
+    let (g, r, home, pid) = running_vm(&lab, "reload");
     // migration_encryption is reloadable: none -> tls.
     let (changed, tick) = (std::time::Instant::now(), g.last_tick());
     lab.crm("nodea", &["crm_resource", "-r", &r.id, "--set-parameter", "migration_encryption", "--parameter-value", "tls"]);
@@ -368,10 +374,7 @@ fn a_reloadable_change_runs_reload_agent_leaves_qemu_alone_and_applies_at_the_ne
 #[test]
 fn a_change_of_config_restarts_the_guest() {
     let lab = Lab::from_env();
-    let (g, r) = vm(&lab, "newconfig", None, &[], &[]);
-    let home = r.wait_active(SETTLE).expect("the resource did not start");
-    assert!(g.ticks_on(crate::support::BOOT));
-    let pid = lab.qemu_pid(&home, g.name()).expect("no QEMU process");
+    let (g, r, home, pid) = running_vm(&lab, "newconfig");
     // The same guest under another file name: config is not reloadable, so
     // Pacemaker must stop and start it, as heartbeat's agent would.
     let moved = g.g.config.with_file_name(format!("{}-v2.xml", g.name()));
