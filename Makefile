@@ -7,8 +7,8 @@
 #                  injection suite (make test-faults)
 #   make fuzz      the parser property tests, a million cases per parser
 #   make soak      hang/panic rates after migration, ferry against raw virsh
-#   make bench     ferry's monitor, probe and live migration against
-#                  heartbeat:VirtualDomain's and raw virsh's
+#   make bench     ferry's monitor, probe, live migration and node drain
+#                  against heartbeat:VirtualDomain's and raw virsh's
 #   make deb       build/ferry_<version>_amd64.deb: the binary, the agents'
 #                  links and man pages (written from the meta-data), README
 #   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr), for
@@ -18,13 +18,15 @@ PREFIX  ?= /usr
 DESTDIR ?=
 OCF_DIR  = $(DESTDIR)$(PREFIX)/lib/ocf
 MAN_DIR  = $(DESTDIR)$(PREFIX)/share/man/man7
+# systemd reads /usr/lib/systemd/system and /usr/local/lib/systemd/system.
+DEPS_DROPIN = $(DESTDIR)$(PREFIX)/lib/systemd/system/resource-agents-deps.target.d/ferry.conf
 BINARY   = build/ferry
 TARGET   = target/x86_64-unknown-linux-gnu/release/ferry
 GUEST    = build/guest
 LIBVIRT  = tests/lab/with-libvirtd.sh
 LAB      = tests/lab/with-two-nodes.sh
 
-.PHONY: all build deps guest deb test-package install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest deb test-package test-drain install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -47,6 +49,9 @@ install: build
 	# The man pages, written by the binary from its meta-data.
 	install -d $(MAN_DIR)
 	for agent in $$($(BINARY) list); do $(BINARY) man $$agent | gzip -9n > $(MAN_DIR)/ocf_ferry_$$agent.7.gz; done
+	# Shutdown order: Pacemaker stops (and migrates the guests away) before
+	# libvirt and xl's services do (README "Node shutdown").
+	install -D -m 0644 packaging/systemd/resource-agents-deps.target.d-ferry.conf $(DEPS_DROPIN)
 
 deb: build
 	packaging/deb.sh $(BINARY) build
@@ -58,7 +63,8 @@ test-package: build
 
 uninstall:
 	for agent in $$($(OCF_DIR)/lib/ferry/ferry list 2>/dev/null || $(BINARY) list); do rm -f $(OCF_DIR)/resource.d/ferry/$$agent $(MAN_DIR)/ocf_ferry_$$agent.7.gz; done
-	rm -f $(OCF_DIR)/lib/ferry/ferry
+	rm -f $(OCF_DIR)/lib/ferry/ferry $(DEPS_DROPIN)
+	-rmdir $$(dirname $(DEPS_DROPIN)) 2>/dev/null
 	-rmdir $(OCF_DIR)/resource.d/ferry $(OCF_DIR)/lib/ferry 2>/dev/null
 
 test: deps build guest
@@ -75,6 +81,10 @@ test-migration: build guest
 
 test-cluster: build guest
 	$(LAB) --cluster cargo test --release --locked --test cluster -- --test-threads=1
+
+# A node drained by standby: several guests over one capped link (issue 12).
+test-drain: build guest
+	$(LAB) --cluster cargo test --release --locked --test drain -- --test-threads=1 --nocapture
 
 test-xen: build guest
 	tests/xen/run.sh
@@ -105,6 +115,7 @@ demo: deps build guest
 bench: deps build guest
 	$(LIBVIRT) tests/bench.sh
 	$(LAB) tests/bench-migration.sh
+	$(LAB) --cluster tests/bench-drain.sh
 
 clean:
 	cargo clean

@@ -21,6 +21,10 @@ for agent in $("$binary" list); do
   ln -s ../../lib/ferry/ferry "$root/usr/lib/ocf/resource.d/ferry/$agent"
   "$binary" man "$agent" | gzip -9n >"$root/usr/share/man/man7/ocf_ferry_$agent.7.gz"
 done
+# Shutdown order: Pacemaker stops before libvirt and xl's services (README
+# "Node shutdown"); Debian 12's packages ship units under /lib.
+install -D -m 0644 "$repo/packaging/systemd/resource-agents-deps.target.d-ferry.conf" \
+  "$root/lib/systemd/system/resource-agents-deps.target.d/ferry.conf"
 doc=$root/usr/share/doc/ferry
 install -D -m 0644 "$repo/packaging/copyright" "$doc/copyright"
 gzip -9n <"$repo/README.md" >"$doc/README.md.gz"
@@ -40,7 +44,7 @@ OVERRIDES
 chmod 0644 "$doc"/*.gz "$root"/usr/share/man/man7/*.gz
 
 install -d "$root/DEBIAN"
-(cd "$root" && find usr -type f -printf '%P\n' | sort | sed 's|^|usr/|' | xargs md5sum) >"$root/DEBIAN/md5sums"
+(cd "$root" && find usr lib -type f | sort | xargs md5sum) >"$root/DEBIAN/md5sums"
 cat >"$root/DEBIAN/control" <<CONTROL
 Package: ferry
 Version: $version

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::agents;
+use crate::process::SystemRunner;
 use crate::ocf::metadata::Metadata;
 use crate::ocf::{agent, log, manpage, Deadline, OcfCode};
 
@@ -97,7 +98,14 @@ fn status() -> u8 {
         let agent = agents::by_name(name).expect("listed");
         match agent.owned_guests(deadline) {
             None => {}
-            Some(Ok(guests)) => rows.extend(guests.into_iter().map(|g| [g.resource, name.to_string(), g.guest, g.state])),
+            Some(Ok(guests)) => rows.extend(guests.into_iter().map(|g| {
+                // A migrate_to running here publishes its progress in attrd.
+                let state = match agents::common::migration_progress(&SystemRunner, &g.resource, deadline) {
+                    Some(progress) => format!("{}, migrating: {progress}", g.state),
+                    None => g.state,
+                };
+                [g.resource, name.to_string(), g.guest, state]
+            })),
             Some(Err(why)) => {
                 log::stderr_line(&format!("ferry status: {name}: {why}"));
                 code = 1;

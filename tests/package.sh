@@ -3,13 +3,13 @@
 # in a private mount namespace whose package-owned trees are overlays (the
 # host's /usr and dpkg database stay untouched, and the namespace ends with
 # this script), dpkg -i installs it, crm_resource --show-metadata finds both
-# agents, man renders both pages with every parameter, and dpkg --purge
-# leaves no file behind.
+# agents, man renders both pages with every parameter, systemd accepts the
+# shutdown-order drop-in, and dpkg --purge leaves no file behind.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 fail() { echo "package: FAILED: $*" >&2; exit 1; }
 # The trees the package or dpkg's triggers (man-db) write to.
-trees=(/usr/lib/ocf /usr/share/man /usr/share/doc /usr/share/lintian /var/lib/dpkg /var/cache/man)
+trees=(/usr/lib/ocf /usr/share/man /usr/share/doc /usr/share/lintian /usr/lib/systemd/system /var/lib/dpkg /var/cache/man)
 
 inside() {
   local scratch=$1 deb=$2 t i=0
@@ -21,7 +21,7 @@ inside() {
     i=$((i + 1))
   done
   local before=$scratch/before after=$scratch/after
-  find /usr/lib/ocf /usr/share/man /usr/share/doc /usr/share/lintian | sort >"$before"
+  find /usr/lib/ocf /usr/share/man /usr/share/doc /usr/share/lintian /usr/lib/systemd/system | sort >"$before"
   echo "== dpkg -i"
   dpkg --log=/dev/null -i "$deb"
   dpkg-query -W -f='${Status}\n' ferry | grep -q "install ok installed" || fail "dpkg does not list ferry as installed"
@@ -44,10 +44,23 @@ inside() {
     done
     grep -q "reload-agent" <<<"$text" || fail "$agent: the page lacks reload-agent"
   done
+  # This machine has no systemd as PID 1: what is checked is that systemd
+  # parses the drop-in without a complaint, that it orders the target after
+  # libvirt's and xl's services, and that Pacemaker's own unit is ordered
+  # after the target, the chain a shutdown's reverse order relies on.
+  echo "== systemd-analyze verify resource-agents-deps.target"
+  dropin=/lib/systemd/system/resource-agents-deps.target.d/ferry.conf
+  [ -f "$dropin" ] || fail "no $dropin"
+  complaints=$(systemd-analyze verify resource-agents-deps.target 2>&1 | grep ferry.conf || true)
+  [ -z "$complaints" ] || fail "systemd complains: $complaints"
+  for unit in libvirtd.service libvirt-guests.service virt-guest-shutdown.target xendomains.service; do
+    grep -q "^After=.*$unit" "$dropin" || fail "the drop-in does not order the target after $unit"
+  done
+  grep -q "^After=resource-agents-deps.target" /lib/systemd/system/pacemaker.service || fail "pacemaker.service is not After=resource-agents-deps.target"
   echo "== dpkg --purge"
   dpkg --log=/dev/null --purge ferry
   ! dpkg-query -W -f='${Status}\n' ferry 2>/dev/null | grep -q "installed" || fail "ferry is still listed as installed"
-  find /usr/lib/ocf /usr/share/man /usr/share/doc /usr/share/lintian | sort >"$after"
+  find /usr/lib/ocf /usr/share/man /usr/share/doc /usr/share/lintian /usr/lib/systemd/system | sort >"$after"
   diff "$before" "$after" || fail "dpkg --purge left the files above"
 }
 

@@ -7,6 +7,7 @@
 
 pub mod common;
 pub mod lifecycle;
+pub mod migration_slots;
 pub mod virtual_domain;
 pub mod xen;
 

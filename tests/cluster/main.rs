@@ -278,8 +278,8 @@ fn a_migration_that_cannot_finish_fails_in_its_timeout_and_pacemaker_recovers() 
     );
     let failed = lab.ops(&r.id).into_iter().find(|o| o.operation == "migrate_to" && o.rc == 1).unwrap();
     assert!(failed.exec_ms < 20_000, "migrate_to must end inside its 20 s timeout: {failed:?}");
-    let attributes = node_attributes(&lab);
-    assert!(!attributes.contains(&format!("ferry-migration-{}", r.id)), "the failed migration left its progress behind:\n{attributes}");
+    let left = migration_progress(&lab, &r.id);
+    assert!(left.is_empty(), "the failed migration left its progress behind: {left:?}");
     // Recovery: Pacemaker stops what may be left and starts the guest again.
     assert!(r.settle(SETTLE));
     let now = r.wait_active(SETTLE).expect("recovered");
@@ -287,7 +287,6 @@ fn a_migration_that_cannot_finish_fails_in_its_timeout_and_pacemaker_recovers() 
     lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);
 }
 
-/// What `crm_mon -A` shows, node attributes included.
 /// What Pacemaker logged on `node`, ferry's own lines included.
 fn pacemaker_log(lab: &Lab, node: &str) -> String {
     std::fs::read_to_string(lab.dir.join(node).join("cluster/log-pacemaker/pacemaker.log")).unwrap_or_default()
@@ -302,12 +301,16 @@ fn running_vm<'l>(lab: &'l Lab, tag: &str) -> (LabGuest<'l>, ClusterResource<'l>
     (g, r, home, pid)
 }
 
-fn node_attributes(lab: &Lab) -> String {
-    lab.crm("nodea", &["crm_mon", "-1", "-A"])
+/// The values of resource `rsc`'s private progress attribute that attrd
+/// holds, one per node that has a non-empty one.
+fn migration_progress(lab: &Lab, rsc: &str) -> Vec<String> {
+    let out = lab.on("nodea", &["attrd_updater", "-Q", "-A", "-n", &format!("ferry-migration-{rsc}")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().filter_map(|l| l.split(" value=\"").nth(1)).map(|v| v.trim_end().trim_end_matches('"').to_string()).filter(|v| !v.is_empty()).collect()
 }
 
 #[test]
-fn a_tls_move_shows_its_progress_in_crm_mon_while_it_runs_and_clears_it() {
+fn a_tls_move_shows_its_progress_in_attrd_while_it_runs_and_clears_it_without_touching_the_cib() {
     let lab = Lab::from_env();
     // An idle guest (about 70 MiB to send) behind a 5 MiB/s limit: a
     // migration of many seconds. Idle, because on this TCG lab an encrypted
@@ -318,23 +321,34 @@ fn a_tls_move_shows_its_progress_in_crm_mon_while_it_runs_and_clears_it() {
     let attribute = format!("ferry-migration-{}", r.id);
     let to = other(&home);
     lab.crm("nodea", &["crm_resource", "--move", "-r", &r.id, "-N", to]);
+    let log_from = pacemaker_log(&lab, &home).len();
     let mut progress = String::new();
-    let seen = wait_for(Duration::from_secs(60), || match node_attributes(&lab).lines().find(|l| l.contains(&attribute)) {
-        Some(line) => {
-            progress = line.trim().to_string();
+    let (mut in_cib, mut status) = (false, String::new());
+    let seen = wait_for(Duration::from_secs(60), || match migration_progress(&lab, &r.id).pop() {
+        Some(value) => {
+            progress = value;
+            in_cib = lab.crm("nodea", &["crm_mon", "-1", "-A"]).contains(&attribute);
+            status = String::from_utf8_lossy(&lab.on(&home, &["/usr/lib/ocf/lib/ferry/ferry", "status"]).stdout).into_owned();
             true
         }
         None => false,
     });
-    assert!(seen, "crm_mon -A never showed {attribute} during the migration");
+    assert!(seen, "attrd never held {attribute} during the migration");
     assert!(progress.contains("% sent") && progress.contains("MiB left") && progress.contains("pass"), "{progress}");
+    // Private: in the CIB, each change would abort Pacemaker's transition
+    // (see ProgressAttribute), which serialised drains.
+    assert!(!in_cib, "{attribute} reached the CIB (crm_mon -A)");
+    assert!(status.lines().any(|l| l.starts_with(&r.id) && l.contains("migrating: ")), "ferry status on {home} shows no progress:\n{status}");
     assert!(r.settle(SETTLE), "the move did not settle");
     assert_eq!(lab.located(&r.id), vec![to.to_string()]);
     assert_live_move(&lab, &r.id, &home, to);
     assert_only_on(&g, to, "after the TLS move");
     assert_eq!(boots(&g), 1, "the guest must not have rebooted");
-    let attributes = node_attributes(&lab);
-    assert!(!attributes.contains(&attribute), "the progress outlived the migration:\n{attributes}");
+    let left = migration_progress(&lab, &r.id);
+    assert!(left.is_empty(), "the progress outlived the migration: {left:?}");
+    let log = pacemaker_log(&lab, &home);
+    let aborts: Vec<_> = log[log_from..].lines().filter(|l| l.contains("aborted by") && l.contains(&attribute)).collect();
+    assert!(aborts.is_empty(), "the progress aborted transitions:\n{}", aborts.join("\n"));
     // The agent's own word, which Pacemaker logs, on how the memory went.
     assert!(pacemaker_log(&lab, &home).lines().any(|l| l.contains(&r.id) && l.contains("(TLS)")), "no TLS migration in {home}'s pacemaker.log");
     lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);

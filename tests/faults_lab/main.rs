@@ -182,3 +182,50 @@ fn sigterm_mid_migration_aborts_it_in_time_and_leaves_one_guest() {
     assert_eq!(node, "nodea", "an aborted migration leaves the guest at its source");
     assert_eq!(g.run(node, "stop", 90, &[]).code, 0);
 }
+
+/// The waited time in ferry's "took migration slot … after waiting 12.3s".
+fn slot_wait(log: &str) -> Option<Duration> {
+    let line = log.lines().find(|l| l.contains("took migration slot"))?;
+    let text = line.split("after waiting ").nth(1)?.trim();
+    let (value, scale) = match text.strip_suffix("ms") {
+        Some(ms) => (ms, 0.001),
+        None => (text.strip_suffix('s')?, 1.0),
+    };
+    Some(Duration::from_secs_f64(value.parse::<f64>().ok()? * scale))
+}
+
+#[test]
+fn a_killed_agent_frees_its_migration_slot_at_once() {
+    let lab = Lab::from_env();
+    let one_slot = || ("OCF_RESKEY_migration_slots".to_string(), "1".to_string());
+    let mut first = LabGuest::new(&lab, "slot1", None);
+    first.g.params.push(one_slot());
+    let mut second = LabGuest::new(&lab, "slot2", None);
+    second.g.params.push(one_slot());
+    second.start_on("nodea");
+    let InFlight { agent, ferry_pid, log: first_log, .. } = migration_in_flight(&first);
+    let holder = std::fs::read_to_string(lab.dir.join("nodea/run/ferry/migration-slots/slot-0")).unwrap_or_default();
+    assert!(holder.contains(&format!("pid {ferry_pid}")), "the slot file names no holder: {holder:?}");
+    let second_log = second.g.dir.join("migrate_to.stderr");
+    let mut waiter = start_migrate_to(&second, "nodea", "nodeb", &second_log);
+    let queued = Instant::now();
+    // The second migrate_to waits: it starts no migration of its own.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(lab.state("nodeb", second.name()).is_none(), "the second migration did not wait for the slot");
+    let killed = Instant::now();
+    kill_group(ferry_pid, "KILL");
+    drop(agent);
+    let status = waiter.wait().unwrap();
+    let log = std::fs::read_to_string(&second_log).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let waited = slot_wait(&log).unwrap_or_else(|| panic!("the second migrate_to never waited:\n{log}"));
+    let until_kill = killed - queued;
+    // The lock died with the process: the waiter got it within a retry or two.
+    assert!(waited >= until_kill && waited < until_kill + Duration::from_millis(1500), "waited {waited:?}, the holder was killed after {until_kill:?}:\n{log}");
+    assert_eq!(second.migrate_from("nodea", "nodeb", 60, &[]).code, 0);
+    assert_eq!(lab.active_on(second.name()), vec!["nodeb"]);
+    let node = settles_on_exactly_one_node(&first, "after SIGKILL of the slot's holder");
+    eprintln!("slot handed over {:?} after the kill; {} on {node}; first log:\n{}", waited.saturating_sub(until_kill), first.name(), std::fs::read_to_string(first_log).unwrap_or_default());
+    assert_eq!(first.run(node, "stop", 90, &[]).code, 0);
+    assert_eq!(second.run("nodeb", "stop", 90, &[]).code, 0);
+}

@@ -8,6 +8,10 @@
 #     migration);
 #   - with "ferry.dirty=MIB" on the kernel command line, rewrites that much
 #     memory in a loop, for migrations that are hard to converge;
+#   - with "ferry.fill=MIB", keeps that much random data in RAM (written once),
+#     so a migration has that much to send beyond the kernel's own pages;
+#     with "ferry.rate=MIB" too, rewrites that much of it every second: a
+#     steady, known dirty rate (the drain test's workload);
 #   - answers guest-sync and guest-ping as a QEMU guest agent when it has an
 #     org.qemu.guest_agent.0 channel, until the host sends "ferry-freeze":
 #     then it keeps the channel open and never answers again (a hung guest);
@@ -157,6 +161,23 @@ dirty=$(sed -n 's/.*ferry\.dirty=\([0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$dirty" ]; then
   mount -t tmpfs -o size=$((dirty + 8))m tmpfs /tmp
   ( while :; do dd if=/dev/urandom of=/tmp/dirty bs=1M count="$dirty" conv=notrunc 2>/dev/null; done ) &
+fi
+fill=$(sed -n 's/.*ferry\.fill=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$fill" ]; then
+  mkdir -p /fill
+  mount -t tmpfs -o size=$((fill + 8))m tmpfs /fill
+  dd if=/dev/urandom of=/fill/data bs=1M count="$fill" 2>/dev/null
+  rate=$(sed -n 's/.*ferry\.rate=\([0-9]*\).*/\1/p' /proc/cmdline)
+  if [ -n "$rate" ] && [ "$rate" -gt 0 ]; then
+    # rate MiB a second, walking through the data so every page is dirtied
+    # in turn, then a pause to the next second.
+    ( seek=0; while :; do
+        dd if=/dev/urandom of=/fill/data bs=1M count="$rate" seek="$seek" conv=notrunc 2>/dev/null
+        seek=$(( (seek + rate) % fill )); [ $((seek + rate)) -le "$fill" ] || seek=0
+        sleep 1
+      done ) &
+  fi
+  echo "ferry-guest: filled $fill MiB, rewriting ${rate:-0} MiB/s"
 fi
 echo "ferry-guest: up"
 i=0

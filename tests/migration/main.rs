@@ -32,7 +32,7 @@ fn assert_only_on(g: &LabGuest, node: &str, step: &str) -> bool {
     match guest_kernel_failure(&g.g.console_text()) {
         // The agent's promises held; the guest's kernel says what broke.
         Some(evidence) => eprintln!("{step}: QEMU-side guest failure, not the agent's (console: {evidence})"),
-        None => panic!("{step}: the serial counter stopped at {:?}, and the guest's console names no kernel failure", g.last_tick()),
+        None => panic!("{step}: the serial counter stopped at {:?}, and the guest's console names no kernel failure\n{}", g.last_tick(), g.diagnosis()),
     }
     false
 }

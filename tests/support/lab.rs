@@ -102,6 +102,11 @@ pub struct Op {
     pub rc: i32,
     pub interval_ms: u64,
     pub exec_ms: u64,
+    /// How long the executor held it before running it.
+    pub queue_ms: u64,
+    /// When its result last changed (Unix seconds): for a one-shot
+    /// operation, when it ran.
+    pub last_rc_change: u64,
     /// What the agent gave as `ocf-exit-reason:`, as Pacemaker recorded it.
     pub exit_reason: String,
 }
@@ -138,6 +143,8 @@ impl Lab {
                     rc: attr(&tag, "rc-code").and_then(|v| v.parse().ok()).unwrap_or(-1),
                     interval_ms: attr(&tag, "interval").and_then(|v| v.parse().ok()).unwrap_or(0),
                     exec_ms: attr(&tag, "exec-time").and_then(|v| v.parse().ok()).unwrap_or(0),
+                    queue_ms: attr(&tag, "queue-time").and_then(|v| v.parse().ok()).unwrap_or(0),
+                    last_rc_change: attr(&tag, "last-rc-change").and_then(|v| v.parse().ok()).unwrap_or(0),
                     exit_reason: attr(&tag, "exit-reason").unwrap_or_default(),
                 });
             }
@@ -163,6 +170,16 @@ impl<'l> ClusterResource<'l> {
     /// these instance attributes, meta attributes and operations. An
     /// operation named `monitor@10` is a monitor at OCF_CHECK_LEVEL 10.
     pub fn create(lab: &'l Lab, id: &str, params: &[(&str, &str)], meta: &[(&str, &str)], ops: &[(&str, &str, &str)], clone: bool) -> ClusterResource<'l> {
+        Self::create_with("ferry", lab, id, params, meta, ops, clone)
+    }
+
+    /// A primitive of another provider's VirtualDomain (heartbeat, for the
+    /// anchor in benches), otherwise as `create`.
+    pub fn create_of(lab: &'l Lab, provider: &str, id: &str, params: &[(&str, &str)], meta: &[(&str, &str)], ops: &[(&str, &str, &str)]) -> ClusterResource<'l> {
+        Self::create_with(provider, lab, id, params, meta, ops, false)
+    }
+
+    fn create_with(provider: &str, lab: &'l Lab, id: &str, params: &[(&str, &str)], meta: &[(&str, &str)], ops: &[(&str, &str, &str)], clone: bool) -> ClusterResource<'l> {
         let nv = |set: &str, pairs: &[(&str, &str)]| -> String {
             pairs.iter().map(|(k, v)| format!("<nvpair id=\"{id}-{set}-{k}\" name=\"{k}\" value=\"{}\"/>", xml_escape(v))).collect()
         };
@@ -177,7 +194,7 @@ impl<'l> ClusterResource<'l> {
             })
             .collect();
         let primitive = format!(
-            "<primitive id=\"{id}\" class=\"ocf\" provider=\"ferry\" type=\"VirtualDomain\">\
+            "<primitive id=\"{id}\" class=\"ocf\" provider=\"{provider}\" type=\"VirtualDomain\">\
              <instance_attributes id=\"{id}-params\">{}</instance_attributes>\
              <meta_attributes id=\"{id}-meta\">{}</meta_attributes>\
              <operations>{op_xml}</operations></primitive>",
@@ -265,6 +282,26 @@ impl<'l> LabGuest<'l> {
 
     pub fn name(&self) -> &str {
         &self.g.name
+    }
+
+    /// What a failed test should keep about this guest: the end of its
+    /// console, libvirt's state and reason and QEMU's own view on each node,
+    /// and the end of each node's QEMU log.
+    pub fn diagnosis(&self) -> String {
+        let console = self.g.console_text();
+        let tail: Vec<&str> = console.lines().rev().take(15).collect();
+        let mut text = format!("console (last lines):\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        for node in ["nodea", "nodeb"] {
+            let out = |args: &[&str]| String::from_utf8_lossy(&self.lab.virsh(node, args).stdout).trim().to_string();
+            text.push_str(&format!("{node}: domstate {:?}\n", out(&["domstate", "--reason", self.name()])));
+            for hmp in ["info status", "info cpus"] {
+                text.push_str(&format!("{node}: {hmp}: {:?}\n", out(&["qemu-monitor-command", "--hmp", self.name(), hmp])));
+            }
+            let log = std::fs::read_to_string(self.lab.dir.join(node).join("log/libvirt/qemu").join(format!("{}.log", self.name()))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(8).collect();
+            text.push_str(&format!("{node}: qemu log (last lines):\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+        }
+        text
     }
 
     pub fn last_tick(&self) -> Option<u64> {

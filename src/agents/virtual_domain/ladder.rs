@@ -131,6 +131,18 @@ impl Ladder {
     }
 }
 
+/// Whether, at the pace between two polls of the same pass, the data left
+/// reaches zero within `left`. Net pace: what was sent less what the guest
+/// dirtied meanwhile, so a migration that is not converging never finishes.
+pub fn finishes_within(prev: &JobStats, now: &JobStats, left: Duration) -> bool {
+    let dt_ms = now.elapsed_ms.saturating_sub(prev.elapsed_ms);
+    if dt_ms == 0 || now.memory_iteration != prev.memory_iteration || now.data_remaining >= prev.data_remaining {
+        return false;
+    }
+    let per_ms = (prev.data_remaining - now.data_remaining) as f64 / dt_ms as f64;
+    now.data_remaining as f64 / per_ms < left.as_millis() as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +151,19 @@ mod tests {
 
     fn job(iteration: u64, remaining_mib: u64) -> JobStats {
         JobStats { active: true, memory_iteration: iteration, data_remaining: remaining_mib << 20, ..Default::default() }
+    }
+
+    #[test]
+    fn the_pace_of_the_last_poll_says_whether_a_job_finishes_in_time() {
+        let at = |ms: u64, iteration: u64, mib: u64| JobStats { elapsed_ms: ms, ..job(iteration, mib) };
+        // 8 MiB/s net, 20 MiB left: 2.5 s.
+        assert!(finishes_within(&at(10_000, 1, 24), &at(10_500, 1, 20), Duration::from_secs(3)));
+        assert!(!finishes_within(&at(10_000, 1, 24), &at(10_500, 1, 20), Duration::from_secs(2)));
+        // A plateau (the guest dirties as fast as the link sends) never ends.
+        assert!(!finishes_within(&at(10_000, 3, 20), &at(10_500, 3, 20), Duration::from_secs(60)));
+        // A new pass starts over: no pace to speak of.
+        assert!(!finishes_within(&at(10_000, 1, 2), &at(10_500, 2, 1), Duration::from_secs(60)));
+        assert!(!finishes_within(&at(10_000, 1, 24), &at(10_000, 1, 20), Duration::from_secs(60)), "no time between the polls");
     }
 
     #[test]

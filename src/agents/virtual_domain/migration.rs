@@ -23,6 +23,10 @@
 //!     |  stop (source): the guest is gone here, so it returns 0 at once
 //! ```
 //!
+//! Before it starts, migrate_to takes one of the node's `migration_slots`
+//! (agents/migration_slots.rs), so a drained node sends a few guests at a
+//! time at full speed rather than all of them at a crawl.
+//!
 //! Pull model (`save`), for nodes whose hypervisors cannot reach each other:
 //! migrate_to saves the guest's memory to `migration_state_dir` (shared
 //! storage) as NAME.migrating, written under a temporary name and renamed when
@@ -44,14 +48,15 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backend::libvirt::migration::{MigrationRequest, Stream};
+use crate::agents::migration_slots::{self, Taken};
+use crate::backend::libvirt::migration::{JobStats, MigrationRequest, Stream};
 use crate::backend::libvirt::tls::{migration_cert_dir, target_lacks_certs};
 use crate::backend::libvirt::{DomainState, Libvirt};
 use crate::backend::{BackendError, MigrationJob};
 use crate::ocf::{log, Context, Deadline, OcfError};
 
 use super::encryption::Plan;
-use super::ladder::{Ladder, Step};
+use super::ladder::{finishes_within, Ladder, Step};
 use super::locate::Whereabouts;
 use super::settings::{MigrationMode, Settings};
 use super::uri::{data_uri, extra_options, target_uri};
@@ -121,6 +126,7 @@ impl VirtualDomain {
                 Stream::Clear
             }
         };
+        let _slot = self.take_migration_slot(ctx, settings, name)?;
         match self.push_over(ctx, settings, libvirt, name, target, stream) {
             Err(Pushed::TargetLacksCerts(e)) if plan == Plan::TlsElseClear => {
                 log::warn(&format!(
@@ -129,6 +135,58 @@ impl VirtualDomain {
                 self.push_over(ctx, settings, libvirt, name, target, Stream::Clear).map_err(Pushed::into_error)
             }
             other => other.map_err(Pushed::into_error),
+        }
+    }
+
+    /// Waits for one of this node's `migration_slots` outgoing migrations.
+    /// The wait counts against the action's timeout, so it keeps back what
+    /// a migration here needs: a quarter more than the last one this node
+    /// completed took, at least a sixth of the time left (the abort's
+    /// reserve); half of the time left when none has completed since boot.
+    ///
+    /// No slot in time means no migration: rc 1, the guest running here and
+    /// nothing started. Going anyway would crowd the link the slots share
+    /// out and could make the running migrations miss their timeouts too
+    /// (issue 12's bench: 2 restarts out of 8 that way, at 30 s timeouts).
+    ///
+    /// The ladder's clock starts after the wait, so a migration that waited
+    /// is not taken for one that stalls. A SIGTERM ends the wait as well.
+    fn take_migration_slot(&self, ctx: &Context, settings: &Settings, name: &str) -> Result<Option<migration_slots::Slot>, OcfError> {
+        let count = settings.migration.slots;
+        if count == 0 {
+            return Ok(None);
+        }
+        let remaining = ctx.deadline.remaining();
+        let last = migration_slots::last_duration(&self.slot_dir);
+        let keep = match last {
+            Some(took) => (took * 5 / 4).max(remaining / 6),
+            None => remaining / 2,
+        };
+        let mut progress = ProgressAttribute::new(&*self.runner, ctx);
+        let owner = format!("{} ({name})", ctx.env.instance);
+        let (slot, taken) = migration_slots::take(&self.slot_dir, count, &owner, ctx.deadline.leaving(keep), |waited| {
+            progress.publish(&format!("waiting {:.0} s for one of {count} migration slots", waited.as_secs_f64()));
+        });
+        match taken {
+            Taken::Held { index, waited } => {
+                if waited >= Duration::from_millis(500) {
+                    log::info(&format!("{name}: took migration slot {} of {count} after waiting {waited:.1?}", index + 1));
+                }
+                Ok(slot)
+            }
+            Taken::Busy { .. } if crate::deadline::terminated() => {
+                Err(OcfError::generic(format!("ferry received SIGTERM while {name} waited for a migration slot; nothing was started and it keeps running here")))
+            }
+            Taken::Busy { waited } => {
+                let needs = last.map_or("half of what was left".to_string(), |took| format!("{:.0?}, as the last migration here took {took:.1?}", keep));
+                Err(OcfError::generic(format!(
+                    "{name} waited {waited:.1?} for one of {count} migration slots, and the rest of migrate_to's timeout is too short for a migration (it keeps {needs}); nothing was started and it keeps running here. Raise migrate_to's timeout, or let Pacemaker queue migrations with migration-limit"
+                )))
+            }
+            Taken::Unusable(why) => {
+                log::warn(&format!("{name}: migrating without a migration slot: {why}"));
+                Ok(None)
+            }
         }
     }
 
@@ -158,6 +216,14 @@ impl VirtualDomain {
         // resumes the guest here. Keep a sixth of the budget (3-20 s) for it.
         let reserve = (deadline.remaining() / 6).clamp(Duration::from_secs(3), Duration::from_secs(20));
         let abort_at = deadline.leaving(reserve);
+        // Past abort_at, a migration that at its last pace will be done
+        // before finish_by goes on: aborting it would only trade a move for
+        // a restart (issue 12: at 30 s timeouts, migrations heartbeat finished
+        // in their last seconds, ferry had aborted). finish_by keeps the
+        // smallest reserve, for an abort if the pace fails it.
+        let finish_by = deadline.leaving(Duration::from_secs(3).min(reserve));
+        let mut pace: (Option<JobStats>, Option<JobStats>) = (None, None);
+        let mut extended = false;
         let started = Instant::now();
         let mut migration = libvirt.start_migration(&request, deadline).map_err(|e| Pushed::Failed(backend_error("cannot start the migration", e)))?;
         let mut ladder = Ladder::new(m);
@@ -168,7 +234,16 @@ impl VirtualDomain {
             }
             // A SIGTERM shortens the deadline to a grace period; abort at once
             // so the grace is spent seeing the guest resumed here.
-            if aborted.is_none() && !ladder.in_postcopy && (abort_at.expired() || crate::deadline::terminated()) {
+            let finishing = !finish_by.expired()
+                && match &pace {
+                    (Some(prev), Some(now)) => finishes_within(prev, now, finish_by.remaining()),
+                    _ => false,
+                };
+            if aborted.is_none() && abort_at.expired() && finishing && !extended {
+                extended = true;
+                log::info(&format!("{name}: past the abort point, but at its pace it finishes within the {:.1?} left; letting it", finish_by.remaining()));
+            }
+            if aborted.is_none() && !ladder.in_postcopy && ((abort_at.expired() && !finishing) || crate::deadline::terminated()) {
                 aborted = Some(if crate::deadline::terminated() {
                     "ferry received SIGTERM".to_string()
                 } else {
@@ -189,7 +264,7 @@ impl VirtualDomain {
                 }
                 continue;
             }
-            let job = match libvirt.job_stats(name, abort_at.within(Duration::from_secs(5))) {
+            let job = match libvirt.job_stats(name, finish_by.within(Duration::from_secs(5))) {
                 Ok(j) if j.active => j,
                 Ok(_) => continue,
                 Err(e) => {
@@ -201,6 +276,7 @@ impl VirtualDomain {
                 "job: {} ms, pass {}, {} B left, {} dirty pages/s, throttle {} %",
                 job.elapsed_ms, job.memory_iteration, job.data_remaining, job.dirty_pages_per_s, job.throttle_percent
             ));
+            pace = (pace.1.take(), Some(job.clone()));
             let step = ladder.observe(started.elapsed(), &job, abort_at.remaining());
             progress.publish(&format!("{}% sent, {} MiB left, pass {}, {}", job.percent_done(), job.data_remaining >> 20, job.memory_iteration, ladder.rung()));
             let last = job;
@@ -235,6 +311,8 @@ impl VirtualDomain {
         match outcome {
             Ok(()) if aborted.is_none() => {
                 self.confirm_left(libvirt, name, deadline)?;
+                // For the next migrate_to waiting for a slot here.
+                migration_slots::record_duration(&self.slot_dir, took);
                 log::info(&format!("migrated {name} to {target} in {took:.2?} ({over})"));
                 Ok(())
             }
@@ -348,7 +426,7 @@ mod tests {
     /// An agent whose libvirt answers come from `runner`.
     fn agent(runner: crate::process::recording::RecordingRunner) -> VirtualDomain {
         let nowhere = std::path::PathBuf::from("/nonexistent/ferry-unit");
-        VirtualDomain { runner: Box::new(runner), proc_root: nowhere.clone(), libvirt_run_dir: nowhere.clone(), libvirt_conf: nowhere }
+        VirtualDomain { runner: Box::new(runner), proc_root: nowhere.clone(), libvirt_run_dir: nowhere.clone(), libvirt_conf: nowhere.clone(), slot_dir: nowhere }
     }
 
     const SOURCE: &str = "qemu+ssh://nodea/system";

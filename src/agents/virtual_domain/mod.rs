@@ -45,6 +45,8 @@ pub struct VirtualDomain {
     proc_root: PathBuf,
     libvirt_run_dir: PathBuf,
     libvirt_conf: PathBuf,
+    /// Where migrate_to takes its migration slot (tests use a scratch dir).
+    slot_dir: PathBuf,
 }
 
 impl VirtualDomain {
@@ -54,6 +56,7 @@ impl VirtualDomain {
             proc_root: PathBuf::from("/proc"),
             libvirt_run_dir: PathBuf::from("/run/libvirt"),
             libvirt_conf: PathBuf::from("/etc/libvirt/libvirt.conf"),
+            slot_dir: PathBuf::from(crate::agents::migration_slots::SLOT_DIR),
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct MigrationSettings {
     pub remote_uri: Option<String>,
     /// migration_encryption and migration_parallel, checked.
     pub stream: StreamSettings,
+    /// How many outgoing migrations this node runs at once; 0: no limit.
+    pub slots: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -225,6 +227,10 @@ impl MigrationSettings {
             return Err(configuration_error(format!("migration_downtime_max {downtime_max_ms} is below migration_downtime {downtime_ms}")));
         }
         let downtime_steps = non_negative("migration_downtime_steps")?.clamp(1, 100) as u32;
+        let slots = match non_negative("migration_slots")? {
+            v @ 0..=64 => v as u32,
+            v => return Err(configuration_error(format!("migration_slots {v} is more than 64; 0 means no limit"))),
+        };
         let remote_uri = p.str("remoteuri").map(String::from);
         let migrate_uri = p.str("migrateuri").map(String::from);
         let options = p.str("migrate_options").map(String::from);
@@ -259,6 +265,7 @@ impl MigrationSettings {
             port,
             remote_uri,
             stream,
+            slots,
         })
     }
 }

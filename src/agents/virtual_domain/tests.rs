@@ -40,6 +40,7 @@ impl Fixture {
             proc_root: self.dir.join("proc"),
             libvirt_run_dir: self.dir.join("run"),
             libvirt_conf: self.dir.join("libvirt.conf"),
+            slot_dir: self.dir.join("slots"),
         }
     }
 
