@@ -287,11 +287,6 @@ fn a_migration_that_cannot_finish_fails_in_its_timeout_and_pacemaker_recovers() 
     lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);
 }
 
-/// What Pacemaker logged on `node`, ferry's own lines included.
-fn pacemaker_log(lab: &Lab, node: &str) -> String {
-    std::fs::read_to_string(lab.dir.join(node).join("cluster/log-pacemaker/pacemaker.log")).unwrap_or_default()
-}
-
 /// A guest started by the cluster and booted: its node and QEMU PID.
 fn running_vm<'l>(lab: &'l Lab, tag: &str) -> (LabGuest<'l>, ClusterResource<'l>, String, u32) {
     let (g, r) = vm(lab, tag, None, &[], &[]);

@@ -238,10 +238,6 @@ fn a_standby_drains_every_guest_by_live_migration() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-fn pacemaker_log(lab: &Lab, node: &str) -> String {
-    std::fs::read_to_string(lab.dir.join(node).join("cluster/log-pacemaker/pacemaker.log")).unwrap_or_default()
-}
-
 /// Bytes nodea's capped egress sent since the cap was set.
 fn link_bytes_sent(lab: &Lab) -> u64 {
     let out = lab.on("nodea", &["tc", "-s", "qdisc", "show", "dev", &lab.link_device("nodea")]);

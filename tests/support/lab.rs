@@ -159,6 +159,12 @@ impl Lab {
     }
 }
 
+/// What Pacemaker logged on `node` of the cluster lab, ferry's own lines
+/// included.
+pub fn pacemaker_log(lab: &Lab, node: &str) -> String {
+    std::fs::read_to_string(lab.dir.join(node).join("cluster/log-pacemaker/pacemaker.log")).unwrap_or_default()
+}
+
 /// A resource in the lab cluster; stopped and removed when the test ends.
 pub struct ClusterResource<'l> {
     pub lab: &'l Lab,
