@@ -5,8 +5,11 @@
 //! the link they share. Each migration then gets a fraction of the link; a
 //! guest that dirties memory faster than its fraction cannot converge, so
 //! the ladder climbs, throttles it, and may abort, and Pacemaker falls back
-//! to stop and start. A few migrations at a time, each at full speed, move
-//! the same memory sooner and each converges (issue 12 has the figures).
+//! to stop and start. A few migrations at a time, each at full speed, can
+//! converge where many at a fraction cannot. Off by default (0): in issue
+//! 12's bench, with guests that never outran their share, 2 slots drained
+//! slower than Pacemaker's own pacing, and at short timeouts the wait ate
+//! the same budget as the migration (README, "Draining a node").
 //!
 //! A slot is an exclusive flock on `DIR/slot-N`, N < `migration_slots`. The
 //! kernel drops the lock when the process ends, however it ends, so a killed

@@ -24,8 +24,7 @@
 //! ```
 //!
 //! Before it starts, migrate_to takes one of the node's `migration_slots`
-//! (agents/migration_slots.rs), so a drained node sends a few guests at a
-//! time at full speed rather than all of them at a crawl.
+//! (agents/migration_slots.rs) when that cap is set (it is off by default).
 //!
 //! Pull model (`save`), for nodes whose hypervisors cannot reach each other:
 //! migrate_to saves the guest's memory to `migration_state_dir` (shared
@@ -311,8 +310,11 @@ impl VirtualDomain {
         match outcome {
             Ok(()) if aborted.is_none() => {
                 self.confirm_left(libvirt, name, deadline)?;
-                // For the next migrate_to waiting for a slot here.
-                migration_slots::record_duration(&self.slot_dir, took);
+                // For the next migrate_to waiting for a slot here; without
+                // slots nobody reads it.
+                if m.slots > 0 {
+                    migration_slots::record_duration(&self.slot_dir, took);
+                }
                 log::info(&format!("migrated {name} to {target} in {took:.2?} ({over})"));
                 Ok(())
             }
