@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::action::Action;
+use super::answers::{self, Asked};
 use crate::deadline::Deadline;
 use super::env::OcfEnv;
 use super::exit::{OcfCode, OcfError};
@@ -74,10 +75,11 @@ const FALLBACK_TIMEOUT: Duration = Duration::from_secs(20);
 /// The one place where an action's result becomes an exit code.
 ///
 /// - A monitor's `NotRunning` is 7 and `Degraded` is 190 (counted as success).
-/// - Errors keep the code the agent chose; the agent alone knows whether a
-///   guest may be running, so it alone may answer 7 instead of failing. A probe
-///   or stop that cannot tell fails with 1: Pacemaker then investigates instead
-///   of starting a second copy elsewhere.
+/// - Errors keep the code the agent chose, once `answers::guard` held them
+///   to the answer table; the agent alone knows whether a guest may be
+///   running, so it alone may answer 7 instead of failing. A probe or stop
+///   that cannot tell fails with 1: Pacemaker then investigates instead of
+///   starting a second copy elsewhere.
 pub fn settle(result: Result<Health, OcfError>) -> OcfCode {
     match result {
         Ok(Health::Running) => OcfCode::Success,
@@ -130,15 +132,18 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
         .or_else(|| metadata.action(timeout_name).and_then(|a| a.timeout))
         .unwrap_or(FALLBACK_TIMEOUT);
     let deadline = Deadline::for_operation(timeout);
-    let kind = if matches!(action, Action::Monitor | Action::Status) && env.is_probe() { " (probe)" } else { "" };
+    let asked = Asked::of(action, env.is_probe());
+    // Every answer, early ones too, is held to the table first.
+    let answer = |result: Result<Health, OcfError>| settle(answers::guard(asked, result));
+    let kind = if asked == Asked::Probe { " (probe)" } else { "" };
     log::debug(&format!("{action}{kind}: budget {:?} of timeout {timeout:?}", deadline.remaining()));
 
     if let Some(name) = env.not_utf8.first() {
-        return settle(Err(OcfError::configured(format!("{name} is not valid UTF-8"))));
+        return answer(Err(OcfError::configured(format!("{name} is not valid UTF-8"))));
     }
     let params = match metadata.resolve(&env.params) {
         Ok(p) => p,
-        Err(e) => return settle(Err(e)),
+        Err(e) => return answer(Err(e)),
     };
     for name in &params.unknown {
         log::warn(&format!("ignoring parameter '{name}': {} declares no such parameter", agent.name()));
@@ -152,7 +157,7 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
     let _lock = if action.needs_lock() {
         match ResourceLock::acquire(Path::new(LOCK_DIR), agent.name(), &env.instance, deadline) {
             Ok(l) => Some(l),
-            Err(e) => return settle(Err(e)),
+            Err(e) => return answer(Err(e)),
         }
     } else {
         None
@@ -177,7 +182,7 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
         }
         e
     });
-    let code = settle(result);
+    let code = answer(result);
     log::debug(&format!("{action}: exit {} ({})", code.value(), code.name()));
     code
 }

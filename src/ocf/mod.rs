@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod agent;
+pub mod answers;
 pub mod env;
 pub mod exit;
 pub mod lock;

@@ -131,7 +131,8 @@ fn io_error_policy_resume_resumes_and_reports_storage_that_still_fails() {
     let failing = RecordingRunner::new()
         .reply(&virsh(&["domstate", "--reason", "vm"]), 0, "paused (I/O error)\n", "")
         .reply(&virsh(&["resume", "vm"]), 0, "", "")
-        .reply(&virsh(&["domblkerror", "vm"]), 1, "", "error: failed to get domain 'vm'\n");
+        .reply(&virsh(&["domblkerror", "vm"]), 1, "", "error: failed to get domain 'vm'\n")
+        .reply(&virsh(&["list", "--all", "--name"]), 0, "vm\n", "");
     let result = f.with(failing, |vd, ctx| vd.monitor(ctx)).0;
     assert!(matches!(&result, Ok(Health::Degraded(w)) if w.contains("again after a resume")), "{result:?}");
 }

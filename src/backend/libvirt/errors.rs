@@ -8,6 +8,14 @@ use crate::backend::BackendError;
 use crate::process::Output;
 
 /// Sorts virsh's failure text (LC_ALL=C) into what the caller must decide on.
+///
+/// Only libvirt's own "Domain not found" proves an absence. virsh's
+/// "failed to get domain 'NAME'" alone does not: virsh clears libvirt's
+/// error before it prints that line, so a lookup that failed because the
+/// daemon died or restarted after virsh connected (EPIPE, a keepalive
+/// timeout, an ACL denial) reads exactly like a missing domain. It is a
+/// failure here; `Libvirt` asks the daemon's list before it calls it an
+/// absence (see `unexplained_lookup_failure`).
 pub fn classify_virsh_failure(out: &Output) -> BackendError {
     let text = out.complaint();
     let lower = text.to_lowercase();
@@ -18,11 +26,23 @@ pub fn classify_virsh_failure(out: &Output) -> BackendError {
         || lower.contains("end of file while reading data")
     {
         BackendError::Unreachable(format!("libvirt unreachable: {text}"))
-    } else if lower.contains("domain not found") || lower.contains("failed to get domain") {
+    } else if lower.contains("domain not found") {
         BackendError::NoSuchGuest
     } else {
         BackendError::Failed(text)
     }
+}
+
+/// The domain name of virsh's "failed to get domain 'NAME'" when virsh gave
+/// no reason with it: an absence only the daemon's list can confirm.
+pub fn unexplained_lookup_failure(out: &Output) -> Option<String> {
+    let text = out.complaint();
+    if text.to_lowercase().contains("domain not found") {
+        return None;
+    }
+    let line = text.lines().find_map(|l| l.split_once("failed to get domain '").map(|(_, rest)| rest))?;
+    let name = line.rsplit_once('\'')?.0;
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// The RPC client's failures, sorted the same way.
@@ -47,7 +67,18 @@ mod tests {
             classify_virsh_failure(&out("error: failed to connect to the hypervisor\nerror: Failed to connect socket")),
             BackendError::Unreachable(_)
         ));
-        assert_eq!(classify_virsh_failure(&out("error: failed to get domain 'x'")), BackendError::NoSuchGuest);
+        assert_eq!(classify_virsh_failure(&out("error: failed to get domain 'x'\nerror: Domain not found: no domain with matching name 'x'")), BackendError::NoSuchGuest);
+        // virsh's own line alone is not libvirt's answer: see below.
+        assert!(matches!(classify_virsh_failure(&out("error: failed to get domain 'x'")), BackendError::Failed(_)));
         assert!(matches!(classify_virsh_failure(&out("error: internal error: boom")), BackendError::Failed(m) if m.contains("boom")));
+    }
+
+    #[test]
+    fn a_lookup_failure_without_a_reason_names_the_domain_to_confirm() {
+        let out = |e: &str| Output { code: Some(1), stdout: String::new(), stderr: e.into() };
+        assert_eq!(unexplained_lookup_failure(&out("error: failed to get domain 'web 2'\n")), Some("web 2".into()));
+        assert_eq!(unexplained_lookup_failure(&out("error: Disconnected from qemu:///system due to end of file\nerror: failed to get domain 'vm'\n")), Some("vm".into()));
+        assert_eq!(unexplained_lookup_failure(&out("error: failed to get domain 'vm'\nerror: Domain not found: no domain with matching name 'vm'\n")), None);
+        assert_eq!(unexplained_lookup_failure(&out("error: internal error: boom\n")), None);
     }
 }

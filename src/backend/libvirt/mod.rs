@@ -83,9 +83,32 @@ impl<'r> Libvirt<'r> {
     fn run_virsh(&self, cmd: Cmd, deadline: Deadline) -> Result<Output, BackendError> {
         let out = self.runner.run(&cmd, deadline)?;
         if out.success() {
-            Ok(out)
-        } else {
-            Err(classify_virsh_failure(&out))
+            return Ok(out);
+        }
+        match errors::unexplained_lookup_failure(&out) {
+            Some(name) => Err(self.confirm_absent(&name, &out, deadline)),
+            None => Err(classify_virsh_failure(&out)),
+        }
+    }
+
+    /// virsh failed to look `name` up and gave no reason (see
+    /// `classify_virsh_failure`): absent only if the daemon, asked again,
+    /// lists its domains in full without it.
+    fn confirm_absent(&self, name: &str, lookup: &Output, deadline: Deadline) -> BackendError {
+        let failed = lookup.complaint();
+        match self.runner.run(&self.virsh_cmd(&["list", "--all", "--name"]), deadline) {
+            Ok(list) if list.success() => {
+                if list.stdout.lines().any(|l| l.trim() == name) {
+                    BackendError::Failed(format!("{failed} (libvirt still lists {name}, so the lookup failed for another reason)"))
+                } else {
+                    BackendError::NoSuchGuest
+                }
+            }
+            Ok(list) => match classify_virsh_failure(&list) {
+                BackendError::Unreachable(why) => BackendError::Unreachable(format!("{failed}; then {why}")),
+                other => BackendError::Failed(format!("{failed}; listing the domains to confirm failed: {other}")),
+            },
+            Err(e) => BackendError::Failed(format!("{failed}; listing the domains to confirm failed: {e}")),
         }
     }
 
@@ -267,6 +290,7 @@ mod tests {
         let runner = RecordingRunner::new()
             .reply(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "--reason", "up"], 0, "paused (I/O error)\n", "")
             .reply(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "--reason", "gone"], 1, "", "error: failed to get domain 'gone'\n")
+            .reply(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "list", "--all", "--name"], 0, "up\nslow\n\n", "")
             .fail(&["virsh", "--quiet", "--connect", "qemu+ssh://b/system", "domstate", "--reason", "slow"], RunError::TimedOut { program: "virsh".into(), after: Duration::from_secs(3) });
         let libvirt = Libvirt::new("qemu+ssh://b/system", &runner);
         let d = Deadline::after(Duration::from_secs(5));
@@ -274,6 +298,34 @@ mod tests {
         assert_eq!(libvirt.status("up", d).unwrap().unwrap().pause(), Some(Pause::OnIoError));
         assert_eq!(libvirt.state("gone", d), Ok(None));
         assert!(matches!(libvirt.state("slow", d), Err(BackendError::TimedOut(_))));
+    }
+
+    /// virsh prints "failed to get domain" alone both for a missing domain
+    /// and for a lookup the daemon never answered (it died after virsh
+    /// connected): only the daemon's full list tells them apart.
+    #[test]
+    fn virsh_s_bare_lookup_failure_is_an_absence_only_when_the_list_confirms_it() {
+        let uri = "qemu+ssh://b/system";
+        let lookup = |name: &'static str| vec!["virsh", "--quiet", "--connect", uri, "domstate", "--reason", name];
+        let list = ["virsh", "--quiet", "--connect", uri, "list", "--all", "--name"];
+        let d = Deadline::after(Duration::from_secs(5));
+        let listed = RecordingRunner::new()
+            .reply(&lookup("vm"), 1, "", "error: failed to get domain 'vm'\n")
+            .reply(&list, 0, "other\nvm\n", "");
+        assert!(matches!(Libvirt::new(uri, &listed).state("vm", d), Err(BackendError::Failed(m)) if m.contains("still lists vm")));
+        let died = RecordingRunner::new()
+            .reply(&lookup("vm"), 1, "", "error: failed to get domain 'vm'\n")
+            .reply(&list, 1, "", "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/run/libvirt/libvirt-sock': Connection refused\n");
+        assert!(matches!(Libvirt::new(uri, &died).state("vm", d), Err(BackendError::Unreachable(_))));
+        let absent = RecordingRunner::new()
+            .reply(&lookup("vm"), 1, "", "error: failed to get domain 'vm'\n")
+            .reply(&list, 0, "other\n\n", "");
+        assert_eq!(Libvirt::new(uri, &absent).state("vm", d), Ok(None));
+        // destroy of a domain the daemon could not look up is not "already gone".
+        let destroy = RecordingRunner::new()
+            .reply(&["virsh", "--quiet", "--connect", uri, "destroy", "vm"], 1, "", "error: failed to get domain 'vm'\n")
+            .reply(&list, 0, "vm\n", "");
+        assert!(Libvirt::new(uri, &destroy).destroy("vm", d).is_err());
     }
 
     #[test]
@@ -296,6 +348,7 @@ mod tests {
         let runner = RecordingRunner::new()
             .reply(&["virsh", "--quiet", "--connect", uri, "destroy", "off"], 1, "", "error: Failed to destroy domain 'off'\nerror: Requested operation is not valid: domain is not running\n")
             .reply(&["virsh", "--quiet", "--connect", uri, "destroy", "gone"], 1, "", "error: failed to get domain 'gone'\n")
+            .reply(&["virsh", "--quiet", "--connect", uri, "list", "--all", "--name"], 0, "off\nstuck\n", "")
             .reply(&["virsh", "--quiet", "--connect", uri, "destroy", "stuck"], 1, "", "error: Failed to terminate process 7 with SIGKILL: Device or resource busy\n");
         let libvirt = Libvirt::new(uri, &runner);
         let d = Deadline::after(Duration::from_secs(5));
