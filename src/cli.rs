@@ -6,6 +6,7 @@
 //!   ferry list                 the agents this binary carries
 //!   ferry status               the guests on this node that ferry's agents own
 //!   ferry man AGENT            the agent's man page (roff), from its meta-data
+//!   ferry answers              what each exit code means to Pacemaker, per action
 //!   ferry AGENT ACTION         run an agent action, as the link would
 //!   ferry --version
 
@@ -16,13 +17,13 @@ use std::time::Duration;
 use crate::agents;
 use crate::process::SystemRunner;
 use crate::ocf::metadata::Metadata;
-use crate::ocf::{agent, log, manpage, Deadline, OcfCode};
+use crate::ocf::{agent, answers, log, manpage, Deadline, OcfCode};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn usage() -> String {
     format!(
-        "usage: ferry list | ferry status | ferry man AGENT | ferry AGENT ACTION | ferry --version\nagents: {}",
+        "usage: ferry list | ferry status | ferry man AGENT | ferry answers | ferry AGENT ACTION | ferry --version\nagents: {}",
         agents::names().collect::<Vec<_>>().join(", ")
     )
 }
@@ -50,6 +51,10 @@ pub fn run(argv: Vec<OsString>) -> u8 {
             0
         }
         Some("status") => status(),
+        Some("answers") => {
+            log::stdout_text(&answers::markdown());
+            0
+        }
         Some("man") => match args.get(1).and_then(|name| agents::by_name(name)) {
             Some(agent) => {
                 let md = Metadata::parse(agent.metadata_xml()).expect("embedded meta-data is valid (tested)");

@@ -301,3 +301,99 @@ fn an_edited_name_never_hides_the_running_guest() {
     assert_ne!(g.libvirt_state().as_deref(), Some("running"), "stop said 0 but the old guest runs on");
     assert_eq!(g.run("monitor", &[]).code, 7);
 }
+
+/// A proxy in front of libvirtd's socket that hangs up on the first virsh
+/// client (one that registered a close callback, which ferry's own RPC
+/// client never does) as it asks to look a domain up by name: libvirtd
+/// dying after virsh connected, as virsh sees it. Everything else passes.
+struct LookupCutter {
+    path: std::path::PathBuf,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+const PROC_DOMAIN_LOOKUP_BY_NAME: u32 = 23;
+const PROC_CONNECT_REGISTER_CLOSE_CALLBACK: u32 = 360;
+
+impl LookupCutter {
+    fn start(dir: &TempDir, upstream: &'static str) -> LookupCutter {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let path = dir.join("cutter.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let counted = cuts.clone();
+        // The threads end with the test process; each ends sooner when its
+        // peer closes.
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(daemon) = UnixStream::connect(upstream) else { continue };
+                let (mut from_daemon, mut to_client) = (daemon.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_daemon, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let (mut client, mut daemon) = (client, daemon);
+                    let mut virsh = false;
+                    loop {
+                        let mut len = [0u8; 4];
+                        if client.read_exact(&mut len).is_err() {
+                            break;
+                        }
+                        let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                        if client.read_exact(&mut body).is_err() || body.len() < 12 {
+                            break;
+                        }
+                        let procedure = u32::from_be_bytes(body[8..12].try_into().unwrap());
+                        virsh |= procedure == PROC_CONNECT_REGISTER_CLOSE_CALLBACK;
+                        if virsh && procedure == PROC_DOMAIN_LOOKUP_BY_NAME && counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                            break;
+                        }
+                        if daemon.write_all(&len).and_then(|()| daemon.write_all(&body)).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = daemon.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        LookupCutter { path, cuts }
+    }
+
+    fn uri(&self) -> String {
+        format!("qemu+unix:///system?socket={}", self.path.display())
+    }
+
+    fn cut(&self) -> usize {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst).min(1)
+    }
+}
+
+#[test]
+fn a_lookup_libvirtd_never_answered_is_not_taken_for_a_gone_guest() {
+    // virsh prints "failed to get domain 'NAME'" alone both for a missing
+    // domain and for a lookup the daemon never answered: before ferry
+    // confirmed it with the daemon's list, stop's shutdown request took it
+    // for "already gone" and stop answered 0 while QEMU ran on.
+    require_own_libvirtd();
+    let g = Guest::new("lookupcut");
+    assert_eq!(g.run("start", &[]).code, 0);
+    assert!(g.wait_console("ferry-guest: up", Duration::from_secs(90)), "the guest did not boot:\n{}", g.console_text());
+    let scratch = TempDir::new("lookupcut");
+    let cutter = LookupCutter::start(&scratch, "/run/libvirt/libvirt-sock");
+    let uri = cutter.uri();
+    let stop = g.run("stop", &[("OCF_RESKEY_hypervisor", uri.as_str()), ("OCF_RESKEY_CRM_meta_timeout", "60000")]);
+    assert_eq!(cutter.cut(), 1, "the proxy must have cut virsh's lookup once: {}", stop.stderr);
+    eprintln!("stop through a cut lookup: exit {} in {:.1?}\n{}", stop.code, stop.took, stop.stderr);
+    if stop.code == 0 {
+        assert_eq!(g.libvirt_state(), None, "stop answered 0 while the guest runs on:\n{}", stop.stderr);
+        assert!(g.console_text().contains("reboot: Power down"), "the guest was not shut down:\n{}", g.console_text());
+    } else {
+        assert_eq!(g.libvirt_state().as_deref(), Some("running"), "a failed stop must mean the guest may still run");
+    }
+    assert_eq!(stop.code, 0, "the next shutdown request should have worked: {}", stop.stderr);
+}

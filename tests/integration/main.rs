@@ -10,3 +10,4 @@ mod cli;
 mod health;
 mod lifecycle;
 mod metadata;
+mod second_copy;

@@ -20,9 +20,9 @@ use std::path::Path;
 
 use crate::backend::libvirt::domxml::{self, OwnerMark};
 use crate::backend::libvirt::procscan::{self, Scan};
-use crate::backend::libvirt::{Libvirt, Status};
+use crate::backend::libvirt::{Libvirt, MarkSeen, Status};
 use crate::backend::BackendError;
-use crate::ocf::Deadline;
+use crate::ocf::{log, Deadline};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Whereabouts {
@@ -53,6 +53,14 @@ impl Finder<'_> {
         match name {
             Some(n) => match self.by_name(n, asking) {
                 Whereabouts::NotHere => self.by_mark(asking),
+                // A shut-off definition under the config's name says nothing
+                // of the guest: the config's <name> may have been edited
+                // while the marked guest runs on under its old one.
+                Whereabouts::Here { name, status } if !status.state.is_active() => match self.by_mark(asking) {
+                    Whereabouts::NotHere => Whereabouts::Here { name, status },
+                    Whereabouts::Unknown(why) => Whereabouts::Unknown(format!("{name} is {status} here, and whether this resource's guest runs under another name cannot be told: {why}")),
+                    marked => marked,
+                },
                 found => found,
             },
             None => self.by_mark(asking),
@@ -60,10 +68,28 @@ impl Finder<'_> {
     }
 
     fn by_name(&self, name: &str, deadline: Deadline) -> Whereabouts {
-        match self.libvirt.status(name, deadline) {
-            Ok(Some(status)) => Whereabouts::Here { name: name.to_string(), status },
+        match self.libvirt.status_and_mark(name, deadline) {
+            Ok(Some((status, mark))) => {
+                if status.state.is_active() && mark == MarkSeen::None {
+                    self.adopt(name, deadline);
+                }
+                Whereabouts::Here { name: name.to_string(), status }
+            }
             Ok(None) => Whereabouts::NotHere,
             Err(e) => self.without_libvirt(Some(name), e),
+        }
+    }
+
+    /// Marks a running guest of this resource that carries no mark: one
+    /// another agent started (heartbeat:VirtualDomain, before the provider
+    /// was switched in maintenance mode). Found by the config's name now,
+    /// it must still be found by its mark when the config is unreadable
+    /// later, or the probe would answer 7 while it runs. A failure costs
+    /// only that fallback, so it is a warning.
+    fn adopt(&self, name: &str, deadline: Deadline) {
+        match self.libvirt.add_owner_mark(name, self.mark, deadline) {
+            Ok(()) => log::info(&format!("{name} runs without an owner mark (started by another agent?); marked it as resource {}'s guest", self.mark.resource)),
+            Err(e) => log::warn(&format!("{name} runs without an owner mark, and marking it failed: {e}")),
         }
     }
 

@@ -342,6 +342,18 @@ impl VirtualDomain {
         }
     }
 
+    /// Destroy failed, most often because libvirtd died or hung mid-stop:
+    /// where is the guest now? A failed stop fences the node, so one that
+    /// can still end the guest (by its QEMU process) or prove it gone does.
+    fn after_failed_destroy(&self, ctx: &Context, libvirt: &Libvirt, name: Option<&str>, failed: OcfError) -> Result<(), OcfError> {
+        match self.locate(ctx, libvirt, name, ctx.deadline) {
+            Whereabouts::NotHere => Ok(()),
+            Whereabouts::Here { status, .. } if !status.state.is_active() => Ok(()),
+            Whereabouts::ProcessOnly { name, pid, .. } => self.kill_orphan(&name, pid, ctx.deadline),
+            _ => Err(failed),
+        }
+    }
+
     /// Ends the guest's QEMU process by PID when libvirtd is down: the only way
     /// left to make sure it no longer runs here.
     fn kill_orphan(&self, name: &str, pid: u32, deadline: Deadline) -> Result<(), OcfError> {
@@ -512,7 +524,9 @@ impl Agent for VirtualDomain {
             }
         }
         if !stopped {
-            lifecycle::destroy(&libvirt, &name, ctx.deadline)?;
+            if let Err(e) = lifecycle::destroy(&libvirt, &name, ctx.deadline) {
+                return self.after_failed_destroy(ctx, &libvirt, config.name(), e);
+            }
         }
         log::info(&format!("stopped {name}"));
         Ok(())

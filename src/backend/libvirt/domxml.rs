@@ -217,6 +217,26 @@ fn mark_element(mark: &OwnerMark) -> String {
     )
 }
 
+/// The mark in the element libvirt returns for ferry's namespace
+/// (virDomainGetMetadata, `virsh metadata`): asked for by namespace, so
+/// the element's own name and prefix need no checking.
+pub fn mark_in_element(element: &str) -> Option<OwnerMark> {
+    let mut reader = Reader::from_str(element);
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(ref tag) | Event::Empty(ref tag) => return mark_of(tag),
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
+/// The mark as `virsh metadata --set` takes it: unprefixed, for libvirt
+/// puts it in the namespace given with `--key ferry`.
+pub fn mark_for_metadata_set(mark: &OwnerMark) -> String {
+    format!("<owner agent=\"{}\" resource=\"{}\"/>", escape(&mark.agent), escape(&mark.resource))
+}
+
 /// The owner mark a domain's XML carries, if any.
 pub fn read_mark(xml: &str) -> Option<OwnerMark> {
     layout(xml).ok()?.found_mark
@@ -351,5 +371,17 @@ mod tests {
     fn a_mark_in_another_namespace_is_not_ours() {
         let xml = "<domain><name>a</name><metadata><x:owner xmlns:x='urn:other' agent='VirtualDomain' resource='r'/></metadata></domain>";
         assert_eq!(read_mark(xml), None);
+    }
+
+    #[test]
+    fn the_mark_is_read_from_libvirt_s_metadata_element_and_written_for_virsh() {
+        let mark = OwnerMark { agent: "VirtualDomain".into(), resource: "r<1>".into() };
+        let set = mark_for_metadata_set(&mark);
+        assert_eq!(mark_in_element(&set), Some(mark.clone()));
+        let stored = format!("<ferry:owner xmlns:ferry=\"{MARK_NAMESPACE}\" agent=\"VirtualDomain\" resource=\"r&lt;1&gt;\"/>\n");
+        assert_eq!(mark_in_element(&stored), Some(mark.clone()));
+        let domain = format!("<domain><name>a</name><metadata>{stored}</metadata></domain>");
+        assert_eq!(read_mark(&domain), Some(mark));
+        assert_eq!(mark_in_element("<owner agent='VirtualDomain'/>"), None);
     }
 }

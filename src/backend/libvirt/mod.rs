@@ -28,6 +28,16 @@ use super::{BackendError, GuestState, Hypervisor};
 use crate::deadline::Deadline;
 use crate::process::{Cmd, Output, Runner};
 
+/// Whether a domain carries an owner mark in ferry's namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MarkSeen {
+    Carries(domxml::OwnerMark),
+    /// libvirt answered that the domain has no element in ferry's namespace.
+    None,
+    /// Not asked, or not answered.
+    Unread,
+}
+
 /// A domain as listed by the daemon, with its live definition.
 #[derive(Clone, Debug)]
 pub struct ListedDomain {
@@ -148,6 +158,42 @@ impl<'r> Libvirt<'r> {
             Err(BackendError::NoSuchGuest) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `status`, and whether the domain carries an owner mark, read on the
+    /// same connection (one more small round trip). Over virsh (a remote
+    /// URI) the mark is not read: it would cost a process per monitor.
+    pub fn status_and_mark(&self, name: &str, deadline: Deadline) -> Result<Option<(Status, MarkSeen)>, BackendError> {
+        let Some(_) = &self.local else {
+            return Ok(self.status(name, deadline)?.map(|s| (s, MarkSeen::Unread)));
+        };
+        let found = self.asking_twice(deadline, || {
+            let mut c = self.rpc(deadline).expect("local")?;
+            let dom = c.lookup_by_name(name).map_err(rpc_error)?;
+            let status = c.state(&dom).map(|(s, reason)| Status::new(DomainState::from_code(s), reason)).map_err(rpc_error)?;
+            let mark = match c.metadata_element(&dom, domxml::MARK_NAMESPACE) {
+                Ok(Some(element)) => domxml::mark_in_element(&element).map_or(MarkSeen::Unread, MarkSeen::Carries),
+                Ok(None) => MarkSeen::None,
+                // The state is known; the mark only decides an adoption.
+                Err(_) => MarkSeen::Unread,
+            };
+            Ok((status, mark))
+        });
+        match found {
+            Ok(found) => Ok(Some(found)),
+            Err(BackendError::NoSuchGuest) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds `mark` to the running domain's live definition (`virsh
+    /// metadata --live`): a guest this resource's agent did not start
+    /// (heartbeat:VirtualDomain, before a switch of provider) can then be
+    /// found by its mark too. Its persistent definition, if any, is left
+    /// as the operator wrote it.
+    pub fn add_owner_mark(&self, name: &str, mark: &domxml::OwnerMark, deadline: Deadline) -> Result<(), BackendError> {
+        let element = domxml::mark_for_metadata_set(mark);
+        self.virsh(&["metadata", name, domxml::MARK_NAMESPACE, "--key", "ferry", "--set", &element, "--live"], deadline).map(drop)
     }
 
     /// Every domain the daemon knows, with its live definition. All or

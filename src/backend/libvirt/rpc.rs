@@ -58,6 +58,7 @@ pub const PROC_DOMAIN_GET_XML_DESC: i32 = 14;
 pub const PROC_DOMAIN_LOOKUP_BY_NAME: i32 = 23;
 pub const PROC_AUTH_LIST: i32 = 66;
 pub const PROC_AUTH_POLKIT: i32 = 70;
+pub const PROC_DOMAIN_GET_METADATA: i32 = 265;
 pub const PROC_DOMAIN_GET_STATE: i32 = 212;
 pub const PROC_CONNECT_LIST_ALL_DOMAINS: i32 = 273;
 
@@ -66,6 +67,8 @@ const AUTH_POLKIT: u32 = 2;
 
 /// virErrorNumber VIR_ERR_NO_DOMAIN.
 pub const ERR_NO_DOMAIN: i32 = 42;
+/// VIR_ERR_NO_DOMAIN_METADATA: the domain has no metadata in that namespace.
+pub const ERR_NO_DOMAIN_METADATA: i32 = 80;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RpcError {
@@ -262,6 +265,22 @@ impl Client {
         let reply = self.call(PROC_DOMAIN_GET_STATE, &args)?;
         let mut d = Decoder::new(&reply);
         Ok((d.i32()?, d.i32()?))
+    }
+
+    /// virDomainGetMetadata of the element in namespace `uri` (type
+    /// VIR_DOMAIN_METADATA_ELEMENT, the live definition of a running
+    /// domain): `None` when the domain has none. A small reply, where the
+    /// whole definition is tens of kilobytes.
+    pub fn metadata_element(&mut self, dom: &RemoteDomain, uri: &str) -> Result<Option<String>, RpcError> {
+        const VIR_DOMAIN_METADATA_ELEMENT: i32 = 2;
+        let mut args = Encoder::default();
+        dom.encode(&mut args);
+        args.i32(VIR_DOMAIN_METADATA_ELEMENT).optional_string(Some(uri)).u32(0);
+        match self.call(PROC_DOMAIN_GET_METADATA, &args) {
+            Ok(reply) => Ok(Some(Decoder::new(&reply).string()?)),
+            Err(RpcError::Remote { code: ERR_NO_DOMAIN_METADATA, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn xml_desc(&mut self, dom: &RemoteDomain, flags: u32) -> Result<String, RpcError> {
