@@ -273,3 +273,121 @@ fn only_what_shapes_the_running_guest_needs_a_restart() {
     assert!(md.action("reload-agent").is_some(), "reloadable parameters need the action");
     assert_eq!(md.param("migration_network_suffix").unwrap().replaced_with, ["migrateuri", "remoteuri"]);
 }
+
+/// What is true on the node in a walk scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Truth {
+    Runs,
+    Absent,
+    /// Nothing the agent can read settles it.
+    Unknowable,
+}
+
+/// Every probe path, walked: the config readable, missing, unreadable or
+/// not a domain; libvirt answering, refusing, unreachable, timing out or
+/// missing; QEMU processes and libvirt's status files. A probe's 2, 5 and
+/// 7 read as "not running here" to Pacemaker, so each may come only from a
+/// scenario where the guest provably does not run here; a running guest
+/// must be 0 or 190, and an unknowable one 1.
+#[test]
+fn every_probe_path_answers_not_running_only_after_proving_it() {
+    use crate::ocf::answers::{guard, Asked};
+    const MARKED: &str = "<domain><name>other</name><metadata><ferry:owner xmlns:ferry=\"urn:x-ferry:owner:1\" agent=\"VirtualDomain\" resource=\"r1\"/></metadata></domain>";
+    const UNMARKED: &str = "<domain><name>other</name></domain>";
+    const QEMU: &str = "/usr/bin/qemu-system-x86_64\0-name\0guest=vm,debug-threads=on\0-S\0";
+    let timed_out = || RunError::TimedOut { program: "virsh".into(), after: Duration::from_secs(3) };
+    let missing = || RunError::Spawn { program: "virsh".into(), error: "No such file or directory (os error 2)".into() };
+    #[derive(Clone, Copy)]
+    enum Config {
+        Readable,
+        Missing,
+        Unreadable,
+        NotADomain,
+    }
+    struct Scenario {
+        what: &'static str,
+        config: Config,
+        /// None: the remote URI, answered by `runner`; Some: the local URI
+        /// with its socket gone, and these QEMU command lines in /proc
+        /// and marked status files.
+        local: Option<(&'static [&'static str], &'static [&'static str])>,
+        runner: RecordingRunner,
+        truth: Truth,
+    }
+    let lookup_vm = virsh(&["domstate", "--reason", "vm"]);
+    let list = virsh(&["list", "--all", "--name"]);
+    let with_other = |xml: &str, state: &str| {
+        RecordingRunner::new()
+            .reply(&list, 0, "other\n\n", "")
+            .reply(&virsh(&["domstate", "--reason", "other"]), 0, state, "")
+            .reply(&virsh(&["dumpxml", "--security-info", "other"]), 0, xml, "")
+    };
+    let mut scenarios = vec![
+        Scenario { what: "config names a running domain", config: Config::Readable, local: None, runner: RecordingRunner::new().reply(&lookup_vm, 0, "running (booted)\n", ""), truth: Truth::Runs },
+        Scenario { what: "libvirt confirms no such domain, none marked", config: Config::Readable, local: None, runner: with_other(UNMARKED, "running (booted)\n").reply(&lookup_vm, 1, "", "error: failed to get domain 'vm'\nerror: Domain not found: no domain with matching name 'vm'\n"), truth: Truth::Absent },
+        Scenario { what: "virsh's bare lookup failure, list confirms", config: Config::Readable, local: None, runner: RecordingRunner::new().reply(&lookup_vm, 1, "", "error: failed to get domain 'vm'\n").reply(&list, 0, "\n", ""), truth: Truth::Absent },
+        Scenario { what: "virsh's bare lookup failure, the daemon then gone", config: Config::Readable, local: None, runner: RecordingRunner::new().reply(&lookup_vm, 1, "", "error: failed to get domain 'vm'\n").reply(&list, 1, "", "error: failed to connect to the hypervisor\n"), truth: Truth::Unknowable },
+        Scenario { what: "virsh not installed", config: Config::Readable, local: None, runner: RecordingRunner::new().fail(&["virsh"], missing()), truth: Truth::Unknowable },
+        Scenario { what: "virsh not installed, config missing", config: Config::Missing, local: None, runner: RecordingRunner::new().fail(&["virsh"], missing()), truth: Truth::Unknowable },
+        Scenario { what: "libvirt times out", config: Config::Readable, local: None, runner: RecordingRunner::new().fail(&["virsh"], timed_out()), truth: Truth::Unknowable },
+        Scenario { what: "libvirt refuses the lookup", config: Config::Readable, local: None, runner: RecordingRunner::new().reply(&lookup_vm, 1, "", "error: internal error: cannot acquire state change lock\n"), truth: Truth::Unknowable },
+        Scenario { what: "config missing, marked guest runs", config: Config::Missing, local: None, runner: with_other(MARKED, "running (booted)\n"), truth: Truth::Runs },
+        Scenario { what: "config unreadable, marked guest runs", config: Config::Unreadable, local: None, runner: with_other(MARKED, "running (booted)\n"), truth: Truth::Runs },
+        Scenario { what: "config not a domain, marked guest runs", config: Config::NotADomain, local: None, runner: with_other(MARKED, "paused (user)\n"), truth: Truth::Runs },
+        Scenario { what: "config missing, no marked guest", config: Config::Missing, local: None, runner: with_other(UNMARKED, "running (booted)\n"), truth: Truth::Absent },
+        Scenario { what: "config not a domain, marked guest shut off", config: Config::NotADomain, local: None, runner: with_other(MARKED, "shut off (destroyed)\n"), truth: Truth::Absent },
+        Scenario { what: "config missing, list broken", config: Config::Missing, local: None, runner: RecordingRunner::new().reply(&list, 1, "", "error: failed to connect to the hypervisor\n"), truth: Truth::Unknowable },
+        Scenario { what: "config missing, a listed domain unreadable", config: Config::Missing, local: None, runner: RecordingRunner::new().reply(&list, 0, "other\n", "").reply(&virsh(&["domstate", "--reason", "other"]), 1, "", "error: internal error: boom\n"), truth: Truth::Unknowable },
+        Scenario { what: "a shut-off definition under the config's name, the marked guest runs", config: Config::Readable, local: None, runner: with_other(MARKED, "running (booted)\n").reply(&lookup_vm, 0, "shut off (unknown)\n", ""), truth: Truth::Runs },
+        Scenario { what: "a shut-off definition under the config's name, the list broken", config: Config::Readable, local: None, runner: RecordingRunner::new().reply(&lookup_vm, 0, "shut off (unknown)\n", "").reply(&list, 1, "", "error: failed to connect to the hypervisor\n"), truth: Truth::Unknowable },
+        Scenario { what: "a shut-off definition under the config's name, nothing marked", config: Config::Readable, local: None, runner: with_other(UNMARKED, "running (booted)\n").reply(&lookup_vm, 0, "shut off (unknown)\n", ""), truth: Truth::Absent },
+        Scenario { what: "libvirtd down, QEMU runs", config: Config::Readable, local: Some((&[QEMU], &[])), runner: RecordingRunner::new(), truth: Truth::Runs },
+        Scenario { what: "libvirtd down, no QEMU", config: Config::Readable, local: Some((&["/usr/sbin/sshd\0-D\0"], &[])), runner: RecordingRunner::new(), truth: Truth::Absent },
+        Scenario { what: "libvirtd down, config missing, status file marks vm, QEMU runs", config: Config::Missing, local: Some((&[QEMU], &["vm"])), runner: RecordingRunner::new(), truth: Truth::Runs },
+        Scenario { what: "libvirtd down, config missing, no status file marks it", config: Config::Missing, local: Some((&[QEMU], &[])), runner: RecordingRunner::new(), truth: Truth::Absent },
+    ];
+    let mut failures = Vec::new();
+    let mut counts = [0usize; 3];
+    for (i, s) in scenarios.drain(..).enumerate() {
+        let mut f = Fixture::new(&format!("walk-{i}"));
+        let config = f.dir.join("vm.xml");
+        match s.config {
+            Config::Readable => {}
+            Config::Missing => std::fs::remove_file(&config).unwrap(),
+            Config::Unreadable => {
+                std::fs::remove_file(&config).unwrap();
+                std::fs::create_dir(&config).unwrap();
+            }
+            Config::NotADomain => std::fs::write(&config, "this is not XML <").unwrap(),
+        }
+        f.env.meta.insert("interval".into(), "0".into());
+        if let Some((processes, marked)) = s.local {
+            f.env.params.insert("hypervisor".into(), "qemu:///system".into());
+            for (pid, cmdline) in processes.iter().enumerate() {
+                let dir = f.dir.join("proc").join((100 + pid).to_string());
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+            }
+            std::fs::create_dir_all(f.dir.join("proc")).unwrap();
+            let status = f.dir.join("run/qemu");
+            std::fs::create_dir_all(&status).unwrap();
+            for name in marked.iter() {
+                std::fs::write(status.join(format!("{name}.xml")), format!("<domstatus><domain><name>{name}</name><metadata><ferry:owner xmlns:ferry=\"urn:x-ferry:owner:1\" agent=\"VirtualDomain\" resource=\"r1\"/></metadata></domain></domstatus>")).unwrap();
+            }
+        }
+        assert!(f.env.is_probe());
+        let result = f.with(s.runner, |vd, ctx| guard(Asked::Probe, vd.monitor(ctx))).0;
+        let code = crate::ocf::agent::settle(result.clone()).value();
+        let ok = match s.truth {
+            Truth::Runs => matches!(code, 0 | 190),
+            Truth::Absent => code == 7,
+            Truth::Unknowable => code == 1,
+        };
+        counts[s.truth as usize] += 1;
+        if !ok {
+            failures.push(format!("{}: {:?} answered {code} ({result:?})", s.what, s.truth));
+        }
+    }
+    eprintln!("probe walk: {} running, {} absent, {} unknowable scenarios", counts[0], counts[1], counts[2]);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
