@@ -442,3 +442,44 @@ fn a_node_that_cannot_read_the_config_does_not_cause_a_second_copy() {
     assert!(probe.rc == 0 || probe.rc == 190, "the probe must find the guest running: {probe:?}");
     drop(unhide);
 }
+
+#[test]
+fn a_guest_switched_from_heartbeat_in_maintenance_mode_is_never_started_twice_when_its_config_goes() {
+    // The README's way from heartbeat:VirtualDomain: maintenance mode, the
+    // provider changed, a refresh so that ferry probes, maintenance off.
+    // heartbeat's guest carries no owner mark; ferry's probe marks it, so
+    // when the config later becomes unreadable on its node, the probe
+    // still finds it there and Pacemaker starts no second copy.
+    let lab = Lab::from_env();
+    let g = LabGuest::new(&lab, "switch", None);
+    let config = g.g.config.display().to_string();
+    let ops = [("monitor", "5s", "30s"), ("start", "0", "90s"), ("stop", "0", "90s")];
+    let r = ClusterResource::create_of(&lab, "heartbeat", &g.g.instance, &[("config", &config)], &[], &ops);
+    let home = r.wait_active(SETTLE).expect("heartbeat's resource did not start");
+    assert!(g.ticks_on(crate::support::BOOT));
+    let maintenance = |on: &str| lab.crm("nodea", &["crm_attribute", "-t", "crm_config", "-n", "maintenance-mode", "-v", on]);
+    maintenance("true");
+    let _maintenance_off = Defer(|| drop(lab.on("nodea", &["crm_attribute", "-t", "crm_config", "-n", "maintenance-mode", "-v", "false"])));
+    lab.crm("nodea", &["cibadmin", "--modify", "-o", "resources", "--xml-text", &format!("<primitive id=\"{}\" provider=\"ferry\"/>", r.id)]);
+    lab.crm("nodea", &["crm_resource", "--refresh", "-r", &r.id]);
+    assert!(r.settle(SETTLE));
+    let marked = || String::from_utf8_lossy(&lab.virsh(&home, &["dumpxml", g.name()]).stdout).contains("urn:x-ferry:owner:1");
+    assert!(wait_for(SETTLE, marked), "ferry's probe did not mark heartbeat's guest: {:?}", lab.ops(&r.id));
+    maintenance("false");
+    assert!(r.settle(SETTLE));
+    assert_only_on(&g, &home, "after the switch");
+
+    let dir = g.g.dir.display().to_string();
+    let empty = TempDir::new("switch-empty");
+    assert!(lab.on(&home, &["mount", "--bind", &empty.0.display().to_string(), &dir]).status.success());
+    let unhide = Defer(|| drop(lab.on(&home, &["umount", &dir])));
+    lab.crm("nodea", &["crm_resource", "--refresh", "-r", &r.id]);
+    std::thread::sleep(Duration::from_secs(15)); // the probes, then a few monitor intervals
+    assert_eq!(lab.active_on(g.name()), vec![home.as_str()], "a second copy: {:?}", lab.ops(&r.id));
+    assert_eq!(lab.located(&r.id), vec![home.clone()], "{:?}", lab.ops(&r.id));
+    assert_only_on(&g, &home, "with the config unreadable there");
+    assert_eq!(boots(&g), 1, "no restart, no second copy");
+    let probe = last_op(&lab, &r.id, &home).expect("probe result");
+    assert!(probe.rc == 0 || probe.rc == 190, "the probe must find the guest running: {probe:?}");
+    drop(unhide);
+}
