@@ -73,7 +73,9 @@ fn monitor_with_state(state: &str) -> Result<Health, OcfError> {
     let f = Fixture::new(&format!("state-{}", state.trim().replace([' ', '(', ')', '/'], "-")));
     let runner = RecordingRunner::new()
         .reply(&virsh(&["domstate", "--reason", "vm"]), 0, state, "")
-        .reply(&virsh(&["domblkerror", "vm"]), 0, "vda: no space\n\n", "");
+        .reply(&virsh(&["domblkerror", "vm"]), 0, "vda: no space\n\n", "")
+        // A shut-off "vm" sends locate to the marked guests: there are none.
+        .reply(&virsh(&["list", "--all", "--name"]), 0, "\n", "");
     f.with(runner, |vd, ctx| vd.monitor(ctx)).0
 }
 
