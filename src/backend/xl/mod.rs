@@ -471,6 +471,30 @@ xcrash                                       3   128     1     ---sc-       8.9\
 
     /// The fifth letter is why the domain shut down, from "-rscwS" (poweroff,
     /// reboot, suspend, crash, watchdog, soft reset), or '?'.
+    /// Rows Xen 4.17's xl printed in the Xen lab (make test-xen, stage 1)
+    /// beside the agent's guest: one rebooting under on_reboot="preserve",
+    /// one held suspended by an `xl save` whose output nobody reads, and
+    /// that one again once renamed as a broken migration leaves its source.
+    const LAB_ODD_ROWS: &str = "Name                                        ID   Mem VCPUs\tState\tTime(s)\n\
+Domain-0                                     0  1024     1     r-----      86.3\n\
+xodd                                         4   128     1     ---sr-      10.8\n\
+xsave                                        6   128     1     ---ss-      10.5\n\
+xguest--migratedaway                         6   128     1     ---ss-      10.5\n";
+
+    #[test]
+    fn rows_real_xl_printed_while_rebooting_saving_and_migrated_away_are_read() {
+        let list = parse_list(LAB_ODD_ROWS).unwrap();
+        assert!(list.unreadable.is_empty(), "{:?}", list.unreadable);
+        assert_eq!(list.domains[1].shutdown_reason(), Some(ShutdownReason::Reboot));
+        assert_eq!(list.domains[2].shutdown_reason(), Some(ShutdownReason::Suspend));
+        let xguest = list.sighting("xguest").unwrap();
+        assert!(xguest.own.is_none() && xguest.migrated_away.is_some());
+        let runner = RecordingRunner::new().reply(&["xl", "list"], 0, LAB_ODD_ROWS, "");
+        assert_eq!(Xl::new(&runner).guest_state("xodd", soon()), Ok(Some(GuestState::ShuttingDown)));
+        assert_eq!(Xl::new(&runner).guest_state("other", soon()), Ok(None));
+        assert_eq!(xl_row("xsave", 6, 128, 1, "---ss-", 10.5), LAB_ODD_ROWS.lines().nth(3).unwrap().to_string() + "\n");
+    }
+
     #[test]
     fn every_shutdown_reason_xl_prints_is_read() {
         use ShutdownReason::*;
