@@ -101,7 +101,7 @@ chmod +x "$root/init" "$root/lifecycle.sh" "$root/migration.sh"
 # the log-dirty mode live migration needs. xpv is PV, which has no log-dirty
 # mode on this build: its live migration must fail cleanly, and it moves by
 # save migration instead.
-# guest_cfg NAME TYPE [ON_CRASH [EXTRA]]
+# guest_cfg NAME TYPE [ON_CRASH [EXTRA [ON_REBOOT]]]
 guest_cfg() {
   cat <<CFG
 # The test guest (tests/guest) as a Xen $2 domU.
@@ -113,7 +113,7 @@ extra = "console=hvc0 quiet${4:+ $4}"
 memory = 128
 vcpus = 1
 on_poweroff = "destroy"
-on_reboot = "restart"
+on_reboot = "${5:-restart}"
 on_crash = "${3:-destroy}"
 CFG
 }
@@ -124,6 +124,10 @@ guest_cfg xpv pv > "$root/etc/xen/guest-pv.cfg"
 # A guest whose kernel crashes a few seconds after boot, kept by Xen for
 # inspection: present, failed, and cleared by stop.
 guest_cfg xcrash pvh preserve ferry.crash=4 > "$root/etc/xen/guest-crash.cfg"
+# Two more beside the agent's own, held in the states xl prints while it
+# reboots a guest (kept so by on_reboot="preserve") and saves one.
+guest_cfg xodd pvh destroy "" preserve > "$root/etc/xen/guest-odd.cfg"
+guest_cfg xsave pvh > "$root/etc/xen/guest-save.cfg"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/dom0.cpio.gz.tmp"
 mv "$out/dom0.cpio.gz.tmp" "$out/dom0.cpio.gz"
 

@@ -13,7 +13,7 @@ use crate::ocf::log;
 /// that keeps its size still runs.
 pub fn balance(xl: &Xl, reserved_dom0_mib: u64, starting: bool, deadline: Deadline) -> Option<u64> {
     let total = xl.total_memory_mib(deadline).map_err(|e| log::warn(&format!("allow_mem_management: {e}"))).ok()?;
-    let guests: Vec<XlDomain> = xl.list(deadline).map_err(|e| log::warn(&format!("allow_mem_management: {e}"))).ok()?.into_iter().filter(|d| d.id != 0).collect();
+    let guests: Vec<XlDomain> = xl.list(deadline).map_err(|e| log::warn(&format!("allow_mem_management: {e}"))).ok()?.domains.into_iter().filter(|d| d.id != 0).collect();
     let count = guests.len() as u64 + u64::from(starting);
     if count == 0 {
         return None;

@@ -7,9 +7,16 @@
 //!   override, and running guests are resized with `xl mem-set`;
 //! - stop fails when the guest survives destroy, instead of always
 //!   answering 0; every wait is bounded by the operation's deadline;
-//! - a broken toolstack is an error, never "not running";
+//! - a broken toolstack is an error, never "not running", and monitor and
+//!   stop never answer "not installed" (5), which a probe's reader takes
+//!   for "not running": only a full `xl list` without the guest proves it
+//!   absent, and one row xl prints that ferry cannot read makes only that
+//!   domain's answer unknown;
 //! - a guest whose name cannot be known (xmfile unreadable, no `name`) is
-//!   not reported stopped: the probe says the node cannot run it (5);
+//!   not running here only if no guest at all runs here; otherwise monitor
+//!   and stop fail (1) and say why;
+//! - the guest is looked for under the names xl's migration gives it too
+//!   (`NAME--incoming`, `NAME--migratedaway`): stop destroys both;
 //! - migration goes over ssh unless the operator names another transport;
 //!   xend's unauthenticated relocation service is never used;
 //! - migrate_from is bounded by its own timeout and checks the guest runs.
@@ -34,14 +41,14 @@ mod settings;
 
 use std::time::Duration;
 
-use crate::backend::xl::{Xl, XlDomain};
+use crate::backend::xl::{state_words, ShutdownReason, Sighting, Xl, XlDomain};
 use crate::backend::{GuestState, Hypervisor, MigrationJob};
-use crate::ocf::{log, Agent, Context, Deadline, Health, OcfError};
+use crate::ocf::{log, Agent, Context, Deadline, Health, OcfCode, OcfError};
 use crate::process::{Cmd, Runner, SystemRunner};
 
 use super::common::{self, migration_peer, UtilizationPolicy};
-use super::lifecycle::{self, backend_error, StopBudget};
-use settings::Settings;
+use super::lifecycle::{self, backend_error, StopBudget, POLL};
+use settings::{DomainName, Settings};
 
 pub const METADATA: &str = include_str!("../../../metadata/Xen.xml");
 
@@ -70,20 +77,43 @@ impl Xen {
         Xl::new(&*self.runner).shutting_down_by_power_button(settings.shutdown_acpi)
     }
 
+    /// For the actions that need the guest's files on this node.
     fn settings_and_name(&self, ctx: &Context) -> Result<(Settings, String), OcfError> {
         let settings = Settings::from_params(ctx.params)?;
-        let name = settings.domain_name(&ctx.env.instance)?;
+        let name = settings.domain_name(&ctx.env.instance)?.required()?;
         Ok((settings, name))
     }
 
-    /// The guest's state here; a toolstack that cannot answer is an error.
+    /// The guest's state here, for start, validate and migrate; a toolstack
+    /// that cannot answer is an error.
     fn state(&self, xl: &Xl, name: &str, deadline: Deadline) -> Result<Option<GuestState>, OcfError> {
         xl.guest_state(name, deadline).map_err(|e| backend_error("cannot list Xen domains", e))
     }
 
+    /// Where the guest is, for monitor and stop. xl that cannot answer, or
+    /// cannot even be started (missing, or fork failing in a small dom0),
+    /// leaves the answer unknown (1), never "not installed".
+    fn look(&self, xl: &Xl, name: &str, deadline: Deadline) -> Result<Sighting, OcfError> {
+        xl.sighting(name, deadline).map_err(|e| OcfError::generic(format!("cannot list Xen domains: {e}")))
+    }
+
+    /// With the guest's name unknowable, only a node that runs no guest at
+    /// all proves it does not run this one (`verdict` says what cannot be
+    /// done otherwise).
+    fn no_guest_at_all(&self, xl: &Xl, verdict: &str, why: &str, deadline: Deadline) -> Result<(), OcfError> {
+        let list = xl.list(deadline).map_err(|e| OcfError::generic(format!("{verdict}: {why}; and Xen's domains cannot be listed: {e}")))?;
+        match list.guests() {
+            0 => {
+                log::warn(&format!("{why}; no guest runs on this node, so neither does this one"));
+                Ok(())
+            }
+            n => Err(OcfError::generic(format!("{verdict}: {why}; {n} guest domain(s) run here and any could be this one"))),
+        }
+    }
+
     /// The row of `xl list` for a running guest, for its size and id.
     fn domain(&self, xl: &Xl, name: &str, deadline: Deadline) -> Option<XlDomain> {
-        xl.list(deadline).ok()?.into_iter().find(|d| d.name == name)
+        xl.list(deadline).ok()?.domains.into_iter().find(|d| d.name == name)
     }
 
     /// What this node must have for the guest to start here.
@@ -135,7 +165,7 @@ impl Agent for Xen {
         }
         self.check_node_and_files(&settings)?;
         // The toolstack answers.
-        let name = settings.domain_name(&ctx.env.instance)?;
+        let name = settings.domain_name(&ctx.env.instance)?.required()?;
         self.state(&self.xl(&settings), &name, ctx.deadline)?;
         Ok(())
     }
@@ -154,7 +184,7 @@ impl Agent for Xen {
         let settings = Settings::from_params(ctx.params)?;
         common::refuse_clone(ctx, "Xen")?;
         self.check_node_and_files(&settings)?;
-        let name = settings.domain_name(&ctx.env.instance)?;
+        let name = settings.domain_name(&ctx.env.instance)?.required()?;
         let xl = self.xl(&settings);
         match self.state(&xl, &name, ctx.deadline)? {
             Some(GuestState::Running | GuestState::Paused { .. }) => {
@@ -196,72 +226,65 @@ impl Agent for Xen {
     }
 
     fn stop(&self, ctx: &Context) -> Result<(), OcfError> {
-        let (settings, name) = self.settings_and_name(ctx)?;
+        let settings = Settings::from_params(ctx.params)?;
         let xl = self.xl(&settings);
-        let Some(state) = self.state(&xl, &name, ctx.deadline)? else {
-            log::info(&format!("{name} is not running here"));
-            return Ok(());
+        let name = match settings.domain_name(&ctx.env.instance)? {
+            DomainName::Known(name) => name,
+            DomainName::Unknowable(why) => return self.no_guest_at_all(&xl, "cannot tell which domain to stop", &why, ctx.deadline),
         };
-        if state == GuestState::Dying {
-            log::info(&format!("{name} is already being torn down by Xen"));
-            return Ok(());
-        }
-        let budget = StopBudget::new(ctx.deadline, settings.shutdown_timeout);
-        // A crashed or shut-down domain cannot shut down again: it still
-        // holds its memory and name (the source of a migration cut in its
-        // last phase stays suspended so, and 4.17's xl cannot resume it),
-        // and only a destroy frees them.
-        let graceful = matches!(state, GuestState::Running | GuestState::Paused { .. });
-        if !graceful {
-            log::warn(&format!("{name} is {} and cannot shut down by itself; destroying it", describe(&state)));
-        }
-        if !(graceful && lifecycle::shut_down(&xl, &name, budget.graceful)) {
-            if graceful && settings.shutdown_timeout != Some(Duration::ZERO) {
-                log::warn(&format!("{name} did not shut down in time; destroying it"));
-            }
-            lifecycle::destroy(&xl, &name, ctx.deadline)?;
-        }
-        if settings.balance_memory {
-            memory::balance(&xl, settings.reserved_dom0_mib, false, ctx.deadline);
-        }
-        log::info(&format!("stopped {name}"));
-        Ok(())
+        self.stop_named(&xl, &settings, &name, ctx.deadline).map_err(unknown_not_missing)
     }
 
     fn monitor(&self, ctx: &Context) -> Result<Health, OcfError> {
         let settings = Settings::from_params(ctx.params)?;
-        let name = settings.domain_name(&ctx.env.instance)?;
         let xl = self.xl(&settings);
-        let mut found = self.state(&xl, &name, ctx.deadline)?;
+        let name = match settings.domain_name(&ctx.env.instance)? {
+            DomainName::Known(name) => name,
+            DomainName::Unknowable(why) => {
+                self.no_guest_at_all(&xl, "cannot tell whether the guest runs here", &why, ctx.deadline)?;
+                return Ok(Health::NotRunning);
+            }
+        };
+        let mut seen = self.look(&xl, &name, ctx.deadline)?;
         // Between its shutdown and its new domain, a rebooting guest is
         // listed shut down, then not at all: a recurring monitor looks
         // again for a while before it judges.
-        let passing = |state: &Option<GuestState>| matches!(state, None | Some(GuestState::ShuttingDown | GuestState::Dying));
-        if passing(&found) && !ctx.env.is_probe() {
+        if passing(&seen) && !ctx.env.is_probe() {
             let until = ctx.deadline.leaving(Duration::from_secs(1)).within(REBOOT_GAP);
             // The answer is the last look's: a toolstack that stops
             // answering during the gap proves nothing about the guest. Each
             // look has the action's time, not the gap's, which has run out
             // by the last one.
-            let mut last = Ok(found.clone());
+            let mut last = Ok(seen.clone());
             until.wait_until(Duration::from_secs(1), || {
-                last = self.state(&xl, &name, ctx.deadline);
-                matches!(&last, Ok(state) if !passing(state)).then_some(())
+                last = self.look(&xl, &name, ctx.deadline);
+                matches!(&last, Ok(seen) if !passing(seen)).then_some(())
             });
-            found = last?;
+            seen = last?;
         }
-        match found {
-            None | Some(GuestState::Off) => Ok(Health::NotRunning),
-            Some(GuestState::Crashed) => Err(OcfError::generic(format!("{name} has crashed and is kept by Xen (on_crash=\"preserve\"); stop destroys it"))),
-            Some(GuestState::Arriving) => Ok(Health::Degraded(format!("{name} is arriving by migration"))),
-            Some(GuestState::Paused { .. }) => Ok(Health::Degraded(format!("{name} is paused (xl pause); it serves nothing until xl unpause"))),
-            Some(state @ (GuestState::ShuttingDown | GuestState::Dying | GuestState::RunningMidHandover | GuestState::Other(_))) => {
-                Err(OcfError::generic(format!("{name} is {} but xl still lists it; stop clears it", describe(&state))))
-            }
-            Some(GuestState::Running) => {
-                common::run_monitor_scripts(&*self.runner, &settings.monitor_scripts, ctx.deadline)?;
-                Ok(Health::Running)
-            }
+        if let (Some(_), Some(away)) = (&seen.own, &seen.migrated_away) {
+            log::warn(&format!("{} is left here by a broken migration of {name} ({}); stop destroys it", away.name, state_words(away)));
+        }
+        match (seen.own, seen.incoming, seen.migrated_away) {
+            (Some(own), _, _) => match own.shutdown_reason() {
+                _ if own.dying() => Err(OcfError::generic(format!("{name} is dying but xl still lists it; stop clears it"))),
+                Some(ShutdownReason::Crash) => Err(OcfError::generic(format!("{name} has crashed and is kept by Xen (on_crash=\"preserve\"); stop destroys it"))),
+                Some(reason) => Err(OcfError::generic(format!("{name} is {} ({}) but xl still lists it; stop clears it", reason.describe(), own.flags))),
+                None if own.paused() => Ok(Health::Degraded(format!("{name} is paused (xl pause); it serves nothing until xl unpause"))),
+                None => {
+                    common::run_monitor_scripts(&*self.runner, &settings.monitor_scripts, ctx.deadline)?;
+                    Ok(Health::Running)
+                }
+            },
+            (None, Some(_), _) => Ok(Health::Degraded(format!("{name} is arriving by migration"))),
+            // Not running, but not absent: its memory is here, and the
+            // target may or may not have started its copy.
+            (None, None, Some(away)) => Err(OcfError::generic(format!(
+                "{name}'s memory is here as {} ({}), left by a migration that broke after xl told the target to start it; stop destroys it",
+                away.name,
+                state_words(&away)
+            ))),
+            (None, None, None) => Ok(Health::NotRunning),
         }
     }
 
@@ -307,13 +330,19 @@ impl Agent for Xen {
             (Err(e), Ok(Some(GuestState::Running | GuestState::Paused { .. }))) => {
                 Err(OcfError::generic(format!("migration of {name} to {target} failed: {e}; {name} keeps running here")))
             }
-            (Err(e), Ok(_)) => match self.domain(&xl, &name, ctx.deadline) {
+            (Err(e), Ok(_)) => match xl.sighting(&name, ctx.deadline).unwrap_or_default() {
                 // Cut after xl suspended it: the target may hold a complete
                 // copy, which xl's hand-shake alone could tell, so resuming
                 // this one could make two. It stays suspended for stop.
-                Some(left) if left.shut_down() => Err(OcfError::generic(format!(
+                Sighting { own: Some(left), .. } if left.shut_down() => Err(OcfError::generic(format!(
                     "migration of {name} to {target} failed: {e}; xl left {name} suspended here ({}) and cannot resume it; it stays suspended until stop destroys it",
                     left.flags
+                ))),
+                // Cut after xl told the target to start it: the target may
+                // run it already.
+                Sighting { migrated_away: Some(away), .. } if !away.dying() => Err(OcfError::generic(format!(
+                    "migration of {name} to {target} failed: {e}; xl had told {target} to start it and left this copy suspended here as {}; stop destroys it",
+                    away.name
                 ))),
                 _ => Err(OcfError::generic(format!("migration of {name} to {target} failed: {e}; {name} is no longer running here"))),
             },
@@ -335,16 +364,85 @@ impl Agent for Xen {
     }
 }
 
-/// A state in the words of `xl list`'s flags.
-fn describe(state: &GuestState) -> &'static str {
-    match state {
-        GuestState::Crashed => "crashed",
-        GuestState::ShuttingDown => "shut down",
-        GuestState::Dying => "dying",
-        GuestState::Paused { .. } => "paused",
-        GuestState::Arriving => "arriving",
-        GuestState::Off => "off",
-        _ => "running",
+impl Xen {
+    /// Stop, the guest's name known: graceful while it runs, destroy
+    /// otherwise, and every name xl gave it cleared.
+    fn stop_named(&self, xl: &Xl, settings: &Settings, name: &str, deadline: Deadline) -> Result<(), OcfError> {
+        let mut seen = self.look(xl, name, deadline)?;
+        if seen.is_absent() {
+            log::info(&format!("{name} is not running here"));
+            return Ok(());
+        }
+        let budget = StopBudget::new(deadline, settings.shutdown_timeout);
+        // A shut-down guest is one xl acts on at once: its per-domain
+        // process restarts a rebooting one or destroys a powered-off one,
+        // and `xl save` or `xl migrate` destroys a suspended one when done.
+        // Destroying it under xl's feet could race a restart into a new
+        // domain; so it gets a moment, and what is left then (a source a
+        // cut migration left suspended, a domain kept by "preserve") is
+        // destroyed.
+        if seen.own.as_ref().is_some_and(settling) {
+            budget.graceful.within(REBOOT_GAP).wait_until(POLL, || match self.look(xl, name, deadline) {
+                Ok(now) if !now.own.as_ref().is_some_and(settling) => {
+                    seen = now;
+                    Some(())
+                }
+                _ => None,
+            });
+            if seen.is_absent() {
+                log::info(&format!("{name} is gone: xl finished with it"));
+                return Ok(());
+            }
+        }
+        let halves: Vec<&str> = [&seen.incoming, &seen.migrated_away].into_iter().flatten().map(|d| d.name.as_str()).collect();
+        match &seen.own {
+            Some(own) if own.dying() && halves.is_empty() => {
+                log::info(&format!("{name} is already being torn down by Xen"));
+                return Ok(());
+            }
+            None => log::warn(&format!("destroying what a broken migration left of {name}: {}", halves.join(", "))),
+            Some(own) if own.shut_down() || own.dying() => {
+                log::warn(&format!("{name} is {} ({}) and cannot shut down by itself; destroying it", state_words(own), own.flags))
+            }
+            Some(_) => {}
+        }
+        let graceful = seen.own.as_ref().is_some_and(|own| !own.shut_down() && !own.dying());
+        if !(graceful && lifecycle::shut_down(xl, name, budget.graceful)) {
+            if graceful && settings.shutdown_timeout != Some(Duration::ZERO) {
+                log::warn(&format!("{name} did not shut down in time; destroying it"));
+            }
+            lifecycle::destroy(xl, name, deadline)?;
+        }
+        if settings.balance_memory {
+            memory::balance(xl, settings.reserved_dom0_mib, false, deadline);
+        }
+        log::info(&format!("stopped {name}"));
+        Ok(())
+    }
+}
+
+/// Shut down for a reason xl acts on by itself (not a crash, not yet dying).
+fn settling(own: &XlDomain) -> bool {
+    own.shut_down() && !own.crashed() && !own.dying()
+}
+
+/// A state a recurring monitor looks past for a while: absent under every
+/// name (a reboot's gap), or shut down or dying (a reboot's first half).
+fn passing(seen: &Sighting) -> bool {
+    match &seen.own {
+        None => seen.is_absent(),
+        Some(own) => settling(own) || own.dying(),
+    }
+}
+
+/// Stop never answers "not installed": a stop that fails fences the node
+/// whatever its code, and 5 says "this node lacks it" of a guest that may
+/// well run here. The lifecycle's destroy reports a missing xl so.
+fn unknown_not_missing(e: OcfError) -> OcfError {
+    if e.code == OcfCode::ErrInstalled {
+        OcfError::generic(e.reason)
+    } else {
+        e
     }
 }
 

@@ -84,18 +84,45 @@ impl Settings {
     }
 
     /// The domain name: `name`, else the xmfile's name=, else the resource's
-    /// name. `Err` (ERR_INSTALLED) when only the unreadable xmfile could say.
-    pub fn domain_name(&self, instance: &str) -> Result<String, OcfError> {
+    /// name. The last is only right when the xmfile says no other: with the
+    /// xmfile unreadable and no `name`, nothing on this node can say which
+    /// domain is the guest, and the answer says why.
+    pub fn domain_name(&self, instance: &str) -> Result<DomainName, OcfError> {
         if let Some(n) = &self.name {
-            return Ok(n.clone());
+            return Ok(DomainName::Known(n.clone()));
         }
-        let text = std::fs::read_to_string(&self.xmfile).map_err(|e| {
-            OcfError::installed(format!("xmfile {} is not readable ({e}) and no name parameter says which domain to look for", self.xmfile.display()))
-        })?;
+        let text = match std::fs::read_to_string(&self.xmfile) {
+            Ok(text) => text,
+            Err(e) => {
+                return Ok(DomainName::Unknowable(format!(
+                    "xmfile {} is not readable ({e}) and no name parameter says which domain to look for",
+                    self.xmfile.display()
+                )))
+            }
+        };
         match config_name(&text) {
-            Some(n) if valid_domain_name(&n) => Ok(n),
+            Some(n) if valid_domain_name(&n) => Ok(DomainName::Known(n)),
             Some(n) => Err(configuration_error(format!("the name '{n}' in {} is not usable (no spaces or %)", self.xmfile.display()))),
-            None => Ok(instance.to_string()),
+            None => Ok(DomainName::Known(instance.to_string())),
+        }
+    }
+}
+
+/// The guest's domain name, or why this node cannot know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DomainName {
+    Known(String),
+    Unknowable(String),
+}
+
+impl DomainName {
+    /// For the actions that need the guest's files here anyway (start,
+    /// validate, migrate): a node that cannot read the xmfile lacks it (5).
+    /// Never for monitor or stop, where 5 reads as "not running".
+    pub fn required(self) -> Result<String, OcfError> {
+        match self {
+            DomainName::Known(n) => Ok(n),
+            DomainName::Unknowable(why) => Err(OcfError::installed(why)),
         }
     }
 }

@@ -6,15 +6,23 @@ use super::*;
 use crate::ocf::env::OcfEnv;
 use crate::ocf::metadata::Metadata;
 use crate::ocf::OcfCode;
+use crate::backend::xl::printed::{xl_row, HEADER};
 use crate::process::recording::RecordingRunner;
+use crate::process::RunError;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-const HEADER: &str = "Name                                        ID   Mem VCPUs\tState\tTime(s)\n\
-Domain-0                                     0  1024     2     r-----      12.3\n";
-
+/// `xl list` with dom0 and `rows`, each given as its six columns
+/// (name, ID, MiB, VCPUs, state, seconds) and printed as xl prints them.
 fn listing(rows: &str) -> String {
-    format!("{HEADER}{rows}")
+    let printed: String = rows
+        .lines()
+        .map(|row| match row.split_whitespace().collect::<Vec<_>>()[..] {
+            [name, id, mib, vcpus, flags, seconds] => xl_row(name, id.parse().unwrap(), mib.parse().unwrap(), vcpus.parse().unwrap(), flags, seconds.parse().unwrap()),
+            _ => panic!("not six columns: {row}"),
+        })
+        .collect();
+    format!("{HEADER}{}{printed}", xl_row("Domain-0", 0, 1024, 2, "r-----", 12.3))
 }
 
 struct Fixture {
@@ -133,16 +141,18 @@ fn a_recurring_monitor_rides_out_a_reboot_gap() {
 fn a_recurring_monitor_rides_out_a_reboot_s_shutdown_and_fails_one_that_stays() {
     let f = Fixture::new("reboot-shutdown");
     let recurring = [("OCF_RESKEY_CRM_meta_interval", "10000")];
+    // xl lists a rebooting guest shut down for reboot ('r'), then not at all.
     let rebooting = Rc::new(
         RecordingRunner::new()
-            .reply_once(&["xl", "list"], 0, &listing("vm1  5  256  1  ---s--  3.0\n"), "")
+            .reply_once(&["xl", "list"], 0, &listing("vm1  5  256  1  ---sr-  3.0\n"), "")
             .reply_once(&["xl", "list"], 0, &listing(""), "")
             .reply(&["xl", "list"], 0, &listing("vm1  6  256  1  r-----  0.1\n"), ""),
     );
     assert_eq!(f.run(&rebooting, "monitor", &recurring), Ok(Health::Running));
-    let kept = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  5  256  1  ---s--  3.0\n"), ""));
+    // on_reboot="preserve" keeps it so.
+    let kept = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  5  256  1  ---sr-  3.0\n"), ""));
     let e = f.run(&kept, "monitor", &recurring).unwrap_err();
-    assert!(e.reason.contains("shut down but xl still lists it"), "{}", e.reason);
+    assert!(e.reason.contains("rebooting (---sr-) but xl still lists it"), "{}", e.reason);
 }
 
 #[test]
@@ -156,14 +166,146 @@ fn a_guest_absent_through_the_whole_gap_is_not_running() {
 }
 
 #[test]
-fn an_unreadable_xmfile_without_a_name_is_not_reported_stopped() {
+fn an_unreadable_xmfile_without_a_name_is_not_running_only_where_no_guest_runs() {
+    // The NFS share with the xmfiles unmounted: the name cannot be known.
+    // A probe's 5 would read as "not running" and start a second copy.
     let f = Fixture::new("unreadable");
     std::fs::remove_file(f.dir.join("vm.cfg")).unwrap();
-    let runner = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing(""), ""));
-    let e = f.run(&runner, "monitor", &[("OCF_RESKEY_CRM_meta_interval", "0")]).unwrap_err();
-    assert_eq!(e.code, OcfCode::ErrInstalled);
+    let probe = [("OCF_RESKEY_CRM_meta_interval", "0")];
+    let only_dom0 = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing(""), ""));
+    assert_eq!(f.run(&only_dom0, "monitor", &probe), Ok(Health::NotRunning));
+    assert_eq!(f.run(&only_dom0, "stop", &[]), Ok(Health::Running));
+    assert!(!only_dom0.called(&["xl", "destroy"]));
+    let guests = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  3  256  1  -b----  0.9\nvm7  4  256  1  -b----  0.9\n"), ""));
+    for (action, env) in [("monitor", &probe[..]), ("monitor", &[][..]), ("stop", &[][..])] {
+        let e = f.run(&guests, action, env).unwrap_err();
+        assert_eq!(e.code, OcfCode::ErrGeneric, "{action}: {}", e.reason);
+        assert!(e.reason.contains("not readable") && e.reason.contains("2 guest domain(s) run here"), "{action}: {}", e.reason);
+    }
+    assert!(!guests.called(&["xl", "destroy"]), "stop destroys nothing it cannot name");
+    // A domain being torn down runs no guest; one xl prints unreadably could be any.
+    let dying = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s-d  0.9\n"), ""));
+    assert_eq!(f.run(&dying, "monitor", &probe), Ok(Health::NotRunning));
+    let odd = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &format!("{}vm1 3 256 1 ---sx- 0.9\n", listing("")), ""));
+    assert_eq!(f.run(&odd, "monitor", &probe).unwrap_err().code, OcfCode::ErrGeneric);
+    // Start and validate need the file here: for them this node lacks it.
+    assert_eq!(f.run(&only_dom0, "validate-all", &[("OCF_CHECK_LEVEL", "10")]).unwrap_err().code, OcfCode::ErrInstalled);
     // With the name given, the answer comes from Xen itself.
-    assert_eq!(f.run(&runner, "monitor", &[("OCF_RESKEY_CRM_meta_interval", "0"), ("OCF_RESKEY_name", "vm1")]), Ok(Health::NotRunning));
+    assert_eq!(f.run(&guests, "monitor", &[("OCF_RESKEY_CRM_meta_interval", "0"), ("OCF_RESKEY_name", "vm9")]), Ok(Health::NotRunning));
+}
+
+#[test]
+fn xl_that_cannot_be_run_leaves_monitor_and_stop_unknown_not_uninstalled() {
+    // fork failing (EAGAIN, ENOMEM) in a small dom0, or xl gone: whether
+    // the guest runs is unknown, and this node is not proven to lack it.
+    let f = Fixture::new("noxl");
+    let spawn = RunError::Spawn { program: "xl".into(), error: "Resource temporarily unavailable (os error 11)".into() };
+    let runner = Rc::new(RecordingRunner::new().fail(&["xl"], spawn));
+    for (action, env) in [("monitor", &[("OCF_RESKEY_CRM_meta_interval", "0")][..]), ("monitor", &[][..]), ("stop", &[][..])] {
+        let e = f.run(&runner, action, env).unwrap_err();
+        assert_eq!(e.code, OcfCode::ErrGeneric, "{action}: {}", e.reason);
+        assert!(e.reason.contains("cannot run xl"), "{action}: {}", e.reason);
+    }
+    // The same with the name unknowable.
+    std::fs::remove_file(f.dir.join("vm.cfg")).unwrap();
+    for action in ["monitor", "stop"] {
+        assert_eq!(f.run(&runner, action, &[]).unwrap_err().code, OcfCode::ErrGeneric, "{action}");
+    }
+}
+
+#[test]
+fn stop_never_answers_not_installed_when_destroy_cannot_run_xl() {
+    let f = Fixture::new("destroynoxl");
+    let spawn = RunError::Spawn { program: "xl".into(), error: "Cannot allocate memory (os error 12)".into() };
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  ---sc-  0.9\n"), "")
+            .fail(&["xl"], spawn),
+    );
+    let e = f.run(&runner, "stop", &[]).unwrap_err();
+    assert_eq!(e.code, OcfCode::ErrGeneric, "{}", e.reason);
+}
+
+#[test]
+fn domains_suspended_rebooting_or_watchdogged_beside_ours_fail_nothing() {
+    // Rows real xl prints while another guest is saved or migrated (s),
+    // reboots (r), or was stopped by its watchdog (w): one used to fail
+    // the whole list, and every monitor and stop on the node with it.
+    let f = Fixture::new("beside");
+    let others = "saving  4  256  1  ---ss-  2.0\nmoving--migratedaway  5  256  1  --pss-  2.0\nrebooting  6  256  1  ---sr-  1.0\nbarking  7  128  1  ---sw-  1.0\nreset  8  128  1  ---sS-  1.0\n";
+    let ours = format!("vm1  3  256  1  -b----  0.9\n{others}");
+    let runner = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing(&ours), ""));
+    assert_eq!(f.run(&runner, "monitor", &[("OCF_RESKEY_CRM_meta_interval", "0")]), Ok(Health::Running));
+    assert_eq!(f.run(&runner, "monitor", &[]), Ok(Health::Running));
+    let absent = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing(others), ""));
+    assert_eq!(f.run(&absent, "monitor", &[("OCF_RESKEY_CRM_meta_interval", "0")]), Ok(Health::NotRunning));
+    assert_eq!(f.run(&absent, "stop", &[]), Ok(Health::Running));
+    let stopping = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing(&ours), "")
+            .reply(&["xl", "list"], 0, &listing(others), "")
+            .reply(&["xl", "destroy"], 0, "", ""),
+    );
+    assert_eq!(f.run(&stopping, "stop", &[("OCF_RESKEY_shutdown_timeout", "0")]), Ok(Health::Running));
+    assert!(stopping.called(&["xl", "destroy", "vm1"]));
+    for other in ["saving", "moving--migratedaway", "rebooting", "barking", "reset"] {
+        assert!(!stopping.called(&["xl", "destroy", other]), "{other} is not ours");
+    }
+}
+
+#[test]
+fn a_row_ferry_cannot_read_is_unknown_only_if_it_could_be_ours() {
+    let f = Fixture::new("oddrow");
+    let probe = [("OCF_RESKEY_CRM_meta_interval", "0")];
+    let other = format!("{}other  ?  256  1  -b----  0.9\n", listing(""));
+    let runner = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &other, ""));
+    assert_eq!(f.run(&runner, "monitor", &probe), Ok(Health::NotRunning));
+    let ours = format!("{}vm1  ?  256  1  -b----  0.9\n", listing(""));
+    let runner = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &ours, ""));
+    for (action, env) in [("monitor", &probe[..]), ("stop", &[][..])] {
+        let e = f.run(&runner, action, env).unwrap_err();
+        assert_eq!(e.code, OcfCode::ErrGeneric, "{action}");
+        assert!(e.reason.contains("could be vm1"), "{action}: {}", e.reason);
+    }
+}
+
+#[test]
+fn a_source_left_renamed_away_holds_the_guest_and_stop_destroys_it() {
+    // xl renames the source NAME--migratedaway before it tells the target
+    // to start, and leaves it so, suspended, if the hand-shake breaks.
+    let f = Fixture::new("away");
+    let away = listing("vm1--migratedaway  3  256  1  ---ss-  4.2\n");
+    let runner = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &away, ""));
+    for env in [&[("OCF_RESKEY_CRM_meta_interval", "0")][..], &[][..]] {
+        let e = f.run(&runner, "monitor", env).unwrap_err();
+        assert_eq!(e.code, OcfCode::ErrGeneric);
+        assert!(e.reason.contains("memory is here as vm1--migratedaway"), "{}", e.reason);
+    }
+    let stopping = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &away, "")
+            .reply(&["xl", "list"], 0, &listing(""), "")
+            .reply(&["xl", "destroy"], 0, "", ""),
+    );
+    assert_eq!(f.run(&stopping, "stop", &[]), Ok(Health::Running));
+    assert!(stopping.called(&["xl", "destroy", "vm1--migratedaway"]));
+    // One that survives destroy is a failed stop.
+    let stuck = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &away, "").reply(&["xl", "destroy"], 0, "", ""));
+    assert!(f.run(&stuck, "stop", &[]).unwrap_err().reason.contains("still present after destroy"));
+}
+
+#[test]
+fn a_migration_cut_after_the_go_says_the_copy_here_is_renamed_away() {
+    let f = Fixture::new("migaway");
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  -b----  0.9\n"), "")
+            .reply(&["xl", "list"], 0, &listing("vm1--migratedaway  3  256  1  ---ss-  1.2\n"), "")
+            .reply(&["xl", "migrate"], 1, "", "** Migration failed during final handshake **\n"),
+    );
+    let e = f.run(&runner, "migrate_to", &[("OCF_RESKEY_CRM_meta_migrate_target", "nodeb")]).unwrap_err();
+    assert!(e.reason.contains("as vm1--migratedaway") && e.reason.contains("stop destroys it"), "{}", e.reason);
+    assert!(!runner.called(&["xl", "destroy"]));
 }
 
 #[test]
@@ -273,7 +415,7 @@ fn a_migration_cut_after_the_suspend_leaves_the_source_suspended_and_says_so() {
     let runner = Rc::new(
         RecordingRunner::new()
             .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  -b----  0.9\n"), "")
-            .reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s--  1.2\n"), "")
+            .reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ---ss-  1.2\n"), "")
             .reply(&["xl", "migrate"], 1, "", "xc: error: Failed to write page data to stream\n"),
     );
     let e = f.run(&runner, "migrate_to", &[("OCF_RESKEY_CRM_meta_migrate_target", "nodeb")]).unwrap_err();
@@ -283,28 +425,59 @@ fn a_migration_cut_after_the_suspend_leaves_the_source_suspended_and_says_so() {
 }
 
 #[test]
-fn stop_clears_a_domain_that_xl_lists_as_shut_down() {
+fn stop_gives_xl_a_moment_then_destroys_what_it_left_shut_down() {
     let f = Fixture::new("stopsusp");
-    let runner = Rc::new(
+    // A suspended source that a cut migration left (or a preserved
+    // power-off): nothing will change it, so destroy; one that survives
+    // destroy is a failed stop, not a stopped guest.
+    for flags in ["---ss-", "---s--"] {
+        let stuck = Rc::new(
+            RecordingRunner::new()
+                .reply(&["xl", "list"], 0, &listing(&format!("vm1  3  256  1  {flags}  1.2\n")), "")
+                .reply(&["xl", "destroy"], 0, "", ""),
+        );
+        let e = f.run_within(Duration::from_secs(4), &stuck, "stop", &[]).unwrap_err();
+        assert!(e.reason.contains("still present after destroy"), "{flags}: {}", e.reason);
+        assert!(stuck.called(&["xl", "destroy", "vm1"]), "{flags}");
+    }
+    // One that xl finishes with (a save or migration ends, a powered-off
+    // domain is cleaned up) is gone without a destroy.
+    let finished = Rc::new(
         RecordingRunner::new()
-            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s--  1.2\n"), "")
-            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s--  1.2\n"), "")
+            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  ---ss-  1.2\n"), "")
+            .reply(&["xl", "list"], 0, &listing(""), ""),
+    );
+    assert_eq!(f.run(&finished, "stop", &[]), Ok(Health::Running));
+    assert!(!finished.called(&["xl", "destroy"]));
+    // A crashed one: nothing to wait for.
+    let crashed = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  ---sc-  1.2\n"), "")
             .reply(&["xl", "list"], 0, &listing(""), "")
             .reply(&["xl", "destroy"], 0, "", ""),
     );
-    assert_eq!(f.run(&runner, "stop", &[]), Ok(Health::Running));
-    assert!(runner.called(&["xl", "destroy", "vm1"]));
-    // One that survives destroy is a failed stop, not a stopped guest.
-    let stuck = Rc::new(
-        RecordingRunner::new()
-            .reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s--  1.2\n"), "")
-            .reply(&["xl", "destroy"], 0, "", ""),
-    );
-    assert!(f.run(&stuck, "stop", &[]).unwrap_err().reason.contains("still present after destroy"));
+    assert_eq!(f.run(&crashed, "stop", &[]), Ok(Health::Running));
+    assert!(crashed.called(&["xl", "destroy", "vm1"]));
     // Dying: Xen is already destroying it; there is nothing left to do.
     let dying = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  3  256  1  ---s-d  1.2\n"), ""));
     assert_eq!(f.run(&dying, "stop", &[]), Ok(Health::Running));
     assert!(!dying.called(&["xl", "destroy"]));
+}
+
+#[test]
+fn stop_lets_a_rebooting_guest_come_back_and_shuts_it_down_instead_of_racing_xl() {
+    // Destroying it while xl restarts it could leave a new domain behind.
+    let f = Fixture::new("stopreboot");
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing("vm1  3  256  1  ---sr-  1.2\n"), "")
+            .reply_once(&["xl", "list"], 0, &listing("vm1  4  256  1  r-----  0.1\n"), "")
+            .reply(&["xl", "list"], 0, &listing(""), "")
+            .reply(&["xl", "shutdown"], 0, "", ""),
+    );
+    assert_eq!(f.run(&runner, "stop", &[]), Ok(Health::Running));
+    assert!(runner.called(&["xl", "shutdown", "vm1"]));
+    assert!(!runner.called(&["xl", "destroy"]));
 }
 
 #[test]

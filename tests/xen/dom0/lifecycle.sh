@@ -62,6 +62,56 @@ check crash-probe 1 env $CRASH OCF_RESKEY_CRM_meta_interval=0 $A monitor
 check crash-stop 0 env $CRASH $A stop
 check crash-gone 1 sh -c 'xl list | grep -q "^xcrash "'
 check crash-monitor-stopped 7 env $CRASH $A monitor
+# Beside ours, domains in the states xl prints while it reboots a guest
+# (---sr-, kept by on_reboot="preserve") and while it saves or migrates one
+# (---ss-: xl save into a pipe nobody reads holds it suspended; killing xl
+# then leaves it so, as a cut migration leaves its source). Each used to
+# fail the whole list, and every action on the node with it. Then the same
+# states as the guest's own, and the source of a migration broken after the
+# rename (NAME--migratedaway): present, failed, and cleared by stop.
+# One guest boots at a time: TCG Xen was seen to stall with three booting.
+forward_consoles xodd xsave
+# listed NAME STATE: xl list's row for NAME shows STATE (a regular expression), within 60 s
+listed() { for _ in $(seq 60); do xl list | grep -q "^$1 .* $2 " && return 0; sleep 1; done; return 1; }
+xl create -q /etc/xen/guest-odd.cfg
+check odd-boots 0 wait_ticks 1 xodd
+xl reboot xodd
+check odd-rebooting 0 listed xodd ---sr-
+check odd-start 0 $A start
+check odd-monitor 0 $A monitor
+check odd-probe 0 env OCF_RESKEY_CRM_meta_interval=0 $A monitor
+check odd-stop 0 $A stop
+xl create -q /etc/xen/guest-save.cfg
+check odd-save-boots 0 wait_ticks 1 xsave
+mkfifo /tmp/stalled
+sleep 100000 < /tmp/stalled &
+reader=$!
+xl save xsave /tmp/stalled >/tmp/xl-save.out 2>&1 &
+saver=$!
+check odd-suspended 0 listed xsave '...ss-'
+xl list | sed 's/^/FERRY-XEN-XL-LIST odd: /'
+check odd-probe-stopped 7 env OCF_RESKEY_CRM_meta_interval=0 $A monitor
+check odd-stop-stopped 0 $A stop
+# With the xmfile unreadable and no name, guests here could be ours: 1, never 5 or 7.
+check odd-no-xmfile-probe 1 env OCF_RESKEY_xmfile=/etc/xen/none.cfg OCF_RESKEY_CRM_meta_interval=0 $A monitor
+check odd-no-xmfile-stop 1 env OCF_RESKEY_xmfile=/etc/xen/none.cfg $A stop
+# The saver killed mid-save, xl first (it would resume the domain when its
+# helper dies): nothing will resume or destroy the domain now.
+kill -9 "$saver"
+kill -9 $(pidof libxl-save-helper) 2>/dev/null
+kill "$reader" 2>/dev/null
+sleep 1
+echo "FERRY-XEN-XL-LIST left suspended: $(xl list | grep '^xsave ')"
+check odd-own-rebooting-probe 1 env OCF_RESKEY_name=xodd OCF_RESKEY_CRM_meta_interval=0 $A monitor
+check odd-own-rebooting-stop 0 env OCF_RESKEY_name=xodd $A stop
+check odd-own-suspended-probe 1 env OCF_RESKEY_name=xsave OCF_RESKEY_CRM_meta_interval=0 $A monitor
+xl rename xsave xguest--migratedaway
+echo "FERRY-XEN-XL-LIST migrated away: $(xl list | grep '^xguest--migratedaway ')"
+check odd-away-probe 1 env OCF_RESKEY_CRM_meta_interval=0 $A monitor
+check odd-away-stop 0 $A stop
+check odd-nothing-left 1 sh -c 'xl list | grep -q "xguest\|xodd\|xsave"'
+check odd-no-xmfile-alone 7 env OCF_RESKEY_xmfile=/etc/xen/none.cfg OCF_RESKEY_CRM_meta_interval=0 $A monitor
+xl list
 # Bad input: the right code, and a reason.
 check no-xmfile 6 env -u OCF_RESKEY_xmfile $A validate-all
 check relative-xmfile 6 env OCF_RESKEY_xmfile=guest.cfg $A validate-all
