@@ -10,13 +10,15 @@
 //! here. A failed stop gets the node fenced, and every guest on it dies. 6
 //! from any action stops the resource everywhere and bans it.
 //!
-//! The rule ferry keeps: a probe answers 7, 2 or 5 only after it proved
-//! that the guest does not run on this node. Where it cannot prove that, it
-//! answers 1, which Pacemaker reads as "failed here" and answers with a stop
-//! on this node, never with a start elsewhere. `guard` enforces the rule for
-//! 2 and 5 (an agent marks a proven absence on its error); 7 is an answer
-//! an agent gives only from a proven absence (`Health::NotRunning`), which
-//! the agents' walk tests check path by path.
+//! The rule ferry keeps: a probe says "not running here" only after it
+//! proved that the guest does not run on this node, and then it says 7.
+//! Where it cannot prove that, it answers 1, which Pacemaker reads as
+//! "failed here" and answers with a stop on this node, never with a start
+//! elsewhere. So a probe never answers 2 or 5: `guard` turns either into 1
+//! (a node that lacks a tool or a file and has proven the guest absent
+//! loses nothing by saying 7). 7 is an answer an agent gives only from a
+//! proven absence (`Health::NotRunning`), which the agents' walk tests
+//! check path by path.
 
 use super::action::Action;
 use super::agent::Health;
@@ -75,7 +77,7 @@ pub struct Row {
 pub const TABLE: &[Row] = &[
     Row { asked: Asked::Probe, codes: &[0, 190], pacemaker: "runs here (190 is recorded as a failed operation)", ferry: "the guest was found running here" },
     Row { asked: Asked::Probe, codes: &[7], pacemaker: "not running here: may be started elsewhere", ferry: "only after proving the guest is not here" },
-    Row { asked: Asked::Probe, codes: &[2, 5], pacemaker: "masked as \"not running here\": may be started elsewhere", ferry: "only after proving the guest is not here; otherwise 1" },
+    Row { asked: Asked::Probe, codes: &[2, 5], pacemaker: "masked as \"not running here\": may be started elsewhere", ferry: "never: 1 instead (7 where the guest is proven absent)" },
     Row { asked: Asked::Probe, codes: &[1], pacemaker: "failed here: stop here, then place it", ferry: "cannot tell whether the guest runs here" },
     Row { asked: Asked::Probe, codes: &[6], pacemaker: "fatal: stopped everywhere and banned", ferry: "a parameter is unusable" },
     Row { asked: Asked::Monitor, codes: &[0, 190], pacemaker: "runs (190 is recorded as a failed operation)", ferry: "the guest runs here" },
@@ -106,11 +108,11 @@ pub fn markdown() -> String {
 }
 
 /// Holds an agent's answer to the table before it becomes an exit code.
-/// A probe's 2 or 5 without a proven absence becomes 1: Pacemaker would
-/// read it as "not running here" and could start a second copy.
+/// A probe's 2 or 5 becomes 1: Pacemaker would read it as "not running
+/// here" and could start a second copy.
 pub fn guard(asked: Asked, result: Result<Health, OcfError>) -> Result<Health, OcfError> {
     match result {
-        Err(e) if asked == Asked::Probe && matches!(e.code, OcfCode::ErrArgs | OcfCode::ErrInstalled) && !e.guest_absent => Err(OcfError::generic(format!(
+        Err(e) if asked == Asked::Probe && matches!(e.code, OcfCode::ErrArgs | OcfCode::ErrInstalled) => Err(OcfError::generic(format!(
             "{}; answering 1, not {}: a probe's {} reads as \"not running\", and the guest was not proven absent from this node",
             e.reason,
             e.code.value(),
@@ -142,18 +144,12 @@ mod tests {
     }
 
     #[test]
-    fn an_unproven_probe_never_answers_2_or_5() {
+    fn a_probe_never_answers_2_or_5() {
         for code in [OcfCode::ErrArgs, OcfCode::ErrInstalled] {
             let e = guard(Asked::Probe, Err(OcfError::new(code, "xmfile /x is not readable"))).unwrap_err();
             assert_eq!(e.code, OcfCode::ErrGeneric, "{code:?}");
             assert!(e.reason.starts_with("xmfile /x is not readable; answering 1"), "{}", e.reason);
         }
-    }
-
-    #[test]
-    fn a_probe_that_proved_absence_keeps_its_answer() {
-        let proven = OcfError::installed("virsh is not installed on this node").guest_absent();
-        assert_eq!(guard(Asked::Probe, Err(proven.clone())), Err(proven));
     }
 
     #[test]

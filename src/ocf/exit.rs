@@ -60,14 +60,11 @@ impl OcfCode {
 pub struct OcfError {
     pub code: OcfCode,
     pub reason: String,
-    /// The agent proved that the guest does not run on this node before it
-    /// failed: only then may a probe answer 2 or 5 (see `answers`).
-    pub guest_absent: bool,
 }
 
 impl OcfError {
     pub fn new(code: OcfCode, reason: impl Into<String>) -> Self {
-        OcfError { code, reason: reason.into(), guest_absent: false }
+        OcfError { code, reason: reason.into() }
     }
     pub fn generic(reason: impl Into<String>) -> Self {
         Self::new(OcfCode::ErrGeneric, reason)
@@ -83,11 +80,6 @@ impl OcfError {
     }
     pub fn configured(reason: impl Into<String>) -> Self {
         Self::new(OcfCode::ErrConfigured, reason)
-    }
-    /// Marks that the guest was proven absent from this node.
-    pub fn guest_absent(mut self) -> Self {
-        self.guest_absent = true;
-        self
     }
 }
 
