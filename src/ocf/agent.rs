@@ -141,10 +141,17 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
     if let Some(name) = env.not_utf8.first() {
         return answer(Err(OcfError::configured(format!("{name} is not valid UTF-8"))));
     }
-    let params = match metadata.resolve(&env.params) {
-        Ok(p) => p,
-        Err(e) => return answer(Err(e)),
-    };
+    let mut params = metadata.resolve_all(&env.params);
+    if matches!(asked, Asked::Stop | Asked::Monitor | Asked::Probe) {
+        // A value stop or monitor cannot use must not cost the guest or
+        // the node: each is named, and the action goes on without it.
+        params.lenient = true;
+        for (_, why) in &params.invalid {
+            log::warn(&format!("{why}; {action} goes on with its default"));
+        }
+    } else if let Some((_, why)) = params.invalid.first() {
+        return answer(Err(OcfError::configured(why.clone())));
+    }
     for name in &params.unknown {
         log::warn(&format!("ignoring parameter '{name}': {} declares no such parameter", agent.name()));
     }

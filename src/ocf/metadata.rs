@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::exit::OcfError;
+use super::exit::{OcfCode, OcfError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamType {
@@ -219,40 +219,51 @@ impl Metadata {
     /// parameters: defaults filled in, required ones present, booleans and
     /// integers well-formed. Errors are ERR_CONFIGURED: the same CIB is wrong on
     /// every node.
+    /// The parameters as given, defaults filled in; ERR_CONFIGURED for the
+    /// first value that does not fit its declared type or required
+    /// parameter that is unset.
+    #[cfg(test)]
     pub fn resolve(&self, given: &BTreeMap<String, String>) -> Result<Params, OcfError> {
+        let params = self.resolve_all(given);
+        match params.invalid.first() {
+            Some((_, why)) => Err(OcfError::configured(why.clone())),
+            None => Ok(params),
+        }
+    }
+
+    /// As `resolve`, but a value that does not fit its declared type, and a
+    /// required parameter that is unset, do not fail: each is recorded in
+    /// `invalid` (with its default in its place), and the driver decides
+    /// what it costs. Start, migrations, validate-all and reload-agent
+    /// refuse it (6); stop and monitor go on without it, for a failed stop
+    /// fences the node and a monitor's 6 stops the guest everywhere.
+    pub fn resolve_all(&self, given: &BTreeMap<String, String>) -> Params {
         let mut values = BTreeMap::new();
+        let mut defaults = BTreeMap::new();
+        let mut invalid = Vec::new();
         for spec in &self.params {
+            let default = spec.default.clone().filter(|d| !d.is_empty());
+            defaults.insert(spec.name.clone(), default.clone());
             let value = given.get(&spec.name).cloned().filter(|v| !v.is_empty());
             if value.is_none() && spec.required {
-                return Err(OcfError::configured(format!("required parameter '{}' is not set", spec.name)));
+                invalid.push((spec.name.clone(), format!("required parameter '{}' is not set", spec.name)));
             }
-            let value = value.or_else(|| spec.default.clone().filter(|d| !d.is_empty()));
-            if let Some(v) = &value {
-                match spec.kind {
-                    ParamType::Boolean if parse_bool(v).is_none() => {
-                        return Err(OcfError::configured(format!(
-                            "parameter '{}' must be a boolean (true/false), not '{v}'",
-                            spec.name
-                        )))
-                    }
-                    ParamType::Integer => match v.trim().parse::<i64>() {
-                        Ok(n) if (-INTEGER_LIMIT..=INTEGER_LIMIT).contains(&n) => {}
-                        Ok(n) => {
-                            return Err(OcfError::configured(format!(
-                                "parameter '{}' is {n}, outside the range ferry accepts (-{INTEGER_LIMIT} to {INTEGER_LIMIT})",
-                                spec.name
-                            )))
-                        }
-                        Err(_) => {
-                            return Err(OcfError::configured(format!(
-                                "parameter '{}' must be an integer between -{INTEGER_LIMIT} and {INTEGER_LIMIT}, not '{v}'",
-                                spec.name
-                            )))
-                        }
-                    },
-                    _ => {}
+            let problem = value.as_deref().and_then(|v| match spec.kind {
+                ParamType::Boolean if parse_bool(v).is_none() => Some(format!("parameter '{}' must be a boolean (true/false), not '{v}'", spec.name)),
+                ParamType::Integer => match v.trim().parse::<i64>() {
+                    Ok(n) if (-INTEGER_LIMIT..=INTEGER_LIMIT).contains(&n) => None,
+                    Ok(n) => Some(format!("parameter '{}' is {n}, outside the range ferry accepts (-{INTEGER_LIMIT} to {INTEGER_LIMIT})", spec.name)),
+                    Err(_) => Some(format!("parameter '{}' must be an integer between -{INTEGER_LIMIT} and {INTEGER_LIMIT}, not '{v}'", spec.name)),
+                },
+                _ => None,
+            });
+            let value = match problem {
+                Some(why) => {
+                    invalid.push((spec.name.clone(), why));
+                    default
                 }
-            }
+                None => value.or(default),
+            };
             values.insert(spec.name.clone(), value);
         }
         let unknown = given
@@ -266,8 +277,19 @@ impl Metadata {
             .filter(|spec| !spec.replaced_with.is_empty() && given.get(&spec.name).is_some_and(|v| !v.is_empty()))
             .map(|spec| (spec.name.clone(), spec.replaced_with.clone()))
             .collect();
-        Ok(Params { values, unknown, deprecated, read: RefCell::new(BTreeSet::new()) })
+        Params { values, defaults, invalid, lenient: false, unknown, deprecated, read: RefCell::new(BTreeSet::new()) }
     }
+}
+
+/// Whether `reason` names parameter `name` as a word of its own (so that
+/// migration_downtime is not found inside migration_downtime_max).
+fn names(reason: &str, name: &str) -> bool {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    reason.match_indices(name).any(|(at, _)| {
+        let before = reason[..at].chars().next_back();
+        let after = reason[at + name.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
 }
 
 /// The largest integer parameter ferry accepts, either sign. Every integer
@@ -289,8 +311,18 @@ pub fn parse_bool(text: &str) -> Option<bool> {
 /// declare is a programming error and panics; the set of names read is kept so a
 /// test can prove every declared parameter is used.
 #[derive(Debug)]
+#[derive(Clone)]
 pub struct Params {
     values: BTreeMap<String, Option<String>>,
+    /// Each parameter's declared default, for a value that cannot be used.
+    defaults: BTreeMap<String, Option<String>>,
+    /// (name, why) of each value that does not fit its type, and of each
+    /// required parameter that is unset; the default stands in its place.
+    pub invalid: Vec<(String, String)>,
+    /// Set for stop and monitor: a value their settings cannot use is
+    /// replaced by its default with a WARNING, instead of failing them
+    /// (see `settings`).
+    pub lenient: bool,
     /// `OCF_RESKEY_*` names the meta-data does not declare (likely typos).
     pub unknown: Vec<String>,
     /// Deprecated parameters the CIB sets, each with its replacements.
@@ -321,6 +353,37 @@ impl Params {
     /// An integer parameter (already checked by `resolve`).
     pub fn int(&self, name: &str) -> Option<i64> {
         self.lookup(name).and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Reads an agent's settings with `parse`. Strict (start, migrations,
+    /// validate-all, reload-agent): its error stands. Lenient (stop,
+    /// monitor): a value it refuses is replaced by the parameter's default
+    /// with a WARNING, and the settings are read again, until they read or
+    /// the error names no parameter the CIB set. Stop must stop and monitor
+    /// must tell the truth whatever a mistyped value says: a failed stop
+    /// fences the node, and a monitor's 6 stops the guest everywhere.
+    pub fn settings<T>(&self, parse: impl Fn(&Params) -> Result<T, OcfError>) -> Result<T, OcfError> {
+        if !self.lenient {
+            return parse(self);
+        }
+        let mut params = self.clone();
+        let mut replaced: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let error = match parse(&params) {
+                Ok(settings) => return Ok(settings),
+                Err(e) if e.code == OcfCode::ErrConfigured => e,
+                Err(e) => return Err(e),
+            };
+            let culprit = params.values.keys().filter(|name| !replaced.contains(*name) && params.differs_from_default(name) && names(&error.reason, name)).max_by_key(|name| name.len()).cloned();
+            let Some(name) = culprit else { return Err(error) };
+            super::log::warn(&format!("{}; going on with the default of '{name}' ({})", error.reason, params.defaults.get(&name).cloned().flatten().unwrap_or_else(|| "unset".into())));
+            params.values.insert(name.clone(), params.defaults.get(&name).cloned().flatten());
+            replaced.insert(name);
+        }
+    }
+
+    fn differs_from_default(&self, name: &str) -> bool {
+        self.values.get(name) != self.defaults.get(name)
     }
 
     /// Declared parameters no code has read yet.
@@ -400,6 +463,49 @@ mod tests {
             assert_eq!(e.code, super::super::exit::OcfCode::ErrConfigured);
             assert!(e.reason.contains("2147483648"), "{huge}: {}", e.reason);
         }
+    }
+
+    #[test]
+    fn resolve_all_keeps_bad_values_out_and_names_them() {
+        let md = Metadata::parse(XML).unwrap();
+        let p = md.resolve_all(&given(&[("force", "maybe"), ("count", "3x")]));
+        let names: Vec<&str> = p.invalid.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["config", "force", "count"], "in the order the meta-data declares them");
+        assert!(!p.bool("force"), "the default stands in for a bad value");
+        assert_eq!(p.int("count"), None);
+    }
+
+    /// Stop and monitor read settings leniently: a value the agent's
+    /// settings refuse is replaced by its default, one at a time, the
+    /// longest name the reason mentions first.
+    #[test]
+    fn lenient_settings_fall_back_to_defaults_for_the_values_they_refuse() {
+        let md = Metadata::parse(XML).unwrap();
+        let parse = |p: &Params| -> Result<(Option<String>, Option<i64>), OcfError> {
+            if p.str("free") == Some("bad") {
+                return Err(OcfError::configured("free 'bad' is not one of a, b"));
+            }
+            if p.int("count").is_some_and(|c| c > 5) {
+                return Err(OcfError::configured("count must not exceed 5 (the count of config)"));
+            }
+            Ok((p.str("free").map(String::from), p.int("count")))
+        };
+        let mut p = md.resolve(&given(&[("config", "x"), ("free", "bad"), ("count", "9")])).unwrap();
+        assert!(p.settings(parse).is_err(), "strict: the error stands");
+        p.lenient = true;
+        assert_eq!(p.settings(parse), Ok((None, Some(3))), "count and free go back to their defaults, config stays");
+        let never = |_: &Params| -> Result<(), OcfError> { Err(OcfError::configured("the moon is wrong")) };
+        assert!(p.settings(never).is_err(), "an error that names no parameter stands");
+        let generic = |_: &Params| -> Result<(), OcfError> { Err(OcfError::generic("free is unreadable")) };
+        assert_eq!(p.settings(generic).unwrap_err().code, OcfCode::ErrGeneric, "only configuration errors are lenient");
+    }
+
+    #[test]
+    fn a_name_is_found_only_as_a_word_of_its_own() {
+        assert!(names("migration_downtime 2500 exceeds the maximum", "migration_downtime"));
+        assert!(!names("migration_downtime_max 100 is too low", "migration_downtime"));
+        assert!(names("parameter 'force' must be a boolean", "force"));
+        assert!(!names("force_stop and snapshot exclude each other", "force"));
     }
 
     #[test]
