@@ -786,10 +786,12 @@ mod tests {
             .answer(&virsh_at(TARGET, &["domstate"]), FAST, 0, "running (post-copy)\n", "")
             .answer(&virsh_at(SOURCE, &["domjobinfo"]), FAST, 0, STALLED_JOB, "")
             .answer(&virsh_at(SOURCE, &["domjobabort"]), FAST, 1, "", "error: Requested operation is not valid: cannot abort migration in post-copy mode\n")
+            .answer(&virsh_at(SOURCE, &["migrate-setmaxdowntime"]), FAST, 0, "", "")
             .answer(&["attrd_updater"], FAST, 0, "", "");
         let params = [("migrate_options", "--postcopy --postcopy-after-precopy"), ("migration_stall", "1")];
         let (result, calls) = push(runner, &params, Duration::from_secs(5));
         assert!(!called(&calls, "domjobabort"), "{calls:?}");
+        assert!(!called(&calls, "migrate-setmaxdowntime"), "the ladder has nothing to steer in post-copy: {calls:?}");
         assert_eq!(result, Ok(()), "the guest runs on the target and cannot come back");
     }
 }
