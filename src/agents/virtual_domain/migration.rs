@@ -273,6 +273,9 @@ impl VirtualDomain {
                     let late = aborted.as_ref().map(|_| "; too late to abort").unwrap_or_default();
                     log::info(&format!("{name}: in post-copy: it runs on {target}, which pulls the rest of its memory from here{late}"));
                 }
+                // Gone from here: the job is over on this side, and virsh
+                // returns at the next poll. Nothing to steer or abort.
+                Ok(Phase::Left) => continue,
                 Ok(_) => {}
                 Err(e) => log::debug(&format!("domstate {name}: {e}")),
             }
