@@ -459,7 +459,7 @@ impl VirtualDomain {
             None => Err(match there() {
                 // Still paused mid-hand-over here. Resume only if the target
                 // certainly does not have it: two running copies would share disks.
-                Ok(t) if t.map_or(true, |t| t.state == DomainState::ShutOff) => match libvirt.resume(name, deadline) {
+                Ok(t) if t.is_none_or(|t| t.state == DomainState::ShutOff) => match libvirt.resume(name, deadline) {
                     Ok(()) => OcfError::generic(format!("{why}; the target does not have {name}, so it was resumed here")),
                     Err(e) => OcfError::generic(format!("{why}; {name} is paused here and cannot be resumed: {e}")),
                 },
