@@ -117,26 +117,28 @@ impl<'r> ProgressAttribute<'r> {
         ProgressAttribute { runner, name: format!("ferry-migration-{}", ctx.env.instance), working: ctx.env.under_cluster(), written: None, deadline: ctx.deadline }
     }
 
-    /// Publishes `value` unless one was published less than PROGRESS_EVERY ago.
-    pub fn publish(&mut self, value: &str) {
+    /// Publishes `value` unless one was published less than PROGRESS_EVERY
+    /// ago. `until` bounds the call: a migration's progress must never eat
+    /// into the time its abort needs, so the caller says where that begins.
+    pub fn publish(&mut self, value: &str, until: Deadline) {
         if !self.working || self.written.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
             return;
         }
         self.written = Some(Instant::now());
-        self.attrd(&["-U", value]);
+        self.attrd(&["-U", value], until);
     }
 
     /// Removes the attribute, if anything was published.
     pub fn clear(&mut self) {
         if self.working && self.written.take().is_some() {
-            self.attrd(&["-D"]);
+            self.attrd(&["-D"], self.deadline);
         }
     }
 
-    fn attrd(&mut self, what: &[&str]) {
+    fn attrd(&mut self, what: &[&str], until: Deadline) {
         let cmd = Cmd::new(&["attrd_updater", "-p", "-n", self.name.as_str()]);
         let cmd = what.iter().fold(cmd, |c, w| c.arg(*w));
-        let failure = match self.runner.run(&cmd, self.deadline.within(ATTRD_CALL)) {
+        let failure = match self.runner.run(&cmd, until.within(ATTRD_CALL)) {
             Ok(out) if out.success() => return,
             Ok(out) => out.complaint(),
             Err(e) => e.to_string(),
@@ -218,8 +220,9 @@ mod tests {
     fn progress_is_published_sparingly_and_removed_at_the_end() {
         let runner = RecordingRunner::new().reply(&["attrd_updater"], 0, "", "");
         with_progress(&runner, true, |p| {
-            p.publish("10% sent");
-            p.publish("20% sent"); // within 2 s of the last: not written
+            let soon = Deadline::after(Duration::from_secs(5));
+            p.publish("10% sent", soon);
+            p.publish("20% sent", soon); // within 2 s of the last: not written
         });
         // -p: never in the CIB, where each change would abort the transition.
         assert!(runner.called(&["attrd_updater", "-p", "-n", "ferry-migration-vm1", "-U", "10% sent"]));
@@ -241,10 +244,10 @@ mod tests {
     #[test]
     fn outside_a_cluster_or_after_a_failure_nothing_more_is_tried() {
         let outside = RecordingRunner::new().reply(&["attrd_updater"], 0, "", "");
-        with_progress(&outside, false, |p| p.publish("10% sent"));
+        with_progress(&outside, false, |p| p.publish("10% sent", Deadline::after(Duration::from_secs(5))));
         assert!(!outside.called(&["attrd_updater"]));
         let broken = RecordingRunner::new().reply(&["attrd_updater"], 1, "", "Could not connect to attrd\n");
-        with_progress(&broken, true, |p| p.publish("10% sent"));
+        with_progress(&broken, true, |p| p.publish("10% sent", Deadline::after(Duration::from_secs(5))));
         assert!(!broken.called(&["attrd_updater", "-p", "-n", "ferry-migration-vm1", "-D"]), "one failure is enough");
     }
 }

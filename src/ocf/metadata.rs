@@ -472,7 +472,7 @@ mod tests {
         let names: Vec<&str> = p.invalid.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["config", "force", "count"], "in the order the meta-data declares them");
         assert!(!p.bool("force"), "the default stands in for a bad value");
-        assert_eq!(p.int("count"), None);
+        assert_eq!(p.int("count"), Some(3));
     }
 
     /// Stop and monitor read settings leniently: a value the agent's

@@ -12,6 +12,7 @@
 mod support;
 
 mod encryption;
+mod postcopy;
 
 use std::io::Write;
 use std::time::{Duration, Instant};

@@ -81,7 +81,9 @@ pub fn judge(name: &str, status: Status, io_errors: IoErrorPolicy) -> Verdict {
         }
         DomainState::Running | DomainState::Blocked => Verdict::Running,
         DomainState::Paused => match status.pause().unwrap_or(Pause::Unexplained) {
-            Pause::ForJob => Verdict::Running,
+            // A post-copy source serves through the target, which still
+            // pulls from it: as much a migration in progress as pre-copy.
+            Pause::ForJob | Pause::PostCopy => Verdict::Running,
             Pause::ByUser => Verdict::Degraded(format!("{name} is paused by an operator (virsh suspend); it serves nothing until resumed")),
             Pause::OnIoError => match io_errors {
                 IoErrorPolicy::Fail => Verdict::Failed(format!("{name} is paused on a disk I/O error")),

@@ -3,6 +3,12 @@
 //! auto-converge's throttle, a switch to post-copy, or is given up. It
 //! orders nothing itself, so every decision is unit-tested; the push in
 //! migration.rs acts on it and alone watches the deadline.
+//!
+//! It rules pre-copy only. Whether post-copy has begun is libvirt's to say
+//! (the source's state reason, read every poll): an order to switch can
+//! fail or not take, and virsh can switch by itself. So asking for
+//! post-copy is one more rung, not a state: a pre-copy still stalled a
+//! stall period after it is given up like any other.
 
 use std::time::Duration;
 
@@ -44,7 +50,7 @@ pub struct Ladder {
     initial_set: bool,
     steps_taken: u32,
     throttle_awaited: bool,
-    pub in_postcopy: bool,
+    postcopy_asked: bool,
 }
 
 impl Ladder {
@@ -63,12 +69,12 @@ impl Ladder {
             initial_set: false,
             steps_taken: 0,
             throttle_awaited: false,
-            in_postcopy: false,
+            postcopy_asked: false,
         }
     }
 
     /// `now` is the time since the job started; `time_left` what remains
-    /// before the caller must abort.
+    /// before the caller must abort. Only for a job still in pre-copy.
     pub fn observe(&mut self, now: Duration, job: &JobStats, time_left: Duration) -> Step {
         if !self.initial_set {
             self.initial_set = true;
@@ -76,9 +82,6 @@ impl Ladder {
             if let Some(ms) = self.initial_downtime_ms {
                 return Step::SetDowntime(ms);
             }
-        }
-        if self.in_postcopy {
-            return Step::Wait; // post-copy always ends; it must not be aborted
         }
         // The first pass always moves forward. After it, progress is a new low
         // of the data left to send (by 5 %): a dirtying guest's sawtooth that
@@ -109,8 +112,10 @@ impl Ladder {
             return Step::AwaitThrottle;
         }
         // Post-copy only with time for it: one more pass over memory at most.
-        if self.postcopy_allowed && time_left > self.stall.saturating_mul(2) {
-            self.in_postcopy = true;
+        // Asked once: still in pre-copy a stall period later, the switch
+        // failed or did not take, and the job is given up.
+        if self.postcopy_allowed && !self.postcopy_asked && time_left > self.stall.saturating_mul(2) {
+            self.postcopy_asked = true;
             return Step::StartPostCopy;
         }
         Step::GiveUp
@@ -118,8 +123,8 @@ impl Ladder {
 
     /// The rung reached, in words, for the progress an operator sees.
     pub fn rung(&self) -> String {
-        if self.in_postcopy {
-            "post-copy".into()
+        if self.postcopy_asked {
+            "post-copy asked".into()
         } else if self.throttle_awaited {
             "auto-converge".into()
         } else if self.steps_taken > 0 {
@@ -213,12 +218,22 @@ mod tests {
         let mut ladder = Ladder::new(&settings(&[("migration_mode", "postcopy"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "1")]));
         ladder.observe(t(0), &job(2, 40), t(60));
         assert_eq!(stalled(&mut ladder, 1, 60), Step::StartPostCopy);
-        assert!(ladder.in_postcopy);
-        assert_eq!(ladder.rung(), "post-copy");
-        assert_eq!(stalled(&mut ladder, 30, 0), Step::Wait, "post-copy is never given up");
+        assert_eq!(ladder.rung(), "post-copy asked");
         let mut late = Ladder::new(&settings(&[("migration_mode", "postcopy"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "1")]));
         late.observe(t(0), &job(2, 40), t(60));
         assert_eq!(stalled(&mut late, 1, 1), Step::GiveUp, "too late to start post-copy safely");
+    }
+
+    #[test]
+    fn a_switch_to_post_copy_that_does_not_take_is_given_up_not_waited_on() {
+        // Called only while libvirt still reports pre-copy: a stall period
+        // after the order, the switch failed or never happened.
+        let t = Duration::from_secs;
+        let mut ladder = Ladder::new(&settings(&[("migration_mode", "postcopy"), ("migration_downtime_max", "0"), ("migration_auto_converge", "false"), ("migration_stall", "1")]));
+        ladder.observe(t(0), &job(2, 40), t(60));
+        assert_eq!(ladder.observe(t(1), &job(3, 40), t(60)), Step::StartPostCopy);
+        assert_eq!(ladder.observe(t(1), &job(3, 40), t(60)), Step::Wait, "a stall period for the switch");
+        assert_eq!(ladder.observe(t(2), &job(4, 40), t(60)), Step::GiveUp, "asked once, never again");
     }
 
     #[test]

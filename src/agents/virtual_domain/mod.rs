@@ -497,6 +497,15 @@ impl Agent for VirtualDomain {
             Whereabouts::ProcessOnly { name, pid, .. } => return self.kill_orphan(&name, pid, ctx.deadline),
             Whereabouts::Unknown(why) => return Err(OcfError::generic(format!("cannot tell whether the guest runs here: {why}"))),
         };
+        // The source of a post-copy migration holds memory the target
+        // still needs: never shut down or destroyed while it does.
+        let status = match status.pause() {
+            Some(Pause::PostCopy) => match self.await_postcopy_end(&libvirt, &name, ctx.deadline)? {
+                None => return Ok(()),
+                Some(now) => now,
+            },
+            _ => status,
+        };
         let budget = StopBudget::new(ctx.deadline, None);
         let mut stopped = false;
         // A guest that is crashed, or paused for anything but a job libvirt

@@ -393,3 +393,47 @@ fn every_probe_path_answers_not_running_only_after_proving_it() {
     eprintln!("probe walk: {} running, {} absent, {} unknowable scenarios", counts[0], counts[1], counts[2]);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn stop_on_a_post_copy_source_waits_for_the_job_and_never_destroys() {
+    let f = Fixture::new("postcopy-stop");
+    let source = || {
+        RecordingRunner::new()
+            .reply(&virsh(&["shutdown"]), 0, "", "")
+            .reply(&virsh(&["destroy"]), 0, "", "")
+    };
+    // The target gets the last of the memory: libvirt ends the job and the
+    // domain goes from here.
+    let finishing = source()
+        .reply_once(&virsh(&["domstate", "--reason", "vm"]), 0, "paused (post-copy)\n", "")
+        .reply_once(&virsh(&["domstate", "--reason", "vm"]), 0, "paused (post-copy)\n", "")
+        .reply(&virsh(&["domstate", "--reason", "vm"]), 1, "", "error: failed to get domain 'vm'\n")
+        .reply(&virsh(&["list", "--all", "--name"]), 0, "\n", "");
+    let (result, runner) = f.with(finishing, |vd, ctx| vd.stop(ctx));
+    assert_eq!(result, Ok(()));
+    assert!(!runner.called(&virsh(&["destroy"])) && !runner.called(&virsh(&["shutdown"])), "{:?}", runner.calls.borrow());
+    // The target still pulls memory when the budget ends: fail, never destroy.
+    let stuck = source().reply(&virsh(&["domstate", "--reason", "vm"]), 0, "paused (post-copy)\n", "");
+    let (result, runner) = f.with_deadline(stuck, Deadline::after(Duration::from_secs(3)), |vd, ctx| vd.stop(ctx));
+    let err = result.unwrap_err();
+    assert!(err.reason.contains("post-copy") && err.reason.contains("would lose the guest"), "{}", err.reason);
+    assert!(!runner.called(&virsh(&["destroy"])) && !runner.called(&virsh(&["shutdown"])), "{:?}", runner.calls.borrow());
+}
+
+#[test]
+fn migrate_from_finds_the_arriving_guest_by_its_mark_without_the_config() {
+    let mut f = Fixture::new("from-no-config");
+    std::fs::remove_file(f.dir.join("vm.xml")).unwrap();
+    f.env.meta.insert("migrate_source".into(), "nodea".into());
+    let marked = domxml::with_mark("<domain type='kvm'><name>vm-old</name></domain>", &OwnerMark { agent: "VirtualDomain".into(), resource: "r1".into() }).unwrap();
+    let runner = RecordingRunner::new()
+        .reply(&virsh(&["list", "--all", "--name"]), 0, "other\nvm-old\n", "")
+        .reply(&virsh(&["domstate", "--reason", "other"]), 0, "running (booted)\n", "")
+        .reply(&virsh(&["dumpxml", "--security-info", "other"]), 0, "<domain type='kvm'><name>other</name></domain>", "")
+        .reply(&virsh(&["domstate", "--reason", "vm-old"]), 0, "running (migrated)\n", "")
+        .reply(&virsh(&["dumpxml", "--security-info", "vm-old"]), 0, &marked, "")
+        .reply(&virsh(&["domjobinfo", "--completed"]), 0, "Job type: 3\n\ntime_elapsed: 5711\ndowntime: 97\n", "");
+    let (result, runner) = f.with(runner, |vd, ctx| vd.migrate_from(ctx));
+    assert_eq!(result, Ok(()));
+    assert!(runner.called(&virsh(&["domjobinfo", "--completed", "--keep-completed", "--rawstats", "vm-old"])), "{:?}", runner.calls.borrow());
+}

@@ -11,7 +11,7 @@ use crate::deadline::Deadline;
 use crate::backend::ChildMigration;
 use crate::process::Output;
 
-use super::{classify_virsh_failure, DomainState, Libvirt};
+use super::{classify_virsh_failure, DomainState, Libvirt, Pause, Status};
 use crate::backend::BackendError;
 
 /// How the guest's memory travels to the target.
@@ -108,6 +108,38 @@ impl JobStats {
     }
 }
 
+/// Where an outgoing migration stands, as the source's libvirt says: the
+/// domain's state reason, which libvirt changes when the switch to
+/// post-copy has happened, whoever asked for it (`start_postcopy`, or virsh
+/// itself with `--postcopy-after-precopy` or `--timeout-postcopy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The guest still runs here (or is paused for the switch-over): an
+    /// abort cancels the job and resumes it here.
+    PreCopy,
+    /// The target runs the guest and pulls what it lacks from here. libvirt
+    /// refuses a plain abort now; the job ends by itself when all is across.
+    PostCopy,
+    /// Post-copy broke off: the guest's memory is split between the nodes
+    /// until someone resumes the migration (`virsh migrate --postcopy-resume`).
+    PostCopyFailed,
+    /// No domain here any more, or shut off: the job is over on this side.
+    Left,
+}
+
+impl Phase {
+    /// The phase a source domain in `status` (`None`: no such domain) is in.
+    pub fn of(status: Option<Status>) -> Phase {
+        match status {
+            None => Phase::Left,
+            Some(s) if s.state == DomainState::ShutOff => Phase::Left,
+            Some(s) if s.postcopy_failed() => Phase::PostCopyFailed,
+            Some(s) if s.pause() == Some(Pause::PostCopy) => Phase::PostCopy,
+            Some(_) => Phase::PreCopy,
+        }
+    }
+}
+
 impl MigrationRequest<'_> {
     fn args(&self) -> Vec<String> {
         let mut args = vec!["migrate".to_string(), "--p2p".into()];
@@ -165,6 +197,11 @@ impl<'r> Libvirt<'r> {
         self.virsh(&["domjobinfo", "--rawstats", name], deadline).map(|o| JobStats::parse(&o.stdout))
     }
 
+    /// Where the domain's outgoing migration stands (see `Phase`).
+    pub fn migration_phase(&self, name: &str, deadline: Deadline) -> Result<Phase, BackendError> {
+        self.status(name, deadline).map(Phase::of)
+    }
+
     /// The domain's last completed job (on a migration target: the migration),
     /// left in place for whoever asks next (libvirt drops it when read otherwise).
     pub fn completed_job_stats(&self, name: &str, deadline: Deadline) -> Result<JobStats, BackendError> {
@@ -193,12 +230,6 @@ impl<'r> Libvirt<'r> {
     pub fn resume(&self, name: &str, deadline: Deadline) -> Result<(), BackendError> {
         self.virsh(&["resume", name], deadline).map(drop)
     }
-
-    /// The domain's state and whether it is caught in a migration's hand-over
-    /// (paused for it, or running in post-copy). `Ok(None)`: no such domain.
-    pub fn handover_state(&self, name: &str, deadline: Deadline) -> Result<Option<(DomainState, bool)>, BackendError> {
-        Ok(self.status(name, deadline)?.map(|s| (s.state, s.mid_handover())))
-    }
 }
 
 #[cfg(test)]
@@ -222,6 +253,17 @@ mod tests {
         assert!(!c.active);
         assert_eq!((c.downtime_ms, c.total_ms), (Some(97), Some(5711)));
         assert!(!JobStats::parse("Job type: 0\n\n").active);
+    }
+
+    #[test]
+    fn the_phase_is_read_from_the_state_reason() {
+        let of = |words: &str| Phase::of(Some(Status::from_virsh(words)));
+        assert_eq!(of("running (booted)"), Phase::PreCopy);
+        assert_eq!(of("paused (migrating)"), Phase::PreCopy, "the switch-over of a pre-copy can still be cancelled");
+        assert_eq!(of("paused (post-copy)"), Phase::PostCopy);
+        assert_eq!(of("paused (post-copy failed)"), Phase::PostCopyFailed);
+        assert_eq!(of("shut off (migrated)"), Phase::Left);
+        assert_eq!(Phase::of(None), Phase::Left);
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub enum Pause {
     ByWatchdog,
     /// The guest panicked and QEMU keeps it for inspection.
     Crashed,
+    /// The source of a post-copy migration: the target runs the guest and
+    /// pulls the memory it still lacks from this QEMU. libvirt ends it here
+    /// when the target has it all and never resumes it; destroying it loses
+    /// the guest.
+    PostCopy,
     /// A post-copy migration failed: part of its memory is elsewhere.
     PostCopyFailed,
     /// libvirt paused it after an API error, or gives no reason.
@@ -99,7 +104,7 @@ const PAUSED: [(i32, &str, Pause); 15] = [
     (9, "creating snapshot", Pause::ForJob),
     (10, "crashed", Pause::Crashed),
     (11, "starting up", Pause::ForJob),
-    (12, "post-copy", Pause::ForJob),
+    (12, "post-copy", Pause::PostCopy),
     (13, "post-copy failed", Pause::PostCopyFailed),
     (14, "api error", Pause::Unexplained),
 ];
@@ -206,5 +211,9 @@ mod tests {
         assert_eq!(Status::new(DomainState::Running, 5).pause(), None);
         assert!(Status::new(DomainState::Paused, 13).postcopy_failed() && Status::new(DomainState::Running, 11).postcopy_failed());
         assert!(Status::new(DomainState::Paused, 2).mid_handover() && !Status::new(DomainState::Paused, 1).mid_handover());
+        // A post-copy source is not paused for a job that resumes it: it is
+        // never resumed here, only ended once the target has its memory.
+        assert_eq!(Status::from_virsh("paused (post-copy)").pause(), Some(Pause::PostCopy));
+        assert_eq!(Status::new(DomainState::Paused, 2).pause(), Some(Pause::ForJob));
     }
 }
