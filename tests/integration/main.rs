@@ -11,3 +11,4 @@ mod health;
 mod lifecycle;
 mod metadata;
 mod second_copy;
+mod typos;

@@ -106,7 +106,7 @@ const STEER_CALL: Duration = Duration::from_secs(2);
 
 impl VirtualDomain {
     pub(super) fn migrate_to(&self, ctx: &Context) -> Result<(), OcfError> {
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         refuse_clone(ctx)?;
         let target = migration_peer(ctx, "migrate_target", "migrate_to")?;
         let config = ConfigFile::load(&settings.config);
@@ -547,7 +547,7 @@ impl VirtualDomain {
     }
 
     pub(super) fn migrate_from(&self, ctx: &Context) -> Result<(), OcfError> {
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         refuse_clone(ctx)?;
         // Pacemaker always names the source; without it this is not half of a
         // migration, and waiting for a guest that nobody sends would only hang.

@@ -372,7 +372,7 @@ impl Agent for VirtualDomain {
     }
 
     fn validate(&self, ctx: &Context) -> Result<(), OcfError> {
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         refuse_clone(ctx)?;
         // Depth 0 checks the parameters alone (OCF 1.1): pcs runs
         // validate-all when a resource is created, on a node that need not
@@ -418,7 +418,7 @@ impl Agent for VirtualDomain {
         // The new values are checked as validate-all at depth 0 checks them;
         // every later action reads them afresh, so nothing else is kept. The
         // guest is not touched.
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         refuse_clone(ctx)?;
         if settings.utilization.iter().any(|(_, policy)| !matches!(policy, common::UtilizationPolicy::Keep)) {
             if let Ok((_, info)) = ConfigFile::load(&settings.config).require() {
@@ -430,7 +430,7 @@ impl Agent for VirtualDomain {
     }
 
     fn start(&self, ctx: &Context) -> Result<(), OcfError> {
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         refuse_clone(ctx)?;
         self.check_node(&settings)?;
         let (xml, info) = ConfigFile::load(&settings.config).require()?;
@@ -481,7 +481,7 @@ impl Agent for VirtualDomain {
     }
 
     fn stop(&self, ctx: &Context) -> Result<(), OcfError> {
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         let config = ConfigFile::load(&settings.config);
         let libvirt = self.libvirt(&settings);
         let (name, status) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
@@ -542,7 +542,7 @@ impl Agent for VirtualDomain {
     }
 
     fn monitor(&self, ctx: &Context) -> Result<Health, OcfError> {
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         let config = ConfigFile::load(&settings.config);
         let libvirt = self.libvirt(&settings);
         let (health, here) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {

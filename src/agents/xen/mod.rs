@@ -79,7 +79,7 @@ impl Xen {
 
     /// For the actions that need the guest's files on this node.
     fn settings_and_name(&self, ctx: &Context) -> Result<(Settings, String), OcfError> {
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         let name = settings.domain_name(&ctx.env.instance)?.required()?;
         Ok((settings, name))
     }
@@ -155,7 +155,7 @@ impl Agent for Xen {
     }
 
     fn validate(&self, ctx: &Context) -> Result<(), OcfError> {
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         common::refuse_clone(ctx, "Xen")?;
         // Depth 0 checks the parameters alone (OCF 1.1): pcs runs
         // validate-all at create time, on a node that need not hold the
@@ -174,14 +174,14 @@ impl Agent for Xen {
         // Every action reads its parameters afresh; a reload checks the new
         // values and never touches the guest. Utilization is set at start,
         // from the running domain, and the next start applies a change.
-        Settings::from_params(ctx.params)?;
+        ctx.params.settings(Settings::from_params)?;
         common::refuse_clone(ctx, "Xen")?;
         log::info("reloaded: the new parameters apply from the next action; the guest was not touched");
         Ok(())
     }
 
     fn start(&self, ctx: &Context) -> Result<(), OcfError> {
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         common::refuse_clone(ctx, "Xen")?;
         self.check_node_and_files(&settings)?;
         let name = settings.domain_name(&ctx.env.instance)?.required()?;
@@ -226,7 +226,7 @@ impl Agent for Xen {
     }
 
     fn stop(&self, ctx: &Context) -> Result<(), OcfError> {
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         let xl = self.xl(&settings);
         let name = match settings.domain_name(&ctx.env.instance)? {
             DomainName::Known(name) => name,
@@ -236,7 +236,7 @@ impl Agent for Xen {
     }
 
     fn monitor(&self, ctx: &Context) -> Result<Health, OcfError> {
-        let settings = Settings::from_params(ctx.params)?;
+        let settings = ctx.params.settings(Settings::from_params)?;
         let xl = self.xl(&settings);
         let name = match settings.domain_name(&ctx.env.instance)? {
             DomainName::Known(name) => name,
