@@ -176,6 +176,12 @@ up() {
   } > "$lab/lab.env"
   # From here on a failure leaves a partial lab: take it down.
   trap 'down_loaded; exit 1' ERR
+  # libvirtd refuses to start without these accounts, and without
+  # libvirt-daemon-system nothing creates them (with-libvirtd.sh does the
+  # same, so either lab comes up first on a fresh machine).
+  getent group kvm >/dev/null || groupadd -r kvm
+  getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+  getent passwd libvirt-qemu >/dev/null || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
   # Mount points the nodes' private directories go over.
   mkdir -p /etc/libvirt /etc/pki /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
   command -v certtool >/dev/null || die "certtool is not installed (make deps: gnutls-bin)"
