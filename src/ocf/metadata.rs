@@ -386,6 +386,12 @@ impl Params {
         self.values.get(name) != self.defaults.get(name)
     }
 
+    /// Whether the parameter has its declared default (unset, or set to it).
+    pub fn is_default(&self, name: &str) -> bool {
+        self.lookup(name);
+        !self.differs_from_default(name)
+    }
+
     /// Declared parameters no code has read yet.
     #[cfg(test)]
     pub fn unread(&self) -> Vec<String> {

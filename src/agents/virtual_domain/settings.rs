@@ -222,7 +222,12 @@ impl MigrationSettings {
         if stall == 0 {
             return Err(configuration_error("migration_stall must be at least 1 second".into()));
         }
-        let downtime_max_ms = non_negative("migration_downtime_max")? as u64;
+        let mut downtime_max_ms = non_negative("migration_downtime_max")? as u64;
+        // A default never conflicts with a legal value of another parameter:
+        // left at its default, the ceiling rises to the downtime asked for.
+        if p.is_default("migration_downtime_max") && downtime_max_ms < downtime_ms as u64 {
+            downtime_max_ms = downtime_ms as u64;
+        }
         if downtime_max_ms > 0 && downtime_max_ms < downtime_ms as u64 {
             return Err(configuration_error(format!("migration_downtime_max {downtime_max_ms} is below migration_downtime {downtime_ms}")));
         }
@@ -315,6 +320,12 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_downtime_above_the_default_ceiling_raises_the_ceiling() {
+        let settings = parse(&[("config", "/etc/vm.xml"), ("migration_downtime", "2500")]).unwrap();
+        assert_eq!((settings.migration.downtime_ms, settings.migration.downtime_max_ms), (2500, 2500));
+    }
+
+    #[test]
     fn sync_implies_save_and_unset_applies_only_without_autoset() {
         let settings = parse(&[
             ("config", "/vm.xml"),
@@ -349,6 +360,7 @@ pub(super) mod tests {
             (&[("config", "/vm.xml"), ("migration_state_dir", "shared")], "must be an absolute path"),
             (&[("config", "/vm.xml"), ("migration_stall", "0")], "at least 1 second"),
             (&[("config", "/vm.xml"), ("migration_downtime", "900"), ("migration_downtime_max", "500")], "below migration_downtime"),
+            (&[("config", "/vm.xml"), ("migration_downtime", "2500"), ("migration_downtime_max", "1999")], "below migration_downtime"),
         ];
         for (pairs, expected) in cases {
             let e = parse(pairs).unwrap_err();
