@@ -39,17 +39,24 @@ pub fn check_monitor_scripts(scripts: &[String]) -> Result<(), OcfError> {
     }
 }
 
-/// Runs each monitor script; the first failure fails the monitor with its words.
-pub fn run_monitor_scripts(runner: &dyn Runner, scripts: &[String], deadline: Deadline) -> Result<(), OcfError> {
+/// Runs each monitor script; the first failure fails the monitor with its
+/// words. A script that cannot be started at all (a mistyped path, a file
+/// that is not executable) is no verdict on the guest: it comes back as
+/// `Ok(Some(why))`, for monitor to answer degraded (190) rather than fail a
+/// running guest over a typo in the CIB. start checks the scripts first
+/// (ERR_INSTALLED), so only a monitor meets this.
+pub fn run_monitor_scripts(runner: &dyn Runner, scripts: &[String], deadline: Deadline) -> Result<Option<String>, OcfError> {
     for script in scripts {
-        let out = runner
-            .run(&Cmd::new(&[script.as_str()]), deadline)
-            .map_err(|e| OcfError::generic(format!("monitor script {script}: {e}")))?;
+        let out = match runner.run(&Cmd::new(&[script.as_str()]), deadline) {
+            Ok(out) => out,
+            Err(e @ crate::process::RunError::Spawn { .. }) => return Ok(Some(format!("monitor script {script} cannot be run ({e}); the guest runs, unchecked by it"))),
+            Err(e) => return Err(OcfError::generic(format!("monitor script {script}: {e}"))),
+        };
         if !out.success() {
             return Err(OcfError::generic(format!("monitor script {script} failed: {}", out.complaint())));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// What to do with one utilization attribute when the guest starts.

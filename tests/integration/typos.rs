@@ -34,6 +34,8 @@ fn mistakes(kind: &str) -> &'static [&'static str] {
 fn a_mistyped_parameter_never_fails_the_monitor_of_a_running_guest_nor_its_stop() {
     let g = Guest::new("typos");
     assert_eq!(g.run("start", &[]).code, 0);
+    let domid = || String::from_utf8_lossy(&virsh(&["domid", &g.name]).stdout).trim().to_string();
+    let started_as = domid();
     let mut refused = Vec::new();
     let mut failures = Vec::new();
     for (name, kind) in parameters() {
@@ -47,6 +49,12 @@ fn a_mistyped_parameter_never_fails_the_monitor_of_a_running_guest_nor_its_stop(
                 continue; // a value the rules accept is no mistake
             }
             refused.push((key.clone(), value.to_string()));
+            // Where a refusal harms nothing, it stands: reload-agent refuses
+            // too, and leaves the guest alone.
+            let reload = g.run("reload-agent", &[(key.as_str(), value)]);
+            if reload.code != 6 {
+                failures.push(format!("reload-agent with {name}={value}: {} (want 6) {}", reload.code, reload.stderr.trim()));
+            }
             for (what, run) in [("probe", agent("monitor", &g.env(&[(key.as_str(), value), ("OCF_RESKEY_CRM_meta_interval", "0")]))), ("monitor", g.run("monitor", &[(key.as_str(), value)]))] {
                 if !matches!(run.code, 0 | 190) {
                     failures.push(format!("{what} with {name}={value}: {} {}", run.code, run.stderr.trim()));
@@ -56,6 +64,12 @@ fn a_mistyped_parameter_never_fails_the_monitor_of_a_running_guest_nor_its_stop(
             }
         }
     }
+    // A monitor script that cannot be run is no verdict on the guest.
+    let missing_script = g.run("monitor", &[("OCF_RESKEY_monitor_scripts", "/nonexistent/ferry-check")]);
+    if missing_script.code != 190 || !missing_script.reason().unwrap_or_default().contains("/nonexistent/ferry-check") {
+        failures.push(format!("monitor with a missing monitor script: {} {}", missing_script.code, missing_script.stderr.trim()));
+    }
+    assert_eq!(domid(), started_as, "no action may have restarted the guest");
     // Every mistake at once, in one stop: it stops the guest.
     let all: Vec<(&str, &str)> = refused.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut stop_env = all.clone();

@@ -151,7 +151,7 @@ impl VirtualDomain {
         common::check_monitor_scripts(&settings.monitor_scripts)
     }
 
-    fn run_monitor_scripts(&self, settings: &Settings, deadline: Deadline) -> Result<(), OcfError> {
+    fn run_monitor_scripts(&self, settings: &Settings, deadline: Deadline) -> Result<Option<String>, OcfError> {
         common::run_monitor_scripts(&*self.runner, &settings.monitor_scripts, deadline)
     }
 
@@ -474,7 +474,7 @@ impl Agent for VirtualDomain {
             let marked = domxml::with_mark(&xml, &Self::mark(ctx)).map_err(|e| OcfError::installed(format!("cannot mark {name}: {e}")))?;
             libvirt.create(&marked, ctx.deadline).map_err(|e| backend_error(&format!("cannot start {name}"), e))?;
         }
-        lifecycle::wait_started(&libvirt, name, ctx.deadline, || self.run_monitor_scripts(&settings, ctx.deadline).is_ok())?;
+        lifecycle::wait_started(&libvirt, name, ctx.deadline, || matches!(self.run_monitor_scripts(&settings, ctx.deadline), Ok(None)))?;
         self.update_utilization(ctx, &settings, &info);
         log::info(&format!("started {name}"));
         Ok(())
@@ -566,7 +566,9 @@ impl Agent for VirtualDomain {
             // Found through its mark. It runs, but could not be started again here.
             return Ok(Health::Degraded(format!("{why}; the guest was found through its owner mark")));
         }
-        self.run_monitor_scripts(&settings, ctx.deadline)?;
+        if let Some(why) = self.run_monitor_scripts(&settings, ctx.deadline)? {
+            return Ok(Health::Degraded(why));
+        }
         match here {
             Some(name) if ctx.env.check_level >= 10 && health == Health::Running => self.ask_guest(&settings, &libvirt, &name, ctx.deadline),
             _ => Ok(health),

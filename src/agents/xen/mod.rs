@@ -210,7 +210,7 @@ impl Agent for Xen {
             Some(image) => lifecycle::restore_image(&xl, &name, &image, ctx.deadline)?,
             None => xl.create(&settings.xmfile, &overrides, ctx.deadline).map_err(|e| backend_error(&format!("cannot start {name}"), e))?,
         }
-        lifecycle::wait_started(&xl, &name, ctx.deadline, || common::run_monitor_scripts(&*self.runner, &settings.monitor_scripts, ctx.deadline).is_ok())?;
+        lifecycle::wait_started(&xl, &name, ctx.deadline, || matches!(common::run_monitor_scripts(&*self.runner, &settings.monitor_scripts, ctx.deadline), Ok(None)))?;
         let domain = self.domain(&xl, &name, ctx.deadline);
         let policy = |on: bool| if on { UtilizationPolicy::Set } else { UtilizationPolicy::Keep };
         common::update_utilization(
@@ -271,10 +271,10 @@ impl Agent for Xen {
                 Some(ShutdownReason::Crash) => Err(OcfError::generic(format!("{name} has crashed and is kept by Xen (on_crash=\"preserve\"); stop destroys it"))),
                 Some(reason) => Err(OcfError::generic(format!("{name} is {} ({}) but xl still lists it; stop clears it", reason.describe(), own.flags))),
                 None if own.paused() => Ok(Health::Degraded(format!("{name} is paused (xl pause); it serves nothing until xl unpause"))),
-                None => {
-                    common::run_monitor_scripts(&*self.runner, &settings.monitor_scripts, ctx.deadline)?;
-                    Ok(Health::Running)
-                }
+                None => match common::run_monitor_scripts(&*self.runner, &settings.monitor_scripts, ctx.deadline)? {
+                    Some(why) => Ok(Health::Degraded(why)),
+                    None => Ok(Health::Running),
+                },
             },
             (None, Some(_), _) => Ok(Health::Degraded(format!("{name} is arriving by migration"))),
             // Not running, but not absent: its memory is here, and the
