@@ -95,7 +95,7 @@ impl VirtualDomain {
         let settings = Settings::from_params(ctx.params)?;
         refuse_clone(ctx)?;
         let target = migration_peer(ctx, "migrate_target", "migrate_to")?;
-        let config = ConfigFile::load(&settings.config);
+        let config = ConfigFile::load(&settings.config, ctx.deadline);
         let libvirt = self.libvirt(&settings);
         let name = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::Here { name, status } if status.state.is_active() && status.state != DomainState::Crashed => name,
@@ -402,7 +402,7 @@ impl VirtualDomain {
         // Pacemaker always names the source; without it this is not half of a
         // migration, and waiting for a guest that nobody sends would only hang.
         let source = migration_peer(ctx, "migrate_source", "migrate_from")?;
-        let (_, info) = ConfigFile::load(&settings.config).require()?;
+        let (_, info) = ConfigFile::load(&settings.config, ctx.deadline).require()?;
         let name = info.name.as_str();
         let libvirt = self.libvirt(&settings);
         if let Some(image) = settings.migration.image(name) {

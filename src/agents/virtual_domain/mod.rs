@@ -75,8 +75,12 @@ enum ConfigFile {
 }
 
 impl ConfigFile {
-    fn load(path: &Path) -> ConfigFile {
-        let xml = match std::fs::read_to_string(path) {
+    /// Reads the config within a third of what is left of `deadline`: a
+    /// file on storage that does not answer (a hung hard NFS mount) or is
+    /// not a file at all (a FIFO) is unreadable in time, and monitor and
+    /// stop still have the time to look for the guest by its owner mark.
+    fn load(path: &Path, deadline: Deadline) -> ConfigFile {
+        let xml = match crate::fsread::read_to_string(path, deadline.within(deadline.remaining() / 3)) {
             Ok(x) => x,
             Err(e) => return ConfigFile::Unusable(format!("config file {} is not readable: {e}", path.display())),
         };
@@ -325,7 +329,7 @@ impl VirtualDomain {
         };
         // libvirt's words for an agent whose channel the guest has not opened.
         if e.to_string().contains("not connected") && libvirt.is_local() {
-            if let procscan::Scan::Found(pid) = procscan::find_qemu_guest(&self.proc_root, name) {
+            if let procscan::Scan::Found(pid) = procscan::find_qemu_guest(&self.proc_root, name, deadline) {
                 if let Some(age) = procscan::age(&self.proc_root, pid).filter(|age| *age < settings.guest_agent_boot_grace) {
                     log::info(&format!(
                         "{name}'s guest agent has not connected yet; the guest started {:.0?} ago, within guest_agent_boot_grace",
@@ -376,7 +380,7 @@ impl Agent for VirtualDomain {
             Ok(Some(warning)) if ctx.env.check_level >= 10 => log::warn(&warning),
             Ok(_) => {}
         }
-        let (_, info) = ConfigFile::load(&settings.config).require()?;
+        let (_, info) = ConfigFile::load(&settings.config, ctx.deadline).require()?;
         // The hypervisor answers: a depth-10 validate that passes on a node
         // whose libvirtd is down would promise a start that cannot happen.
         self.libvirt(&settings)
@@ -409,7 +413,7 @@ impl Agent for VirtualDomain {
         let settings = Settings::from_params(ctx.params)?;
         refuse_clone(ctx)?;
         if settings.utilization.iter().any(|(_, policy)| !matches!(policy, common::UtilizationPolicy::Keep)) {
-            if let Ok((_, info)) = ConfigFile::load(&settings.config).require() {
+            if let Ok((_, info)) = ConfigFile::load(&settings.config, ctx.deadline).require() {
                 self.update_utilization(ctx, &settings, &info);
             }
         }
@@ -421,7 +425,7 @@ impl Agent for VirtualDomain {
         let settings = Settings::from_params(ctx.params)?;
         refuse_clone(ctx)?;
         self.check_node(&settings)?;
-        let (xml, info) = ConfigFile::load(&settings.config).require()?;
+        let (xml, info) = ConfigFile::load(&settings.config, ctx.deadline).require()?;
         let libvirt = self.libvirt(&settings);
         let name = info.name.as_str();
         match libvirt.state(name, ctx.deadline) {
@@ -470,7 +474,7 @@ impl Agent for VirtualDomain {
 
     fn stop(&self, ctx: &Context) -> Result<(), OcfError> {
         let settings = Settings::from_params(ctx.params)?;
-        let config = ConfigFile::load(&settings.config);
+        let config = ConfigFile::load(&settings.config, ctx.deadline);
         let libvirt = self.libvirt(&settings);
         let (name, status) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::NotHere => {
@@ -520,7 +524,7 @@ impl Agent for VirtualDomain {
 
     fn monitor(&self, ctx: &Context) -> Result<Health, OcfError> {
         let settings = Settings::from_params(ctx.params)?;
-        let config = ConfigFile::load(&settings.config);
+        let config = ConfigFile::load(&settings.config, ctx.deadline);
         let libvirt = self.libvirt(&settings);
         let (health, here) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::NotHere => return Ok(Health::NotRunning),

@@ -89,7 +89,7 @@ impl Settings {
         if let Some(n) = &self.name {
             return Ok(n.clone());
         }
-        let text = std::fs::read_to_string(&self.xmfile).map_err(|e| {
+        let text = crate::fsread::read_to_string(&self.xmfile, crate::ocf::Deadline::after(std::time::Duration::from_secs(5))).map_err(|e| {
             OcfError::installed(format!("xmfile {} is not readable ({e}) and no name parameter says which domain to look for", self.xmfile.display()))
         })?;
         match config_name(&text) {
