@@ -161,25 +161,20 @@ impl VirtualDomain {
 
     /// Restores the guest from a saved memory image, if one waits for it: a
     /// save migration that never reached migrate_from, or stop's `snapshot`.
-    /// A failed image is moved aside, never deleted and never restored twice
-    /// over newer disks.
-    fn restore_saved(&self, settings: &Settings, libvirt: &Libvirt, name: &str, deadline: Deadline) -> bool {
+    /// True: restored. The image is taken out of every start's reach first
+    /// (`lifecycle::take_image`), and one that cannot be taken fails the
+    /// start, nothing restored: booting instead would leave it for a later
+    /// start to restore over newer disks. A failed restore is kept aside
+    /// as `.failed`, never restored twice, and the guest boots instead.
+    fn restore_saved(&self, settings: &Settings, libvirt: &Libvirt, name: &str, deadline: Deadline) -> Result<bool, OcfError> {
         let waiting = [settings.migration_image(name), settings.state_file(name)];
-        let Some(file) = waiting.into_iter().flatten().find(|f| f.exists()) else { return false };
-        match libvirt.restore(&file, deadline) {
-            Ok(()) => {
-                if let Err(e) = std::fs::remove_file(&file) {
-                    log::warn(&format!("restored from {} but cannot remove it: {e}", file.display()));
-                }
-                log::info(&format!("restored {name} from {}", file.display()));
-                true
-            }
+        let Some(file) = waiting.into_iter().flatten().find(|f| f.exists()) else { return Ok(false) };
+        let taken = lifecycle::take_image(&file)?;
+        match lifecycle::restore_taken(libvirt, name, &file, &taken, deadline) {
+            Ok(()) => Ok(true),
             Err(e) => {
-                let mut aside = file.clone().into_os_string();
-                aside.push(".failed");
-                let _ = std::fs::rename(&file, &aside);
-                log::warn(&format!("cannot restore {name} from {} ({e}); kept as {}, booting instead", file.display(), aside.to_string_lossy()));
-                false
+                log::warn(&format!("{}; booting instead", e.reason));
+                Ok(false)
             }
         }
     }
@@ -461,7 +456,7 @@ impl Agent for VirtualDomain {
                 libvirt.ensure_network(net, ctx.deadline).map_err(|e| backend_error(&format!("cannot start network {net}"), e))?;
             }
         }
-        if !self.restore_saved(&settings, &libvirt, name, ctx.deadline) {
+        if !self.restore_saved(&settings, &libvirt, name, ctx.deadline)? {
             self.prepare_disk(&settings, ctx.deadline)?;
             let marked = domxml::with_mark(&xml, &Self::mark(ctx)).map_err(|e| OcfError::installed(format!("cannot mark {name}: {e}")))?;
             libvirt.create(&marked, ctx.deadline).map_err(|e| backend_error(&format!("cannot start {name}"), e))?;
