@@ -6,7 +6,9 @@
 mod support;
 
 mod bad_input;
+mod bounds;
 mod cli;
 mod health;
 mod lifecycle;
 mod metadata;
+mod stall_fs;
