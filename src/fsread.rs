@@ -82,6 +82,9 @@ fn blocking(file: &File) -> io::Result<()> {
 /// Past it, the thread is left to finish (or block) alone.
 fn within<T: Send + 'static>(deadline: Deadline, work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
     let started = Instant::now();
+    if deadline.expired() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "no time left to read"));
+    }
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new().name("fsread".into()).spawn(move || {
         let _ = tx.send(work());

@@ -93,6 +93,7 @@ pub fn find_qemu_guest(proc_root: &Path, name: &str, deadline: Deadline) -> Scan
             return Scan::Found(pid);
         }
     }
+    unread.sort_unstable();
     match unread.as_slice() {
         [] => Scan::Absent,
         pids => Scan::Undecided(format!("the command line of process {} could not be read in time", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))),
@@ -279,6 +280,9 @@ mod tests {
         assert_eq!(find_qemu_guest(&root, "vm1", soon()), Scan::Found(42));
         assert_eq!(find_qemu_guest(&root, "vm2", soon()), Scan::Absent);
         assert!(matches!(find_qemu_guest(&root.join("missing"), "vm1", soon()), Scan::Undecided(_)));
+        // Command lines that could not be read in time may be the guest's.
+        let late = find_qemu_guest(&root, "vm2", Deadline::after(Duration::ZERO));
+        assert_eq!(late, Scan::Undecided("the command line of process 10, 42 could not be read in time".into()));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
