@@ -10,6 +10,7 @@ mod agents;
 mod backend;
 mod cli;
 mod deadline;
+mod fsread;
 #[cfg(test)]
 mod fuzz;
 mod ocf;

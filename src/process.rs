@@ -147,7 +147,14 @@ pub struct SystemRunner;
 const PIPE_GRACE: Duration = Duration::from_millis(200);
 /// How long to wait for the kernel to end a SIGKILLed child. A process in
 /// uninterruptible sleep can take longer; ferry then answers without it.
-const REAP_GRACE: Duration = Duration::from_millis(250);
+const REAP_GRACE: Duration = Duration::from_millis(100);
+/// How long ending the strays may take in all, every round included. At
+/// exit it runs inside the margin ferry keeps from the operation's timeout
+/// (`deadline::exit_margin`, 0.5 s at least), after a child killed at the
+/// deadline has had its `REAP_GRACE` and its pipes their last 20 ms: 100 +
+/// 20 + 200 ms leave the log and the exit some 180 ms. A stray still alive
+/// then has been SIGKILLed and dies with the process group anyway.
+const STRAYS_BUDGET: Duration = Duration::from_millis(200);
 /// The longest a wait blocks without looking at the deadline again, so a
 /// SIGTERM (which shortens every deadline) is noticed at once.
 const TICK: Duration = Duration::from_millis(100);
@@ -205,31 +212,73 @@ pub fn adopt_orphans() {
 /// Ends every stray: a child of ferry that no job waits on and that no
 /// command left on purpose. They are ferry's children, not yet reaped, so
 /// their PIDs are still theirs. Ending one can orphan its own children onto
-/// ferry, hence the rounds.
+/// ferry, hence the rounds; all of them together take `STRAYS_BUDGET` at most.
 pub fn end_strays() {
     // Only a subreaper has strays to end; any other process (a unit test
     // binary) would take its neighbours' children for strays.
     if !matches!(prctl::get_child_subreaper(), Ok(true)) {
         return;
     }
+    sweep(&System);
+}
+
+/// What `sweep` does to ferry's children, so a unit test can stand in for
+/// the kernel (a stray that will not die, a PID reused mid-sweep).
+trait Children {
+    /// ferry's children, living or not yet reaped.
+    fn list(&self) -> Vec<i32>;
+    fn kill(&self, pid: i32);
+    /// Reaps `pid` if it has ended; true when it is gone (reaped now, or
+    /// not a child of ferry any more).
+    fn reap(&self, pid: i32) -> bool;
+}
+
+struct System;
+
+impl Children for System {
+    fn list(&self) -> Vec<i32> {
+        own_children()
+    }
+    fn kill(&self, pid: i32) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    fn reap(&self, pid: i32) -> bool {
+        matches!(waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_))
+    }
+}
+
+/// Kills the strays and reaps them, round after round, within the budget.
+/// Both happen under the JOBS lock, as every reap of ferry's does: a PID
+/// that was reaped elsewhere and reused by a new job since the kill would
+/// be in JOBS, and is then neither signalled nor reaped (which would steal
+/// that job's exit status).
+fn sweep(children: &impl Children) {
+    let until = Instant::now() + STRAYS_BUDGET;
     for _ in 0..8 {
-        let strays: Vec<Pid> = {
+        let mut strays: Vec<i32> = {
             let jobs = lock(&JOBS);
             let daemons = lock(&DAEMONS);
-            let strays: Vec<Pid> = own_children().into_iter().filter(|pid| !jobs.contains(pid) && !daemons.contains(pid)).map(Pid::from_raw).collect();
+            let strays: Vec<i32> = children.list().into_iter().filter(|pid| !jobs.contains(pid) && !daemons.contains(pid)).collect();
             for &pid in &strays {
-                let _ = kill(pid, Signal::SIGKILL);
+                children.kill(pid);
             }
             strays
         };
         if strays.is_empty() {
             return;
         }
-        let until = Instant::now() + REAP_GRACE;
-        for pid in strays {
-            while !matches!(waitpid(pid, Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_)) && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(5));
+        loop {
+            {
+                let jobs = lock(&JOBS);
+                strays.retain(|pid| !jobs.contains(pid) && !children.reap(*pid));
             }
+            if strays.is_empty() || Instant::now() >= until {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !strays.is_empty() {
+            return;
         }
     }
 }
@@ -269,9 +318,27 @@ struct Held {
 
 impl Held {
     fn kill(&self) {
-        if !*lock(&self.reaped) {
-            let _ = kill(self.pid, Signal::SIGKILL);
+        self.signal_with(|pid| {
+            let _ = kill(pid, Signal::SIGKILL);
+        });
+    }
+
+    /// Calls `send` with the PID unless the child is reaped. The lock is
+    /// held across the call, so the waiter cannot reap the child (and free
+    /// its PID for reuse) between the check and the signal.
+    fn signal_with(&self, send: impl FnOnce(Pid)) {
+        let reaped = lock(&self.reaped);
+        if !*reaped {
+            send(self.pid);
         }
+    }
+
+    /// Reaps the child with `reap` under the same lock.
+    fn reap<T>(&self, reap: impl FnOnce() -> T) -> T {
+        let mut reaped = lock(&self.reaped);
+        let result = reap();
+        *reaped = true;
+        result
     }
 }
 
@@ -403,11 +470,17 @@ impl Runner for SystemRunner {
             } else {
                 end_strays();
             }
-            let mut reaped = lock(&waiter_held.reaped);
-            let result = child.wait();
-            *reaped = true;
-            drop(reaped);
-            lock(&JOBS).retain(|&p| p != pid.as_raw());
+            // Reaped and struck from JOBS at once, under the JOBS lock: in
+            // between, a new job could get the freed PID, and the strike
+            // would take it off the list too, making it a stray to end.
+            let result = {
+                let mut jobs = lock(&JOBS);
+                let result = waiter_held.reap(|| child.wait());
+                if let Some(i) = jobs.iter().position(|&p| p == pid.as_raw()) {
+                    jobs.swap_remove(i);
+                }
+                result
+            };
             let _ = tx.send(result);
         });
         Ok(Box::new(SystemJob { program, started: Instant::now(), deadline, child: held, status, out, err, ended: false }))
@@ -575,6 +648,87 @@ mod tests {
         };
         assert!(matches!(ended, Err(RunError::TimedOut { .. })), "{ended:?}");
         assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_child_is_never_reaped_between_the_check_and_the_signal() {
+        let held = Arc::new(Held { pid: Pid::from_raw(-1), reaped: Mutex::new(false) });
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (h, o) = (Arc::clone(&held), Arc::clone(&order));
+        let killer = std::thread::spawn(move || {
+            h.signal_with(|_| {
+                lock(&o).push("signal begins");
+                std::thread::sleep(Duration::from_millis(200));
+                lock(&o).push("signal ends");
+            })
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        // The waiter comes to reap while the signal is on its way.
+        held.reap(|| lock(&order).push("reaped"));
+        killer.join().unwrap();
+        assert_eq!(*lock(&order), ["signal begins", "signal ends", "reaped"], "a reaped PID can be reused before the signal lands");
+        held.signal_with(|_| panic!("signalled after the reap"));
+    }
+
+    /// Children that never die; `fresh` makes each listing name new ones,
+    /// as strays whose death orphans theirs onto ferry.
+    struct Undying {
+        fresh: bool,
+        listed: std::sync::atomic::AtomicI32,
+        /// Set by the test, under the JOBS lock, once the stray's PID is a job's.
+        reused: std::sync::atomic::AtomicBool,
+        reaped_a_job: std::sync::atomic::AtomicBool,
+    }
+
+    impl Children for Undying {
+        fn list(&self) -> Vec<i32> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let n = if self.fresh { self.listed.fetch_add(1, SeqCst) } else { 0 };
+            vec![-4242 - n]
+        }
+        fn kill(&self, _: i32) {}
+        fn reap(&self, _: i32) -> bool {
+            if self.reused.load(std::sync::atomic::Ordering::SeqCst) {
+                self.reaped_a_job.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            false
+        }
+    }
+
+    fn undying(fresh: bool) -> Arc<Undying> {
+        Arc::new(Undying { fresh, listed: Default::default(), reused: Default::default(), reaped_a_job: Default::default() })
+    }
+
+    #[test]
+    fn a_stray_s_pid_taken_by_a_new_job_mid_sweep_is_not_reaped() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let children = undying(false);
+        let sweeper = {
+            let c = Arc::clone(&children);
+            std::thread::spawn(move || sweep(&*c))
+        };
+        std::thread::sleep(Duration::from_millis(40));
+        {
+            // The stray was reaped elsewhere and its PID went to a new job.
+            let mut jobs = lock(&JOBS);
+            jobs.push(-4242);
+            children.reused.store(true, SeqCst);
+        }
+        sweeper.join().unwrap();
+        lock(&JOBS).retain(|&p| p != -4242);
+        assert!(!children.reaped_a_job.load(SeqCst), "the sweep reaped a PID that is a job's now, stealing its exit status");
+    }
+
+    #[test]
+    fn strays_that_will_not_die_hold_the_exit_no_longer_than_its_margin_allows() {
+        // What comes after the deadline: a timed-out child's grace and its
+        // pipes' 20 ms, the sweep, and some 150 ms to log and exit.
+        let smallest_margin = crate::deadline::exit_margin(Duration::ZERO);
+        assert!(REAP_GRACE + Duration::from_millis(20) + STRAYS_BUDGET + Duration::from_millis(150) <= smallest_margin);
+        let started = Instant::now();
+        sweep(&*undying(true));
+        let took = started.elapsed();
+        assert!(took <= STRAYS_BUDGET + Duration::from_millis(60), "ending the strays took {took:?}, with {smallest_margin:?} kept for the whole exit");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! what is truly its own: parameters, and the hypervisor-specific steps
 //! around these (libvirt's owner mark and ladder, Xen's memory balancing).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::backend::{BackendError, GuestState, Hypervisor};
@@ -194,14 +194,65 @@ pub fn save_for_migration(hv: &dyn Hypervisor, name: &str, image: &Path, deadlin
     Ok(())
 }
 
-/// Restores the guest from `image` and deletes it: left behind, a later
-/// start would restore stale memory over newer disks.
-pub fn restore_image(hv: &dyn Hypervisor, name: &str, image: &Path, deadline: Deadline) -> Result<(), OcfError> {
+/// `image` with `suffix` added to its file name: `vm.migrating.restoring`.
+fn beside(image: &Path, suffix: &str) -> PathBuf {
+    let mut name = image.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Takes a saved image out of every start's reach before it is restored:
+/// renamed to `<image>.restoring`, a name no start restores, and the rename
+/// flushed to the directory. Restoring first and deleting after left the
+/// image for the next start whenever the delete failed (a read-only or
+/// stale mount, an immutable file), and that start, after any stop, crash
+/// or fencing, restored stale memory over newer disks. The rename is
+/// atomic, so of two takers one wins. An image that cannot be taken is not
+/// restored: the error says why, and the image stays where it was.
+pub fn take_image(image: &Path) -> Result<PathBuf, OcfError> {
+    let taken = beside(image, ".restoring");
+    let refused = |e: std::io::Error| OcfError::generic(format!("cannot set {} aside before restoring it, so it was not restored: {e}", image.display()));
+    std::fs::rename(image, &taken).map_err(refused)?;
+    if let Some(dir) = image.parent() {
+        // A rename not yet on disk can come back after a crash, and the
+        // image with it. EINVAL: this file system cannot sync a directory.
+        match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+            Err(e) if e.raw_os_error() != Some(libc::EINVAL) => {
+                return Err(OcfError::generic(format!("cannot flush the renaming of {} to {}, so it was not restored: {e}", image.display(), taken.display())));
+            }
+            _ => {}
+        }
+    }
+    Ok(taken)
+}
+
+/// Restores the guest from `taken`, an image `take_image` took from
+/// `image`, and deletes it. A failure to delete is a warning: no start
+/// restores that name. A failed restore is kept as `<image>.failed` for the
+/// operator, never put back: whether the hypervisor had begun (a restore
+/// that timed out may still finish) cannot be told, and restoring it again
+/// later could run stale memory over newer disks.
+pub fn restore_taken(hv: &dyn Hypervisor, name: &str, image: &Path, taken: &Path, deadline: Deadline) -> Result<(), OcfError> {
     let started = Instant::now();
-    hv.restore(image, deadline).map_err(|e| backend_error(&format!("cannot restore {name} from {} (kept for a later start)", image.display()), e))?;
-    std::fs::remove_file(image).map_err(|e| OcfError::generic(format!("restored {name}, but cannot remove {}: {e}", image.display())))?;
+    if let Err(e) = hv.restore(taken, deadline) {
+        let failed = beside(image, ".failed");
+        let kept = match std::fs::rename(taken, &failed) {
+            Ok(()) => failed,
+            Err(_) => taken.to_path_buf(),
+        };
+        return Err(backend_error(&format!("cannot restore {name} from {} (kept as {})", image.display(), kept.display()), e));
+    }
+    if let Err(e) = std::fs::remove_file(taken) {
+        log::warn(&format!("restored {name}, but cannot remove {}: {e}; no start restores it under that name", taken.display()));
+    }
     log::info(&format!("restored {name} from {} in {:.2?}", image.display(), started.elapsed()));
     Ok(())
+}
+
+/// Restores the guest from `image`, taken first (see `take_image`).
+pub fn restore_image(hv: &dyn Hypervisor, name: &str, image: &Path, deadline: Deadline) -> Result<(), OcfError> {
+    let taken = take_image(image)?;
+    restore_taken(hv, name, image, &taken, deadline)
 }
 
 /// Save migration, second half: restore what the source saved. A retried
@@ -213,6 +264,10 @@ pub fn restore_migrated(hv: &dyn Hypervisor, name: &str, image: &Path, source: &
     if let Ok(Some(GuestState::Running)) = hv.guest_state(name, deadline) {
         log::info(&format!("{name} already runs here"));
         return Ok(());
+    }
+    let failed = beside(image, ".failed");
+    if failed.exists() {
+        return Err(OcfError::generic(format!("{name} does not run here, and {} is what a failed restore left", failed.display())));
     }
     Err(OcfError::generic(format!("no saved image of {name} at {}: {source} did not save it", image.display())))
 }
@@ -231,6 +286,9 @@ mod tests {
         shutdown: Option<BackendError>,
         destroy: Option<BackendError>,
         save: Option<BackendError>,
+        restore: Option<BackendError>,
+        /// Runs inside restore, with the path it was given.
+        on_restore: Option<fn(&Path)>,
         orders: RefCell<Vec<String>>,
     }
 
@@ -269,7 +327,10 @@ mod tests {
             self.order(format!("save {name}"), &self.save)
         }
         fn restore(&self, image: &Path, _: Deadline) -> Result<(), BackendError> {
-            self.order(format!("restore {}", image.display()), &None)
+            if let Some(f) = self.on_restore {
+                f(image);
+            }
+            self.order(format!("restore {}", image.display()), &self.restore)
         }
     }
 
@@ -345,6 +406,82 @@ mod tests {
         let e = save_for_migration(&failing, "vm", &image, soon()).unwrap_err();
         assert!(e.reason.contains("disk full") && e.reason.contains("Running here"), "{}", e.reason);
         assert!(!dir.join("vm.migrating.part").exists(), "no partial image is left");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ferry-restore-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_image_is_out_of_every_start_s_reach_before_it_is_restored() {
+        let dir = scratch("order");
+        let image = dir.join("vm.state");
+        std::fs::write(&image, b"memory").unwrap();
+        // What a second start would find while this restore runs.
+        let hv = Recording {
+            on_restore: Some(|taken| {
+                let image = taken.with_extension("state");
+                assert!(!image.exists(), "restoring {} while {} still waits for a start", taken.display(), image.display());
+                assert!(taken.exists() && taken.to_string_lossy().ends_with("vm.state.restoring"), "{}", taken.display());
+            }),
+            ..Recording::answering(vec![RUNNING])
+        };
+        restore_image(&hv, "vm", &image, soon()).unwrap();
+        assert_eq!(hv.orders(), [format!("restore {}.restoring", image.display())]);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing is left once restored");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_set_aside_is_not_restored() {
+        let dir = scratch("stuck");
+        let image = dir.join("vm.migrating");
+        std::fs::write(&image, b"memory").unwrap();
+        // The rename fails as on a read-only mount: the new name is a
+        // directory that is not empty.
+        std::fs::create_dir_all(dir.join("vm.migrating.restoring/x")).unwrap();
+        let hv = Recording::answering(vec![Ok(None)]);
+        let e = restore_migrated(&hv, "vm", &image, "nodea", soon()).unwrap_err();
+        assert!(e.reason.starts_with(&format!("cannot set {} aside before restoring it, so it was not restored: ", image.display())), "{}", e.reason);
+        assert!(hv.orders().is_empty(), "nothing restored: {:?}", hv.orders());
+        assert!(image.exists(), "the image stays for a start that can take it");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_restored_image_that_cannot_be_deleted_is_only_a_warning() {
+        let dir = scratch("undeletable");
+        let image = dir.join("vm.migrating");
+        std::fs::write(&image, b"memory").unwrap();
+        let hv = Recording {
+            // The restored image turns into something remove_file refuses.
+            on_restore: Some(|taken| {
+                std::fs::remove_file(taken).unwrap();
+                std::fs::create_dir_all(taken.join("x")).unwrap();
+            }),
+            ..Recording::answering(vec![RUNNING])
+        };
+        assert_eq!(restore_migrated(&hv, "vm", &image, "nodea", soon()), Ok(()), "the guest runs: migrate_from succeeded");
+        assert!(!image.exists(), "no start can restore it again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_restore_is_kept_aside_and_never_restored_again() {
+        let dir = scratch("failed");
+        let image = dir.join("vm.migrating");
+        std::fs::write(&image, b"memory").unwrap();
+        let hv = Recording { restore: Some(BackendError::TimedOut("virsh restore".into())), ..Recording::answering(vec![Ok(None)]) };
+        let e = restore_migrated(&hv, "vm", &image, "nodea", soon()).unwrap_err();
+        assert!(e.reason.contains(&format!("kept as {}.failed", image.display())), "{}", e.reason);
+        assert!(!image.exists() && dir.join("vm.migrating.failed").exists());
+        let again = restore_migrated(&hv, "vm", &image, "nodea", soon()).unwrap_err();
+        assert!(again.reason.contains("what a failed restore left"), "{}", again.reason);
+        assert_eq!(hv.orders().len(), 1, "restored once: {:?}", hv.orders());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -15,6 +15,21 @@
 //! kernel drops the lock when the process ends, however it ends, so a killed
 //! agent frees its slot at once and nothing outlives the node's runtime
 //! (DIR is under /run). The file says who holds it, for operators.
+//!
+//! The slot guards ferry's migrate_to, not libvirt's job. A migrate_to
+//! that ends normally has aborted or finished the job first; one killed
+//! before it could (Pacemaker's SIGKILL at its timeout, a crash) frees the
+//! slot while libvirtd's peer-to-peer job runs on, and one more migration
+//! than the cap may share the link until the job ends or Pacemaker's
+//! recovery (stop on the source) ends it. That is left so: the cap is about
+//! bandwidth, not safety (the guest still runs on one node), and nothing
+//! that could hold the lock for the job is clean. Giving the descriptor to
+//! a child (virsh) does not help, as Pacemaker kills ferry's whole process
+//! group; a holder outside it would outlive the action; libvirtd cannot
+//! take a descriptor, and QEMU can only through monitor commands that
+//! taint the domain and keep it for as long as a failed migration's guest
+//! runs. A slot checked against libvirt's job list would need a libvirt
+//! call per slot per retry and a rule for libvirtd not answering.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

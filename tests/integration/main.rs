@@ -6,9 +6,11 @@
 mod support;
 
 mod bad_input;
+mod bounds;
 mod cli;
 mod health;
 mod lifecycle;
 mod metadata;
 mod second_copy;
+mod stall_fs;
 mod typos;

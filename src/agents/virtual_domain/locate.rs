@@ -17,12 +17,20 @@
 //! config's `<name>` may have been edited while the old guest runs on.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::backend::libvirt::domxml::{self, OwnerMark};
 use crate::backend::libvirt::procscan::{self, Scan};
 use crate::backend::libvirt::{Libvirt, MarkSeen, Status};
 use crate::backend::BackendError;
+use crate::fsread;
 use crate::ocf::{log, Deadline};
+
+/// How long this node's own files (libvirt's status files, /proc) may take
+/// to read once libvirt has failed. libvirt had half of the action's time;
+/// these reads take milliseconds, and one stuck this long is stuck (a
+/// process whose memory map is held by a hung mount): "unknown".
+const LOCAL_READ: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Whereabouts {
@@ -111,8 +119,12 @@ impl Finder<'_> {
     }
 
     /// The name of the running domain whose status file carries our mark.
-    /// `Ok(None)`: no running domain here carries it.
+    /// `Ok(None)`: no running domain here carries it. Each file is read
+    /// within `LOCAL_READ` of the call, not within libvirt's half of the
+    /// time, which a hung daemon has spent: a file that is not read by then
+    /// (or is not a file) leaves the answer unknown.
     fn name_from_status_files(&self) -> Result<Option<String>, String> {
+        let deadline = Deadline::after(LOCAL_READ);
         let entries = match std::fs::read_dir(self.status_dir) {
             Ok(e) => e,
             // No status directory: this node's libvirt runs no QEMU domains.
@@ -124,7 +136,7 @@ impl Finder<'_> {
             if path.extension().and_then(|e| e.to_str()) != Some("xml") {
                 continue;
             }
-            let text = match std::fs::read_to_string(&path) {
+            let text = match fsread::read_to_string(&path, deadline) {
                 Ok(t) => t,
                 // The domain ended between the listing and the read.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -149,7 +161,7 @@ impl Finder<'_> {
             // down: no guest of this resource was running here.
             return Whereabouts::NotHere;
         };
-        match procscan::find_qemu_guest(self.proc_root, name) {
+        match procscan::find_qemu_guest(self.proc_root, name, Deadline::after(LOCAL_READ)) {
             Scan::Found(pid) => Whereabouts::ProcessOnly { name: name.to_string(), pid, why: error.to_string() },
             Scan::Absent => Whereabouts::NotHere,
             Scan::Undecided(why) => Whereabouts::Unknown(format!("{error}; {why}")),

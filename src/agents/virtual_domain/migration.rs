@@ -109,7 +109,7 @@ impl VirtualDomain {
         let settings = ctx.params.settings(Settings::from_params)?;
         refuse_clone(ctx)?;
         let target = migration_peer(ctx, "migrate_target", "migrate_to")?;
-        let config = ConfigFile::load(&settings.config);
+        let config = ConfigFile::load(&settings.config, ctx.deadline);
         let libvirt = self.libvirt(&settings);
         let name = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::Here { name, status } if status.state.is_active() && status.state != DomainState::Crashed => name,
@@ -552,7 +552,7 @@ impl VirtualDomain {
         // Pacemaker always names the source; without it this is not half of a
         // migration, and waiting for a guest that nobody sends would only hang.
         let source = migration_peer(ctx, "migrate_source", "migrate_from")?;
-        let config = ConfigFile::load(&settings.config);
+        let config = ConfigFile::load(&settings.config, ctx.deadline);
         let libvirt = self.libvirt(&settings);
         if settings.migration.mode == MigrationMode::Save {
             // The image on shared storage is named after the guest, and only

@@ -75,8 +75,12 @@ enum ConfigFile {
 }
 
 impl ConfigFile {
-    fn load(path: &Path) -> ConfigFile {
-        let xml = match std::fs::read_to_string(path) {
+    /// Reads the config within a third of what is left of `deadline`: a
+    /// file on storage that does not answer (a hung hard NFS mount) or is
+    /// not a file at all (a FIFO) is unreadable in time, and monitor and
+    /// stop still have the time to look for the guest by its owner mark.
+    fn load(path: &Path, deadline: Deadline) -> ConfigFile {
+        let xml = match crate::fsread::read_to_string(path, deadline.within(deadline.remaining() / 3)) {
             Ok(x) => x,
             Err(e) => return ConfigFile::Unusable(format!("config file {} is not readable: {e}", path.display())),
         };
@@ -157,25 +161,20 @@ impl VirtualDomain {
 
     /// Restores the guest from a saved memory image, if one waits for it: a
     /// save migration that never reached migrate_from, or stop's `snapshot`.
-    /// A failed image is moved aside, never deleted and never restored twice
-    /// over newer disks.
-    fn restore_saved(&self, settings: &Settings, libvirt: &Libvirt, name: &str, deadline: Deadline) -> bool {
+    /// True: restored. The image is taken out of every start's reach first
+    /// (`lifecycle::take_image`), and one that cannot be taken fails the
+    /// start, nothing restored: booting instead would leave it for a later
+    /// start to restore over newer disks. A failed restore is kept aside
+    /// as `.failed`, never restored twice, and the guest boots instead.
+    fn restore_saved(&self, settings: &Settings, libvirt: &Libvirt, name: &str, deadline: Deadline) -> Result<bool, OcfError> {
         let waiting = [settings.migration_image(name), settings.state_file(name)];
-        let Some(file) = waiting.into_iter().flatten().find(|f| f.exists()) else { return false };
-        match libvirt.restore(&file, deadline) {
-            Ok(()) => {
-                if let Err(e) = std::fs::remove_file(&file) {
-                    log::warn(&format!("restored from {} but cannot remove it: {e}", file.display()));
-                }
-                log::info(&format!("restored {name} from {}", file.display()));
-                true
-            }
+        let Some(file) = waiting.into_iter().flatten().find(|f| f.exists()) else { return Ok(false) };
+        let taken = lifecycle::take_image(&file)?;
+        match lifecycle::restore_taken(libvirt, name, &file, &taken, deadline) {
+            Ok(()) => Ok(true),
             Err(e) => {
-                let mut aside = file.clone().into_os_string();
-                aside.push(".failed");
-                let _ = std::fs::rename(&file, &aside);
-                log::warn(&format!("cannot restore {name} from {} ({e}); kept as {}, booting instead", file.display(), aside.to_string_lossy()));
-                false
+                log::warn(&format!("{}; booting instead", e.reason));
+                Ok(false)
             }
         }
     }
@@ -325,7 +324,7 @@ impl VirtualDomain {
         };
         // libvirt's words for an agent whose channel the guest has not opened.
         if e.to_string().contains("not connected") && libvirt.is_local() {
-            if let procscan::Scan::Found(pid) = procscan::find_qemu_guest(&self.proc_root, name) {
+            if let procscan::Scan::Found(pid) = procscan::find_qemu_guest(&self.proc_root, name, deadline) {
                 if let Some(age) = procscan::age(&self.proc_root, pid).filter(|age| *age < settings.guest_agent_boot_grace) {
                     log::info(&format!(
                         "{name}'s guest agent has not connected yet; the guest started {:.0?} ago, within guest_agent_boot_grace",
@@ -388,7 +387,7 @@ impl Agent for VirtualDomain {
             Ok(Some(warning)) if ctx.env.check_level >= 10 => log::warn(&warning),
             Ok(_) => {}
         }
-        let (_, info) = ConfigFile::load(&settings.config).require()?;
+        let (_, info) = ConfigFile::load(&settings.config, ctx.deadline).require()?;
         // The hypervisor answers: a depth-10 validate that passes on a node
         // whose libvirtd is down would promise a start that cannot happen.
         self.libvirt(&settings)
@@ -421,7 +420,7 @@ impl Agent for VirtualDomain {
         let settings = ctx.params.settings(Settings::from_params)?;
         refuse_clone(ctx)?;
         if settings.utilization.iter().any(|(_, policy)| !matches!(policy, common::UtilizationPolicy::Keep)) {
-            if let Ok((_, info)) = ConfigFile::load(&settings.config).require() {
+            if let Ok((_, info)) = ConfigFile::load(&settings.config, ctx.deadline).require() {
                 self.update_utilization(ctx, &settings, &info);
             }
         }
@@ -433,7 +432,7 @@ impl Agent for VirtualDomain {
         let settings = ctx.params.settings(Settings::from_params)?;
         refuse_clone(ctx)?;
         self.check_node(&settings)?;
-        let (xml, info) = ConfigFile::load(&settings.config).require()?;
+        let (xml, info) = ConfigFile::load(&settings.config, ctx.deadline).require()?;
         let libvirt = self.libvirt(&settings);
         let name = info.name.as_str();
         match libvirt.state(name, ctx.deadline) {
@@ -469,7 +468,7 @@ impl Agent for VirtualDomain {
                 libvirt.ensure_network(net, ctx.deadline).map_err(|e| backend_error(&format!("cannot start network {net}"), e))?;
             }
         }
-        if !self.restore_saved(&settings, &libvirt, name, ctx.deadline) {
+        if !self.restore_saved(&settings, &libvirt, name, ctx.deadline)? {
             self.prepare_disk(&settings, ctx.deadline)?;
             let marked = domxml::with_mark(&xml, &Self::mark(ctx)).map_err(|e| OcfError::installed(format!("cannot mark {name}: {e}")))?;
             libvirt.create(&marked, ctx.deadline).map_err(|e| backend_error(&format!("cannot start {name}"), e))?;
@@ -482,7 +481,7 @@ impl Agent for VirtualDomain {
 
     fn stop(&self, ctx: &Context) -> Result<(), OcfError> {
         let settings = ctx.params.settings(Settings::from_params)?;
-        let config = ConfigFile::load(&settings.config);
+        let config = ConfigFile::load(&settings.config, ctx.deadline);
         let libvirt = self.libvirt(&settings);
         let (name, status) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::NotHere => {
@@ -543,7 +542,7 @@ impl Agent for VirtualDomain {
 
     fn monitor(&self, ctx: &Context) -> Result<Health, OcfError> {
         let settings = ctx.params.settings(Settings::from_params)?;
-        let config = ConfigFile::load(&settings.config);
+        let config = ConfigFile::load(&settings.config, ctx.deadline);
         let libvirt = self.libvirt(&settings);
         let (health, here) = match self.locate(ctx, &libvirt, config.name(), ctx.deadline) {
             Whereabouts::NotHere => return Ok(Health::NotRunning),

@@ -437,3 +437,26 @@ fn migrate_from_finds_the_arriving_guest_by_its_mark_without_the_config() {
     assert_eq!(result, Ok(()));
     assert!(runner.called(&virsh(&["domjobinfo", "--completed", "--keep-completed", "--rawstats", "vm-old"])), "{:?}", runner.calls.borrow());
 }
+
+#[test]
+fn a_status_file_that_is_a_fifo_leaves_the_answer_unknown_without_hanging() {
+    // libvirtd is down (no socket), the config is gone: only libvirt's
+    // status files can name the guest, and one of them never gives data.
+    let f = Fixture::new("status-fifo");
+    let status_dir = f.dir.join("run/qemu");
+    std::fs::create_dir_all(&status_dir).unwrap();
+    nix::unistd::mkfifo(&status_dir.join("vm.xml"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let vars = [
+        ("OCF_RESOURCE_INSTANCE", "r1".to_string()),
+        ("OCF_RESKEY_config", f.dir.join("missing.xml").display().to_string()),
+        ("OCF_RESKEY_hypervisor", "qemu:///system".to_string()),
+    ];
+    let env = OcfEnv::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let params = Metadata::parse(METADATA).unwrap().resolve(&env.params).unwrap();
+    let runner = Rc::new(RecordingRunner::new());
+    let started = std::time::Instant::now();
+    let ctx = Context { env: &env, params: &params, deadline: Deadline::after(Duration::from_secs(20)) };
+    let e = f.agent(&runner).monitor(&ctx).unwrap_err();
+    assert!(e.reason.contains("vm.xml: not a regular file"), "{}", e.reason);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}

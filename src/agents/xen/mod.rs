@@ -80,7 +80,7 @@ impl Xen {
     /// For the actions that need the guest's files on this node.
     fn settings_and_name(&self, ctx: &Context) -> Result<(Settings, String), OcfError> {
         let settings = ctx.params.settings(Settings::from_params)?;
-        let name = settings.domain_name(&ctx.env.instance)?.required()?;
+        let name = settings.domain_name(&ctx.env.instance, ctx.deadline)?.required()?;
         Ok((settings, name))
     }
 
@@ -165,7 +165,7 @@ impl Agent for Xen {
         }
         self.check_node_and_files(&settings)?;
         // The toolstack answers.
-        let name = settings.domain_name(&ctx.env.instance)?.required()?;
+        let name = settings.domain_name(&ctx.env.instance, ctx.deadline)?.required()?;
         self.state(&self.xl(&settings), &name, ctx.deadline)?;
         Ok(())
     }
@@ -184,7 +184,7 @@ impl Agent for Xen {
         let settings = ctx.params.settings(Settings::from_params)?;
         common::refuse_clone(ctx, "Xen")?;
         self.check_node_and_files(&settings)?;
-        let name = settings.domain_name(&ctx.env.instance)?.required()?;
+        let name = settings.domain_name(&ctx.env.instance, ctx.deadline)?.required()?;
         let xl = self.xl(&settings);
         match self.state(&xl, &name, ctx.deadline)? {
             Some(GuestState::Running | GuestState::Paused { .. }) => {
@@ -228,7 +228,7 @@ impl Agent for Xen {
     fn stop(&self, ctx: &Context) -> Result<(), OcfError> {
         let settings = ctx.params.settings(Settings::from_params)?;
         let xl = self.xl(&settings);
-        let name = match settings.domain_name(&ctx.env.instance)? {
+        let name = match settings.domain_name(&ctx.env.instance, ctx.deadline)? {
             DomainName::Known(name) => name,
             DomainName::Unknowable(why) => return self.no_guest_at_all(&xl, "cannot tell which domain to stop", &why, ctx.deadline),
         };
@@ -238,7 +238,7 @@ impl Agent for Xen {
     fn monitor(&self, ctx: &Context) -> Result<Health, OcfError> {
         let settings = ctx.params.settings(Settings::from_params)?;
         let xl = self.xl(&settings);
-        let name = match settings.domain_name(&ctx.env.instance)? {
+        let name = match settings.domain_name(&ctx.env.instance, ctx.deadline)? {
             DomainName::Known(name) => name,
             DomainName::Unknowable(why) => {
                 self.no_guest_at_all(&xl, "cannot tell whether the guest runs here", &why, ctx.deadline)?;

@@ -87,11 +87,11 @@ impl Settings {
     /// name. The last is only right when the xmfile says no other: with the
     /// xmfile unreadable and no `name`, nothing on this node can say which
     /// domain is the guest, and the answer says why.
-    pub fn domain_name(&self, instance: &str) -> Result<DomainName, OcfError> {
+    pub fn domain_name(&self, instance: &str, deadline: crate::ocf::Deadline) -> Result<DomainName, OcfError> {
         if let Some(n) = &self.name {
             return Ok(DomainName::Known(n.clone()));
         }
-        let text = match std::fs::read_to_string(&self.xmfile) {
+        let text = match crate::fsread::read_to_string(&self.xmfile, deadline) {
             Ok(text) => text,
             Err(e) => {
                 return Ok(DomainName::Unknowable(format!(

@@ -401,12 +401,13 @@ fn a_save_migration_saves_atomically_and_the_target_restores() {
     assert!(e.reason.contains("cannot be published"), "{}", e.reason);
     assert!(!dir.join("vm1.migrating").exists());
     std::fs::write(dir.join("vm1.migrating"), "image").unwrap();
-    let image = dir.join("vm1.migrating").display().to_string();
+    // Restored from the name no start restores (lifecycle::take_image).
+    let image = dir.join("vm1.migrating.restoring").display().to_string();
     let target = Rc::new(RecordingRunner::new().reply(&["xl", "restore", &image], 0, "", ""));
     let mut env = mode.to_vec();
     env.push(("OCF_RESKEY_CRM_meta_migrate_source", "nodea"));
     assert_eq!(f.run(&target, "migrate_from", &env), Ok(Health::Running));
-    assert!(!dir.join("vm1.migrating").exists(), "the image is deleted once restored");
+    assert!(!dir.join("vm1.migrating").exists() && !dir.join("vm1.migrating.restoring").exists(), "the image is deleted once restored");
 }
 
 #[test]

@@ -14,6 +14,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
 use crate::deadline::Deadline;
+use crate::fsread;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Scan {
@@ -51,8 +52,16 @@ pub fn guest_name(argv: &[&str]) -> Option<String> {
     Some(first.strip_prefix("guest=").unwrap_or(first).to_string())
 }
 
-/// Looks through `proc_root` (normally /proc) for the QEMU process of `name`.
-pub fn find_qemu_guest(proc_root: &Path, name: &str) -> Scan {
+/// How long one process's command line may take to read. The kernel reads
+/// it from the process's memory under its memory-map lock, which a process
+/// stuck in a page fault on a hung mount holds: the scan moves on to the
+/// others, and that process counts as unread.
+const CMDLINE_READ: Duration = Duration::from_millis(250);
+
+/// Looks through `proc_root` (normally /proc) for the QEMU process of
+/// `name`, by `deadline`. A command line not read in time may be the
+/// guest's: the answer is then `Undecided`, unless the guest is found.
+pub fn find_qemu_guest(proc_root: &Path, name: &str, deadline: Deadline) -> Scan {
     let entries = match std::fs::read_dir(proc_root) {
         Ok(e) => e,
         Err(e) => return Scan::Undecided(format!("cannot read {}: {e}", proc_root.display())),
@@ -61,6 +70,7 @@ pub fn find_qemu_guest(proc_root: &Path, name: &str) -> Scan {
     // real host that is every process; in a lab of namespaced nodes that share
     // one kernel it keeps another node's guest from looking like ours.
     let own_net = std::fs::read_link(proc_root.join("self/ns/net")).ok();
+    let mut unread = Vec::new();
     for entry in entries.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         if let (Some(own), Ok(theirs)) = (&own_net, std::fs::read_link(entry.path().join("ns/net"))) {
@@ -68,15 +78,26 @@ pub fn find_qemu_guest(proc_root: &Path, name: &str) -> Scan {
                 continue;
             }
         }
-        // A process may exit between readdir and read: that is not a failure.
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let raw = match fsread::read(&entry.path().join("cmdline"), deadline.within(CMDLINE_READ)) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                unread.push(pid);
+                continue;
+            }
+            // A process may exit between readdir and read: that is not a failure.
+            Err(_) => continue,
+        };
         let text = String::from_utf8_lossy(&raw);
         let argv: Vec<&str> = text.split('\0').filter(|a| !a.is_empty()).collect();
         if guest_name(&argv).as_deref() == Some(name) {
             return Scan::Found(pid);
         }
     }
-    Scan::Absent
+    unread.sort_unstable();
+    match unread.as_slice() {
+        [] => Scan::Absent,
+        pids => Scan::Undecided(format!("the command line of process {} could not be read in time", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))),
+    }
 }
 
 /// How long process `pid` has run: its start time (in clock ticks since
@@ -156,13 +177,14 @@ pub fn end_qemu_guest(proc_root: &Path, pid: u32, name: &str, deadline: Deadline
         Err(e) => return Err(format!("cannot hold process {pid}: {e}")),
     };
     // A process in the middle of exec shows no command line for a moment.
+    let looking = deadline.within(Duration::from_millis(100).max(CMDLINE_READ));
     let read_name = || {
-        let cmdline = std::fs::read(proc_root.join(pid.to_string()).join("cmdline")).unwrap_or_default();
+        let cmdline = fsread::read(&proc_root.join(pid.to_string()).join("cmdline"), looking).unwrap_or_default();
         let text = String::from_utf8_lossy(&cmdline);
         let argv: Vec<&str> = text.split('\0').filter(|a| !a.is_empty()).collect();
         guest_name(&argv)
     };
-    let identity = Deadline::after(Duration::from_millis(100)).wait_until(Duration::from_millis(10), || {
+    let identity = looking.wait_until(Duration::from_millis(10), || {
         read_name().map(Some).or_else(|| process.exited_by(Deadline::after(Duration::ZERO)).then_some(None))
     });
     match identity {
@@ -254,9 +276,13 @@ mod tests {
             std::fs::write(root.join(pid).join("cmdline"), argv).unwrap();
         }
         std::fs::create_dir_all(root.join("self")).unwrap();
-        assert_eq!(find_qemu_guest(&root, "vm1"), Scan::Found(42));
-        assert_eq!(find_qemu_guest(&root, "vm2"), Scan::Absent);
-        assert!(matches!(find_qemu_guest(&root.join("missing"), "vm1"), Scan::Undecided(_)));
+        let soon = || Deadline::after(Duration::from_secs(2));
+        assert_eq!(find_qemu_guest(&root, "vm1", soon()), Scan::Found(42));
+        assert_eq!(find_qemu_guest(&root, "vm2", soon()), Scan::Absent);
+        assert!(matches!(find_qemu_guest(&root.join("missing"), "vm1", soon()), Scan::Undecided(_)));
+        // Command lines that could not be read in time may be the guest's.
+        let late = find_qemu_guest(&root, "vm2", Deadline::after(Duration::ZERO));
+        assert_eq!(late, Scan::Undecided("the command line of process 10, 42 could not be read in time".into()));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
