@@ -49,12 +49,16 @@ fn bad_input_gets_the_right_code_and_a_clear_reason() {
         case("config is a network", "start", &[("OCF_RESKEY_config", &network)], 5, "<network>, not <domain>"),
         case("config without a name", "validate-all", &[("OCF_RESKEY_config", &nameless), ("OCF_CHECK_LEVEL", "10")], 5, "no <name>"),
         case("boolean not a boolean", "start", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_force_stop", "maybe")], 6, "'force_stop' must be a boolean"),
-        case("integer not an integer", "monitor", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_migration_downtime", "fast")], 6, "'migration_downtime' must be an integer"),
+        case("integer not an integer", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_migration_downtime", "fast")], 6, "'migration_downtime' must be an integer"),
+        // A value monitor or stop cannot use costs them nothing (issue 24): a
+        // monitor's 6 would stop the guest everywhere, a stop's would fence.
+        case("integer not an integer, monitor", "monitor", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_migration_downtime", "fast")], 7, ""),
         case("too many migration slots", "migrate_to", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_migration_slots", "65"), ("OCF_RESKEY_CRM_meta_migrate_target", "nowhere")], 6, "migration_slots 65 is more than 64"),
         case("negative migration slots", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_migration_slots", "-1")], 6, "migration_slots must not be negative"),
         case("port out of range", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_migrateport", "0")], 6, "migrateport 0"),
         case("hypervisor not a URI", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_hypervisor", "qemu")], 6, "not a libvirt URI"),
-        case("unknown shutdown mode", "stop", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_shutdown_mode", "acpi,halt")], 6, "shutdown_mode 'halt'"),
+        case("unknown shutdown mode", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_shutdown_mode", "acpi,halt")], 6, "shutdown_mode 'halt'"),
+        case("unknown shutdown mode, stop", "stop", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_shutdown_mode", "acpi,halt")], 0, ""),
         case("snapshot with force_stop", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_snapshot", &a_dir), ("OCF_RESKEY_force_stop", "1")], 6, "exclude each other"),
         case("stateless without backingfile", "start", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_stateless", "true")], 6, "needs a backingfile"),
         case("copyindirs without stateless", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_copyindirs", "/etc")], 6, "only to stateless"),
