@@ -138,11 +138,19 @@ pub fn run(agent: &dyn Agent, args: &[String]) -> OcfCode {
     let kind = if asked == Asked::Probe { " (probe)" } else { "" };
     log::debug(&format!("{action}{kind}: budget {:?} of timeout {timeout:?}", deadline.remaining()));
 
+    let lenient = matches!(asked, Asked::Stop | Asked::Monitor | Asked::Probe);
     if let Some(name) = env.not_utf8.first() {
-        return answer(Err(OcfError::configured(format!("{name} is not valid UTF-8"))));
+        // No CIB can hold such a value; stop and monitor go on as if it
+        // were unset (a config unset is found by its owner mark).
+        if !lenient {
+            return answer(Err(OcfError::configured(format!("{name} is not valid UTF-8"))));
+        }
+        for name in &env.not_utf8 {
+            log::warn(&format!("{name} is not valid UTF-8; {action} goes on as if it were unset"));
+        }
     }
     let mut params = metadata.resolve_all(&env.params);
-    if matches!(asked, Asked::Stop | Asked::Monitor | Asked::Probe) {
+    if lenient {
         // A value stop or monitor cannot use must not cost the guest or
         // the node: each is named, and the action goes on without it.
         params.lenient = true;

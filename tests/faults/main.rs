@@ -256,7 +256,9 @@ fn input_that_is_not_utf8_or_out_of_range_is_refused_never_aborts() {
     let cfg = config.as_bytes();
     let cases: Vec<(&str, &str, Vec<(&[u8], &[u8])>, i32, &str)> = vec![
         ("a parameter that is not UTF-8", "validate-all", vec![(b"OCF_RESKEY_config", b"/etc/\xff\xfe.xml")], 6, "OCF_RESKEY_config is not valid UTF-8"),
-        ("a parameter that is not UTF-8, on stop", "stop", vec![(b"OCF_RESKEY_config", cfg), (b"OCF_RESKEY_migrate_options", b"\xc3\x28")], 6, "not valid UTF-8"),
+        // stop goes on without a value it cannot read (issue 24): a failed stop fences.
+        ("a parameter that is not UTF-8, on stop", "stop", vec![(b"OCF_RESKEY_config", cfg), (b"OCF_RESKEY_migrate_options", b"\xc3\x28")], 0, ""),
+        ("a parameter that is not UTF-8, on start", "start", vec![(b"OCF_RESKEY_config", cfg), (b"OCF_RESKEY_migrate_options", b"\xc3\x28")], 6, "not valid UTF-8"),
         ("someone else's variable that is not UTF-8", "monitor", vec![(b"OCF_RESKEY_config", cfg), (b"LANG", b"\xff")], 7, ""),
         ("a huge stall", "validate-all", vec![(b"OCF_RESKEY_config", cfg), (b"OCF_RESKEY_migration_stall", b"9999999999999999")], 6, "migration_stall"),
         ("an integer past i64", "validate-all", vec![(b"OCF_RESKEY_config", cfg), (b"OCF_RESKEY_migration_speed", b"99999999999999999999999")], 6, "migration_speed"),
