@@ -483,3 +483,41 @@ fn a_guest_switched_from_heartbeat_in_maintenance_mode_is_never_started_twice_wh
     assert!(probe.rc == 0 || probe.rc == 190, "the probe must find the guest running: {probe:?}");
     drop(unhide);
 }
+
+#[test]
+fn a_bad_value_set_on_a_running_guest_never_fails_a_stop_nor_makes_a_second_copy() {
+    // Issue 24: an operator's typo in the CIB. A reloadable parameter runs
+    // reload-agent, which refuses (6); a non-reloadable one restarts the
+    // resource. Either way Pacemaker's next step is a stop with the new
+    // values, which must work: a failed stop fences the node. The guest
+    // ends running on one node or cleanly stopped, never on two.
+    let lab = Lab::from_env();
+    let cases: [(&str, &str, &str, &str); 3] = [
+        ("reloadable, by crm_resource", "crm_resource", "migration_encryption", "bogus"),
+        ("restarting, by crm_resource", "crm_resource", "stateless", "perhaps"),
+        ("reloadable, by pcs resource update", "pcs", "shutdown_mode", "halt"),
+    ];
+    for (i, (what, tool, param, value)) in cases.into_iter().enumerate() {
+        let (g, r) = vm(&lab, &format!("typo{i}"), None, &[], &[]);
+        let home = r.wait_active(SETTLE).expect("the resource did not start");
+        assert!(g.ticks_on(crate::support::BOOT));
+        let set = match tool {
+            "pcs" => lab.on("nodea", &["pcs", "resource", "update", &r.id, &format!("{param}={value}")]),
+            _ => lab.on("nodea", &["crm_resource", "-r", &r.id, "--set-parameter", param, "--parameter-value", value]),
+        };
+        eprintln!("{what}: {tool} set {param}={value}: exit {:?} {}", set.status.code(), String::from_utf8_lossy(&set.stderr).trim());
+        r.settle(Duration::from_secs(90));
+        std::thread::sleep(Duration::from_secs(5));
+        let ops = lab.ops(&r.id);
+        let done: Vec<String> = ops.iter().map(|o| format!("{}:{}={}", o.node, o.operation, o.rc)).collect();
+        eprintln!("{what}: Pacemaker did {}; the guest runs on {:?}", done.join(" "), lab.active_on(g.name()));
+        assert!(!ops.iter().any(|o| o.operation == "stop" && o.rc != 0), "{what}: a stop failed: {ops:?}\n{}", pacemaker_log(&lab, &home).lines().rev().take(40).collect::<Vec<_>>().join("\n"));
+        let running = lab.active_on(g.name());
+        assert!(running.len() <= 1, "{what}: the guest runs on {running:?}");
+        if running.is_empty() {
+            assert!(lab.located(&r.id).is_empty(), "{what}: Pacemaker thinks it runs on {:?}, but no node runs it", lab.located(&r.id));
+        } else {
+            assert_eq!(lab.located(&r.id), vec![running[0].to_string()], "{what}: Pacemaker and the nodes disagree");
+        }
+    }
+}
