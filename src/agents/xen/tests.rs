@@ -54,7 +54,14 @@ impl Fixture {
     fn run_within(&self, budget: Duration, runner: &Rc<RecordingRunner>, action: &str, extra: &[(&str, &str)]) -> Result<Health, OcfError> {
         let env = self.env(extra);
         let md = Metadata::parse(METADATA).unwrap();
-        let params = md.resolve(&env.params)?;
+        // As ocf::agent::run reads them: stop and monitor go on without a
+        // value they cannot use, every other action refuses it.
+        let mut params = md.resolve_all(&env.params);
+        if matches!(action, "stop" | "monitor") {
+            params.lenient = true;
+        } else if let Some((_, why)) = params.invalid.first() {
+            return Err(OcfError::configured(why.clone()));
+        }
         let ctx = Context { env: &env, params: &params, deadline: Deadline::after(budget) };
         let agent = Xen { runner: Box::new(runner.clone()) };
         let as_health = |r: Result<(), OcfError>| r.map(|()| Health::Running);
@@ -503,4 +510,49 @@ fn reload_agent_checks_the_values_and_never_asks_xl() {
     let md = Metadata::parse(METADATA).unwrap();
     let restart: Vec<&str> = md.params.iter().filter(|p| !p.reloadable).map(|p| p.name.as_str()).collect();
     assert_eq!(restart, ["xmfile", "name"], "only the guest's identity needs a restart");
+}
+
+/// Issue 24 for the Xen agent: every value validate-all refuses, for every
+/// parameter but the guest's identity (xmfile, name), leaves the monitor of
+/// a running guest saying it runs and its stop stopping it.
+#[test]
+fn a_mistyped_parameter_never_fails_monitor_or_stop() {
+    use crate::ocf::metadata::ParamType;
+    let f = Fixture::new("typos");
+    let md = Metadata::parse(METADATA).unwrap();
+    let running = listing("vm1  3  256  1  -b----  0.9\n");
+    let (mut refused, mut failures) = (0, Vec::new());
+    for spec in md.params.iter().filter(|p| p.name != "xmfile" && p.name != "name") {
+        let values: &[&str] = match spec.kind {
+            ParamType::Integer => &["abc", "-7", "99999999999"],
+            ParamType::Boolean => &["perhaps"],
+            ParamType::String => &["bogus", "-1", "/"],
+        };
+        for value in values {
+            let key = format!("OCF_RESKEY_{}", spec.name);
+            let quiet = Rc::new(RecordingRunner::new());
+            if f.run(&quiet, "validate-all", &[(key.as_str(), value)]).map_err(|e| e.code) != Err(OcfCode::ErrConfigured) {
+                continue;
+            }
+            refused += 1;
+            let watching = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &running, ""));
+            match f.run(&watching, "monitor", &[(key.as_str(), value), ("OCF_RESKEY_CRM_meta_interval", "10000")]) {
+                Ok(Health::Running | Health::Degraded(_)) => {}
+                other => failures.push(format!("monitor with {}={value}: {other:?}", spec.name)),
+            }
+            let stopping = Rc::new(
+                RecordingRunner::new()
+                    .reply_once(&["xl", "list"], 0, &running, "")
+                    .reply(&["xl", "shutdown"], 0, "", "")
+                    .reply(&["xl", "destroy"], 0, "", "")
+                    .reply(&["xl", "list"], 0, &listing(""), ""),
+            );
+            if let Err(e) = f.run(&stopping, "stop", &[(key.as_str(), value)]) {
+                failures.push(format!("stop with {}={value}: {e:?}", spec.name));
+            }
+        }
+    }
+    eprintln!("Xen typos: {refused} refused values");
+    assert!(refused >= 5, "the matrix must exercise refused values");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
