@@ -425,20 +425,25 @@ fn a_node_that_cannot_read_the_config_does_not_cause_a_second_copy() {
     let (g, r) = vm(&lab, "noconf", None, &[], &[]);
     let home = r.wait_active(SETTLE).expect("the resource did not start");
     assert!(g.ticks_on(crate::support::BOOT));
-    // Hide the config directory on the node running the guest (shared storage
-    // gone there), then make Pacemaker probe it again.
+    hide_the_config_and_probe_again(&lab, &g, &r, &home);
+}
+
+/// Hides the guest's config directory on `home`, the node running it (shared
+/// storage gone there), makes Pacemaker probe again, and asserts that the
+/// guest still runs on `home` alone: no restart, no second copy.
+fn hide_the_config_and_probe_again(lab: &Lab, g: &LabGuest, r: &ClusterResource, home: &str) {
     let dir = g.g.dir.display().to_string();
-    let empty = TempDir::new("noconf-empty");
-    let hidden = lab.on(&home, &["mount", "--bind", &empty.0.display().to_string(), &dir]);
-    assert!(hidden.status.success());
-    let unhide = Defer(|| drop(lab.on(&home, &["umount", &dir])));
-    lab.crm("nodea", &["crm_resource", "--refresh", "-r", &r.id, "-N", &home]);
-    assert!(r.settle(SETTLE));
-    std::thread::sleep(Duration::from_secs(10)); // a few monitor intervals
-    assert_eq!(lab.located(&r.id), vec![home.clone()], "{:?}", lab.ops(&r.id));
-    assert_only_on(&g, &home, "with the config unreadable there");
-    assert_eq!(boots(&g), 1, "no restart, no second copy");
-    let probe = last_op(&lab, &r.id, &home).expect("probe result");
+    let empty = TempDir::new(&format!("{}-empty", r.id));
+    assert!(lab.on(home, &["mount", "--bind", &empty.0.display().to_string(), &dir]).status.success());
+    let unhide = Defer(|| drop(lab.on(home, &["umount", &dir])));
+    lab.crm("nodea", &["crm_resource", "--refresh", "-r", &r.id]);
+    r.settle(SETTLE);
+    std::thread::sleep(Duration::from_secs(10)); // the probes, then a few monitor intervals
+    assert_eq!(lab.active_on(g.name()), vec![home], "a second copy: {:?}", lab.ops(&r.id));
+    assert_eq!(lab.located(&r.id), vec![home.to_string()], "{:?}", lab.ops(&r.id));
+    assert_only_on(g, home, "with the config unreadable there");
+    assert_eq!(boots(g), 1, "no restart, no second copy");
+    let probe = last_op(lab, &r.id, home).expect("probe result");
     assert!(probe.rc == 0 || probe.rc == 190, "the probe must find the guest running: {probe:?}");
     drop(unhide);
 }
@@ -469,19 +474,7 @@ fn a_guest_switched_from_heartbeat_in_maintenance_mode_is_never_started_twice_wh
     assert!(r.settle(SETTLE));
     assert_only_on(&g, &home, "after the switch");
 
-    let dir = g.g.dir.display().to_string();
-    let empty = TempDir::new("switch-empty");
-    assert!(lab.on(&home, &["mount", "--bind", &empty.0.display().to_string(), &dir]).status.success());
-    let unhide = Defer(|| drop(lab.on(&home, &["umount", &dir])));
-    lab.crm("nodea", &["crm_resource", "--refresh", "-r", &r.id]);
-    std::thread::sleep(Duration::from_secs(15)); // the probes, then a few monitor intervals
-    assert_eq!(lab.active_on(g.name()), vec![home.as_str()], "a second copy: {:?}", lab.ops(&r.id));
-    assert_eq!(lab.located(&r.id), vec![home.clone()], "{:?}", lab.ops(&r.id));
-    assert_only_on(&g, &home, "with the config unreadable there");
-    assert_eq!(boots(&g), 1, "no restart, no second copy");
-    let probe = last_op(&lab, &r.id, &home).expect("probe result");
-    assert!(probe.rc == 0 || probe.rc == 190, "the probe must find the guest running: {probe:?}");
-    drop(unhide);
+    hide_the_config_and_probe_again(&lab, &g, &r, &home);
 }
 
 #[test]
