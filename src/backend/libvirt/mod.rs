@@ -146,38 +146,34 @@ impl<'r> Libvirt<'r> {
     /// The domain's state with libvirt's reason for it; `Ok(None)` only
     /// when the daemon answered that it knows no such domain.
     pub fn status(&self, name: &str, deadline: Deadline) -> Result<Option<Status>, BackendError> {
-        let found = self.asking_twice(deadline, || match self.rpc(deadline) {
-            Some(client) => client.and_then(|mut c| {
-                let dom = c.lookup_by_name(name).map_err(rpc_error)?;
-                c.state(&dom).map(|(s, reason)| Status::new(DomainState::from_code(s), reason)).map_err(rpc_error)
-            }),
-            None => self.virsh(&["domstate", "--reason", name], deadline).map(|o| Status::from_virsh(&o.stdout)),
-        });
-        match found {
-            Ok(s) => Ok(Some(s)),
-            Err(BackendError::NoSuchGuest) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.look_up(name, false, deadline)?.map(|(status, _)| status))
     }
 
     /// `status`, and whether the domain carries an owner mark, read on the
     /// same connection (one more small round trip). Over virsh (a remote
     /// URI) the mark is not read: it would cost a process per monitor.
     pub fn status_and_mark(&self, name: &str, deadline: Deadline) -> Result<Option<(Status, MarkSeen)>, BackendError> {
-        let Some(_) = &self.local else {
-            return Ok(self.status(name, deadline)?.map(|s| (s, MarkSeen::Unread)));
-        };
-        let found = self.asking_twice(deadline, || {
-            let mut c = self.rpc(deadline).expect("local")?;
-            let dom = c.lookup_by_name(name).map_err(rpc_error)?;
-            let status = c.state(&dom).map(|(s, reason)| Status::new(DomainState::from_code(s), reason)).map_err(rpc_error)?;
-            let mark = match c.metadata_element(&dom, domxml::MARK_NAMESPACE) {
-                Ok(Some(element)) => domxml::mark_in_element(&element).map_or(MarkSeen::Unread, MarkSeen::Carries),
-                Ok(None) => MarkSeen::None,
-                // The state is known; the mark only decides an adoption.
-                Err(_) => MarkSeen::Unread,
-            };
-            Ok((status, mark))
+        self.look_up(name, true, deadline)
+    }
+
+    /// The one lookup behind `status` and `status_and_mark`: asked again on
+    /// a fresh connection once, and `Ok(None)` only for libvirt's "no such
+    /// domain".
+    fn look_up(&self, name: &str, with_mark: bool, deadline: Deadline) -> Result<Option<(Status, MarkSeen)>, BackendError> {
+        let found = self.asking_twice(deadline, || match self.rpc(deadline) {
+            Some(client) => client.and_then(|mut c| {
+                let dom = c.lookup_by_name(name).map_err(rpc_error)?;
+                let status = c.state(&dom).map(|(s, reason)| Status::new(DomainState::from_code(s), reason)).map_err(rpc_error)?;
+                let mark = match with_mark.then(|| c.metadata_element(&dom, domxml::MARK_NAMESPACE)) {
+                    None => MarkSeen::Unread,
+                    Some(Ok(Some(element))) => domxml::mark_in_element(&element).map_or(MarkSeen::Unread, MarkSeen::Carries),
+                    Some(Ok(None)) => MarkSeen::None,
+                    // The state is known; the mark only decides an adoption.
+                    Some(Err(_)) => MarkSeen::Unread,
+                };
+                Ok((status, mark))
+            }),
+            None => self.virsh(&["domstate", "--reason", name], deadline).map(|o| (Status::from_virsh(&o.stdout), MarkSeen::Unread)),
         });
         match found {
             Ok(found) => Ok(Some(found)),
