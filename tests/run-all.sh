@@ -7,16 +7,25 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 passed=0 failed=0 failures=()
+# Each suite's output is also kept in build/test-logs/NAME.log: CI shows only
+# the end of the run, so the summary below repeats why each failed suite failed.
+logs=build/test-logs
+mkdir -p "$logs"
 suite() {
   local name=$1; shift
   echo
   echo "==== $name: $*"
   local started=$SECONDS
-  if "$@"; then
+  if "$@" 2>&1 | tee "$logs/$name.log"; then
     passed=$((passed + 1)); echo "==== $name: ok ($((SECONDS - started)) s)"
   else
     failed=$((failed + 1)); failures+=("$name"); echo "==== $name: FAILED ($((SECONDS - started)) s)"
   fi
+}
+# The lines that say why a suite failed: Rust's panics and their messages,
+# failed test names, and a shell suite's own FAIL lines.
+why() {
+  grep -a -E -A3 "panicked at|^test .* FAILED|^---- |FAIL|not ok|error:" "$logs/$1.log" | grep -a -v -E "^(stack backtrace|note: run with)" | cut -c1-300 | head -n 16
 }
 solo=tests/lab/with-libvirtd.sh
 # A libvirtd the host runs must come out of the run as it went in.
@@ -40,6 +49,11 @@ if [ "$host_before" != "$host_after" ]; then
   echo "==== the host's libvirtd changed during the run: [$host_before] -> [$host_after]"
 fi
 echo
+for name in "${failures[@]}"; do
+  [ -f "$logs/$name.log" ] || continue
+  echo "---- why $name failed (whole output: $logs/$name.log)"
+  why "$name"
+done
 [ "$failed" -eq 0 ] || echo "failed suites: ${failures[*]}"
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -102,12 +102,9 @@ impl Finder<'_> {
     }
 
     fn by_mark(&self, deadline: Deadline) -> Whereabouts {
-        match self.libvirt.list_with_xml(deadline) {
-            Ok(domains) => domains
-                .into_iter()
-                .find(|d| domxml::read_mark(&d.xml).as_ref() == Some(self.mark) && d.status.state.is_active())
-                .map(|d| Whereabouts::Here { name: d.name, status: d.status })
-                .unwrap_or(Whereabouts::NotHere),
+        match self.libvirt.find_marked(self.mark, deadline) {
+            Ok(Some(d)) if d.status.state.is_active() => Whereabouts::Here { name: d.name, status: d.status },
+            Ok(_) => Whereabouts::NotHere,
             Err(e) => {
                 let name = self.name_from_status_files();
                 match name {

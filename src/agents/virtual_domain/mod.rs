@@ -399,15 +399,14 @@ impl Agent for VirtualDomain {
     fn owned_guests(&self, deadline: Deadline) -> Option<Result<Vec<OwnedGuest>, String>> {
         let uri = default_uri(std::fs::read_to_string(&self.libvirt_conf).ok().as_deref());
         let libvirt = Libvirt::with_run_dir(&uri, &*self.runner, &self.libvirt_run_dir);
-        let listed = match libvirt.list_with_xml(deadline) {
+        let listed = match libvirt.marked_domains(deadline) {
             Ok(listed) => listed,
             Err(e) => return Some(Err(format!("cannot list the domains of {uri}: {e}"))),
         };
         let owned = listed
             .into_iter()
             .filter_map(|d| {
-                let mark = domxml::read_mark(&d.xml).filter(|m| m.agent == self.name())?;
-                Some(OwnedGuest { resource: mark.resource, guest: d.name, state: d.status.to_string() })
+                (d.mark.agent == self.name()).then(|| OwnedGuest { resource: d.mark.resource, guest: d.name, state: d.status.to_string() })
             })
             .collect();
         Some(Ok(owned))

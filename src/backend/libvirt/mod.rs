@@ -9,6 +9,7 @@
 
 pub mod domxml;
 mod errors;
+mod markindex;
 pub mod migration;
 pub mod procscan;
 pub mod rpc;
@@ -24,6 +25,8 @@ pub use uri::{default_uri, local_socket, LocalSocket};
 
 use std::path::Path;
 
+use markindex::{Known, MarkIndex};
+
 use super::{BackendError, GuestState, Hypervisor};
 use crate::deadline::Deadline;
 use crate::process::{Cmd, Output, Runner};
@@ -38,23 +41,24 @@ pub enum MarkSeen {
     Unread,
 }
 
-/// A domain as listed by the daemon, with its live definition.
-#[derive(Clone, Debug)]
-pub struct ListedDomain {
+/// A domain that carries an owner mark, with its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MarkedDomain {
     pub name: String,
     pub status: Status,
-    pub xml: String,
+    pub mark: domxml::OwnerMark,
 }
 
 pub struct Libvirt<'r> {
     pub uri: String,
     local: Option<LocalSocket>,
+    /// Where the index of marks lives (`markindex`): /run/ferry beside
+    /// /run/libvirt.
+    index_dir: std::path::PathBuf,
     runner: &'r dyn Runner,
     /// virsh's `--mode` list for graceful shutdown (acpi,agent,…).
     shutdown_mode: Option<String>,
 }
-
-const VIR_DOMAIN_XML_SECURE: u32 = 1;
 
 impl<'r> Libvirt<'r> {
     #[cfg(test)]
@@ -63,7 +67,8 @@ impl<'r> Libvirt<'r> {
     }
 
     pub fn with_run_dir(uri: &str, runner: &'r dyn Runner, run_dir: &Path) -> Libvirt<'r> {
-        Libvirt { uri: uri.to_string(), local: local_socket(uri, run_dir), runner, shutdown_mode: None }
+        let index_dir = run_dir.parent().unwrap_or(run_dir).join("ferry");
+        Libvirt { uri: uri.to_string(), local: local_socket(uri, run_dir), index_dir, runner, shutdown_mode: None }
     }
 
     pub fn shutting_down_by(mut self, mode: Option<&str>) -> Libvirt<'r> {
@@ -189,32 +194,104 @@ impl<'r> Libvirt<'r> {
     /// as the operator wrote it.
     pub fn add_owner_mark(&self, name: &str, mark: &domxml::OwnerMark, deadline: Deadline) -> Result<(), BackendError> {
         let element = domxml::mark_for_metadata_set(mark);
-        self.virsh(&["metadata", name, domxml::MARK_NAMESPACE, "--key", "ferry", "--set", &element, "--live"], deadline).map(drop)
+        self.virsh(&["metadata", name, domxml::MARK_NAMESPACE, "--key", "ferry", "--set", &element, "--live"], deadline)?;
+        // The index of marks may say this domain has none (see markindex).
+        MarkIndex::forget(&self.index_dir).map_err(|e| {
+            BackendError::Failed(format!("{name} is marked, but the index of marks in {} could not be cleared, so a search by mark may miss it: {e}", self.index_dir.display()))
+        })
     }
 
-    /// Every domain the daemon knows, with its live definition. All or
-    /// nothing: a domain that could not be read fails the whole list, since
-    /// the caller looks for one guest in it and must not miss it. Only a
-    /// domain the daemon says is gone (it ended between the list and the
-    /// question) is left out.
-    pub fn list_with_xml(&self, deadline: Deadline) -> Result<Vec<ListedDomain>, BackendError> {
-        self.asking_twice(deadline, || self.list_with_xml_once(deadline))
+    /// The running domain that carries `wanted`, with its state; `Ok(None)`
+    /// only when every running domain was read and none carries it. All or
+    /// nothing: a domain that could not be read fails the search, which
+    /// must not miss the guest. Only a domain the daemon says is gone (it
+    /// ended between the list and the question) is left out.
+    ///
+    /// Over the local socket only the mark is asked of a domain, all the
+    /// questions on one connection at once, and only of domains this node's
+    /// index of marks does not know yet (`markindex`): a node with hundreds
+    /// of guests costs the list and a small file, not hundreds of questions
+    /// (issue 26). Over virsh (a remote URI) each definition is dumped.
+    pub fn find_marked(&self, wanted: &domxml::OwnerMark, deadline: Deadline) -> Result<Option<MarkedDomain>, BackendError> {
+        self.asking_twice(deadline, || match self.rpc(deadline) {
+            Some(client) => self.find_marked_over(&mut client?, wanted),
+            None => Ok(self.marked_over_virsh(deadline)?.into_iter().find(|d| &d.mark == wanted && d.status.state.is_active())),
+        })
     }
 
-    fn list_with_xml_once(&self, deadline: Deadline) -> Result<Vec<ListedDomain>, BackendError> {
-        let mut listed = Vec::new();
-        if let Some(client) = self.rpc(deadline) {
+    fn find_marked_over(&self, c: &mut rpc::Client, wanted: &domxml::OwnerMark) -> Result<Option<MarkedDomain>, BackendError> {
+        // Opened before the list is read: see markindex's comment.
+        let daemon = c.peer_pid().and_then(|pid| markindex::daemon_key(pid, Path::new("/proc")));
+        let mut index = MarkIndex::open(&self.index_dir, daemon.as_deref());
+        let domains = c.list_all_domains(true).map_err(rpc_error)?;
+        // A mark the index gives another resource is trusted (marks never
+        // pass between resources); one it gives this resource is confirmed.
+        let ask: Vec<rpc::RemoteDomain> = domains
+            .iter()
+            .filter(|d| match index.get(&(d.id, d.uuid)) {
+                None => true,
+                Some(Known::Marked(m)) => m == wanted,
+                Some(Known::Unmarked) => false,
+            })
+            .cloned()
+            .collect();
+        let marks = c.metadata_elements(&ask, domxml::MARK_NAMESPACE).map_err(rpc_error)?;
+        let (mut read, mut found) = (Vec::new(), None);
+        for (dom, mark) in ask.into_iter().zip(marks) {
+            let known = match mark.map_err(rpc_error) {
+                Ok(Some(element)) => match domxml::mark_in_element(&element) {
+                    Some(mark) => Known::Marked(mark),
+                    // Not a mark ferry wrote: asked again next time.
+                    None => continue,
+                },
+                Ok(None) => Known::Unmarked,
+                Err(BackendError::NoSuchGuest) => continue,
+                Err(e) => return Err(e),
+            };
+            if found.is_none() && known == Known::Marked(wanted.clone()) {
+                found = Some(dom.clone());
+            }
+            read.push(((dom.id, dom.uuid), known));
+        }
+        index.record(&read, domains.len());
+        let Some(dom) = found else { return Ok(None) };
+        match c.state(&dom).map_err(rpc_error) {
+            Ok((state, reason)) => Ok(Some(MarkedDomain { name: dom.name, status: Status::new(DomainState::from_code(state), reason), mark: wanted.clone() })),
+            Err(BackendError::NoSuchGuest) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every domain that carries an owner mark, running or not, with its
+    /// state (`ferry status`). All or nothing, as `find_marked`; every
+    /// domain is asked (a defined domain's mark can be edited at will).
+    pub fn marked_domains(&self, deadline: Deadline) -> Result<Vec<MarkedDomain>, BackendError> {
+        self.asking_twice(deadline, || {
+            let Some(client) = self.rpc(deadline) else { return self.marked_over_virsh(deadline) };
             let mut c = client?;
-            for dom in c.list_all_domains().map_err(rpc_error)? {
-                let read = c.state(&dom).and_then(|(state, reason)| Ok((state, reason, c.xml_desc(&dom, VIR_DOMAIN_XML_SECURE)?)));
-                match read.map_err(rpc_error) {
-                    Ok((state, reason, xml)) => listed.push(ListedDomain { name: dom.name, status: Status::new(DomainState::from_code(state), reason), xml }),
+            let domains = c.list_all_domains(false).map_err(rpc_error)?;
+            let marks = c.metadata_elements(&domains, domxml::MARK_NAMESPACE).map_err(rpc_error)?;
+            let mut marked = Vec::new();
+            for (dom, mark) in domains.into_iter().zip(marks) {
+                let mark = match mark.map_err(rpc_error) {
+                    Ok(Some(element)) => domxml::mark_in_element(&element),
+                    Ok(None) | Err(BackendError::NoSuchGuest) => None,
+                    Err(e) => return Err(e),
+                };
+                let Some(mark) = mark else { continue };
+                match c.state(&dom).map_err(rpc_error) {
+                    Ok((state, reason)) => marked.push(MarkedDomain { name: dom.name, status: Status::new(DomainState::from_code(state), reason), mark }),
                     Err(BackendError::NoSuchGuest) => {}
                     Err(e) => return Err(e),
                 }
             }
-            return Ok(listed);
-        }
+            Ok(marked)
+        })
+    }
+
+    /// Every domain's mark over virsh: each definition dumped.
+    fn marked_over_virsh(&self, deadline: Deadline) -> Result<Vec<MarkedDomain>, BackendError> {
+        let mut marked = Vec::new();
         let names = self.virsh(&["list", "--all", "--name"], deadline)?;
         for name in names.stdout.lines().map(str::trim).filter(|n| !n.is_empty()) {
             let read = self.virsh(&["domstate", "--reason", name], deadline).and_then(|state| {
@@ -222,12 +299,16 @@ impl<'r> Libvirt<'r> {
                 Ok((Status::from_virsh(&state.stdout), xml.stdout))
             });
             match read {
-                Ok((status, xml)) => listed.push(ListedDomain { name: name.to_string(), status, xml }),
+                Ok((status, xml)) => {
+                    if let Some(mark) = domxml::read_mark(&xml) {
+                        marked.push(MarkedDomain { name: name.to_string(), status, mark });
+                    }
+                }
                 Err(BackendError::NoSuchGuest) => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(listed)
+        Ok(marked)
     }
 
     /// Starts a transient domain from `xml` (nothing is left defined on the node).

@@ -52,9 +52,13 @@ const MAX_MESSAGE: usize = 32 << 20;
 const TICK: Duration = Duration::from_millis(100);
 /// How often a connect to a daemon whose backlog is full is tried again.
 const CONNECT_RETRY: Duration = Duration::from_millis(10);
+/// How many calls of one batch may await their reply at once: enough to
+/// keep libvirtd's workers busy (it takes 5 of a client's calls at a time by
+/// default, max_client_requests), few enough that the replies fit in the
+/// socket's buffer while more requests are written.
+const PIPELINE: usize = 16;
 
 pub const PROC_CONNECT_OPEN: i32 = 1;
-pub const PROC_DOMAIN_GET_XML_DESC: i32 = 14;
 pub const PROC_DOMAIN_LOOKUP_BY_NAME: i32 = 23;
 pub const PROC_AUTH_LIST: i32 = 66;
 pub const PROC_AUTH_POLKIT: i32 = 70;
@@ -166,6 +170,11 @@ impl Client {
         Client { stream, serial: 0, deadline }
     }
 
+    /// The daemon's PID, from the socket's peer credentials.
+    pub fn peer_pid(&self) -> Option<i32> {
+        nix::sys::socket::getsockopt(&self.stream, nix::sys::socket::sockopt::PeerCredentials).ok().map(|c| c.pid())
+    }
+
     fn timed_out(&self, what: &str) -> RpcError {
         RpcError::TimedOut(format!("libvirt did not {what} before the deadline"))
     }
@@ -208,46 +217,87 @@ impl Client {
 
     /// Sends one call and returns the body of its reply.
     pub fn call(&mut self, procedure: i32, args: &Encoder) -> Result<Vec<u8>, RpcError> {
-        if self.deadline.expired() {
-            return Err(self.timed_out("answer"));
-        }
-        self.serial += 1;
-        let mut msg = Encoder::default();
-        msg.u32(0).u32(PROGRAM).u32(VERSION).i32(procedure).u32(TYPE_CALL).u32(self.serial).u32(STATUS_OK);
-        msg.buf.extend_from_slice(&args.buf);
-        let len = msg.buf.len() as u32;
-        msg.buf[..4].copy_from_slice(&len.to_be_bytes());
-        self.write_all_by(&msg.buf)?;
-        loop {
+        let mut answers = self.call_each(procedure, std::slice::from_ref(args), 1)?;
+        answers.pop().expect("one call, one answer")
+    }
+
+    /// Sends the same procedure once for each of `calls` over this one
+    /// connection, with up to `window` of them awaiting their reply at once,
+    /// and returns each call's answer in the order of `calls`. Asking about
+    /// hundreds of domains then costs the daemon's work, not hundreds of
+    /// round trips. The outer error is a broken conversation (nothing can be
+    /// trusted); an inner one is the daemon's answer to that call. The
+    /// window stays small so that replies never pile up in the socket while
+    /// requests are still being written (libvirtd itself works on only a
+    /// few of one client's calls at a time).
+    pub fn call_each(&mut self, procedure: i32, calls: &[Encoder], window: usize) -> Result<Vec<Result<Vec<u8>, RpcError>>, RpcError> {
+        let first = self.serial.wrapping_add(1);
+        let mut answers: Vec<Option<Result<Vec<u8>, RpcError>>> = vec![None; calls.len()];
+        let (mut sent, mut answered) = (0, 0);
+        while answered < calls.len() {
+            while sent < calls.len() && sent - answered < window.max(1) {
+                if self.deadline.expired() {
+                    return Err(self.timed_out("answer"));
+                }
+                self.serial = self.serial.wrapping_add(1);
+                let mut msg = Encoder::default();
+                msg.u32(0).u32(PROGRAM).u32(VERSION).i32(procedure).u32(TYPE_CALL).u32(self.serial).u32(STATUS_OK);
+                msg.buf.extend_from_slice(&calls[sent].buf);
+                let len = msg.buf.len() as u32;
+                msg.buf[..4].copy_from_slice(&len.to_be_bytes());
+                self.write_all_by(&msg.buf)?;
+                sent += 1;
+            }
             // Each turn reads under the deadline, so a stream of events
             // cannot keep this loop going past it.
-            let mut len = [0u8; 4];
-            self.read_exact_by(&mut len)?;
-            let len = u32::from_be_bytes(len) as usize;
-            if !(28..=MAX_MESSAGE).contains(&len) {
-                return Err(RpcError::Protocol(format!("bad message length {len}")));
-            }
-            let mut body = vec![0u8; len - 4];
-            self.read_exact_by(&mut body)?;
-            let mut d = Decoder::new(&body);
-            let (prog, _vers, proc_, kind, serial, status) = (d.u32()?, d.u32()?, d.i32()?, d.u32()?, d.u32()?, d.u32()?);
-            // Anything else (an event, a keepalive) is not ours to answer.
-            if prog != PROGRAM || kind != TYPE_REPLY || serial != self.serial || proc_ != procedure {
-                continue;
-            }
-            let payload = body[24..].to_vec();
-            return match status {
-                STATUS_OK => Ok(payload),
-                STATUS_ERROR => {
-                    let mut d = Decoder::new(&payload);
-                    let code = d.i32()?;
-                    let _domain = d.i32()?;
-                    let message = d.optional_string()?.unwrap_or_default();
-                    Err(RpcError::Remote { code, message })
-                }
-                other => Err(RpcError::Protocol(format!("unexpected reply status {other}"))),
+            let (serial, answer) = match self.read_reply(procedure)? {
+                Some(reply) => reply,
+                // Anything else (an event, a keepalive) is not ours to answer.
+                None => continue,
             };
+            let index = serial.wrapping_sub(first) as usize;
+            match answers.get_mut(index) {
+                Some(slot @ None) if index < sent => {
+                    *slot = Some(answer);
+                    answered += 1;
+                }
+                // A serial of an earlier conversation on this connection, or
+                // one answered twice: not an answer to these calls.
+                _ => continue,
+            }
         }
+        Ok(answers.into_iter().map(|a| a.expect("every call answered")).collect())
+    }
+
+    /// Reads one message: `Some((serial, answer))` for a reply to
+    /// `procedure`, `None` for anything else.
+    fn read_reply(&mut self, procedure: i32) -> Result<Option<(u32, Result<Vec<u8>, RpcError>)>, RpcError> {
+        let mut len = [0u8; 4];
+        self.read_exact_by(&mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if !(28..=MAX_MESSAGE).contains(&len) {
+            return Err(RpcError::Protocol(format!("bad message length {len}")));
+        }
+        let mut body = vec![0u8; len - 4];
+        self.read_exact_by(&mut body)?;
+        let mut d = Decoder::new(&body);
+        let (prog, _vers, proc_, kind, serial, status) = (d.u32()?, d.u32()?, d.i32()?, d.u32()?, d.u32()?, d.u32()?);
+        if prog != PROGRAM || kind != TYPE_REPLY || proc_ != procedure {
+            return Ok(None);
+        }
+        let payload = body[24..].to_vec();
+        let answer = match status {
+            STATUS_OK => Ok(payload),
+            STATUS_ERROR => {
+                let mut d = Decoder::new(&payload);
+                let code = d.i32()?;
+                let _domain = d.i32()?;
+                let message = d.optional_string()?.unwrap_or_default();
+                Err(RpcError::Remote { code, message })
+            }
+            other => return Err(RpcError::Protocol(format!("unexpected reply status {other}"))),
+        };
+        Ok(Some((serial, answer)))
     }
 
     pub fn lookup_by_name(&mut self, name: &str) -> Result<RemoteDomain, RpcError> {
@@ -272,28 +322,38 @@ impl Client {
     /// domain): `None` when the domain has none. A small reply, where the
     /// whole definition is tens of kilobytes.
     pub fn metadata_element(&mut self, dom: &RemoteDomain, uri: &str) -> Result<Option<String>, RpcError> {
+        self.metadata_elements(std::slice::from_ref(dom), uri)?.pop().expect("one domain, one answer")
+    }
+
+    /// `metadata_element` of each of `doms`, asked all at once (see
+    /// `call_each`), in the order of `doms`.
+    pub fn metadata_elements(&mut self, doms: &[RemoteDomain], uri: &str) -> Result<Vec<Result<Option<String>, RpcError>>, RpcError> {
         const VIR_DOMAIN_METADATA_ELEMENT: i32 = 2;
-        let mut args = Encoder::default();
-        dom.encode(&mut args);
-        args.i32(VIR_DOMAIN_METADATA_ELEMENT).optional_string(Some(uri)).u32(0);
-        match self.call(PROC_DOMAIN_GET_METADATA, &args) {
-            Ok(reply) => Ok(Some(Decoder::new(&reply).string()?)),
-            Err(RpcError::Remote { code: ERR_NO_DOMAIN_METADATA, .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let calls: Vec<Encoder> = doms
+            .iter()
+            .map(|dom| {
+                let mut args = Encoder::default();
+                dom.encode(&mut args);
+                args.i32(VIR_DOMAIN_METADATA_ELEMENT).optional_string(Some(uri)).u32(0);
+                args
+            })
+            .collect();
+        let answers = self.call_each(PROC_DOMAIN_GET_METADATA, &calls, PIPELINE)?;
+        Ok(answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(reply) => Ok(Some(Decoder::new(&reply).string()?)),
+                Err(RpcError::Remote { code: ERR_NO_DOMAIN_METADATA, .. }) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .collect())
     }
 
-    pub fn xml_desc(&mut self, dom: &RemoteDomain, flags: u32) -> Result<String, RpcError> {
+    /// Every domain the daemon knows, or (`active_only`) every running one.
+    pub fn list_all_domains(&mut self, active_only: bool) -> Result<Vec<RemoteDomain>, RpcError> {
+        const VIR_CONNECT_LIST_DOMAINS_ACTIVE: u32 = 1;
         let mut args = Encoder::default();
-        dom.encode(&mut args);
-        args.u32(flags);
-        let reply = self.call(PROC_DOMAIN_GET_XML_DESC, &args)?;
-        Ok(Decoder::new(&reply).string()?)
-    }
-
-    pub fn list_all_domains(&mut self) -> Result<Vec<RemoteDomain>, RpcError> {
-        let mut args = Encoder::default();
-        args.i32(1).u32(0);
+        args.i32(1).u32(if active_only { VIR_CONNECT_LIST_DOMAINS_ACTIVE } else { 0 });
         let reply = self.call(PROC_CONNECT_LIST_ALL_DOMAINS, &args)?;
         let mut d = Decoder::new(&reply);
         let n = d.u32()?;
@@ -406,6 +466,91 @@ mod tests {
         // Either the deadline or the peer's end comes first; never an answer.
         assert!(matches!(result, Err(RpcError::TimedOut(_)) | Err(RpcError::Transport(_))), "{result:?}");
         assert!(took < Duration::from_millis(800), "took {took:?}");
+    }
+
+    /// Reads one request from the client: (serial, its arguments).
+    fn read_request(peer: &mut UnixStream) -> Option<(u32, Vec<u8>)> {
+        let mut len = [0u8; 4];
+        peer.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+        peer.read_exact(&mut body).ok()?;
+        Some((u32::from_be_bytes(body[16..20].try_into().unwrap()), body[24..].to_vec()))
+    }
+
+    #[test]
+    fn batched_calls_get_their_own_answers_whatever_order_they_come_in() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            // Takes three calls before answering any: they were pipelined.
+            let requests: Vec<_> = (0..3).map(|_| read_request(&mut theirs).unwrap()).collect();
+            let mut answer = frame(PROC_DOMAIN_GET_STATE, 2, 0, STATUS_OK, &[0; 8]); // an event between
+            for (serial, args) in requests.iter().rev() {
+                if args == &[0, 0, 0, 2] {
+                    let mut error = Encoder::default();
+                    error.i32(ERR_NO_DOMAIN).i32(10).optional_string(Some("gone"));
+                    answer.extend(frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, *serial, STATUS_ERROR, &error.buf));
+                } else {
+                    answer.extend(frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, *serial, STATUS_OK, args));
+                }
+            }
+            theirs.write_all(&answer).unwrap();
+            theirs
+        });
+        let mut client = Client::over(ours, Deadline::after(SECOND));
+        let calls: Vec<Encoder> = (1..=3).map(|n| {
+            let mut e = Encoder::default();
+            e.i32(n);
+            e
+        }).collect();
+        let answers = client.call_each(PROC_DOMAIN_GET_STATE, &calls, 16).unwrap();
+        assert_eq!(answers[0], Ok(vec![0, 0, 0, 1]));
+        assert!(matches!(answers[1], Err(RpcError::Remote { code: ERR_NO_DOMAIN, .. })), "{:?}", answers[1]);
+        assert_eq!(answers[2], Ok(vec![0, 0, 0, 3]));
+        drop(peer.join());
+    }
+
+    #[test]
+    fn batched_calls_keep_no_more_than_the_window_awaiting_replies() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut most = 0;
+            let mut waiting = std::collections::VecDeque::new();
+            let mut answered = 0;
+            while answered < 10 {
+                // Reads what has come; a client past its window would have
+                // more than 2 calls here before any answer.
+                theirs.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                while let Some(request) = read_request(&mut theirs) {
+                    waiting.push_back(request);
+                }
+                most = most.max(waiting.len());
+                if let Some((serial, _)) = waiting.pop_front() {
+                    theirs.write_all(&frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, serial, STATUS_OK, &[])).unwrap();
+                    answered += 1;
+                }
+            }
+            most
+        });
+        let mut client = Client::over(ours, Deadline::after(Duration::from_secs(5)));
+        let answers = client.call_each(PROC_DOMAIN_GET_STATE, &vec![Encoder::default(); 10], 2).unwrap();
+        assert_eq!(answers.len(), 10);
+        assert!(answers.iter().all(|a| a.is_ok()));
+        assert_eq!(peer.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_broken_conversation_in_a_batch_fails_the_whole_batch() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (serial, _) = read_request(&mut theirs).unwrap();
+            let _ = read_request(&mut theirs);
+            // One answer, then the daemon goes away.
+            theirs.write_all(&frame(PROC_DOMAIN_GET_STATE, TYPE_REPLY, serial, STATUS_OK, &[])).unwrap();
+        });
+        let mut client = Client::over(ours, Deadline::after(SECOND));
+        let result = client.call_each(PROC_DOMAIN_GET_STATE, &vec![Encoder::default(); 2], 16);
+        assert!(matches!(result, Err(RpcError::Transport(_))), "{result:?}");
+        let _ = peer.join();
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! integers, 8-byte hypers, length-prefixed strings and opaques padded to four
 //! bytes, and optional values as a boolean followed by the value.
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Encoder {
     pub buf: Vec<u8>,
 }
