@@ -8,7 +8,8 @@
 #   make fuzz      the parser property tests, a million cases per parser
 #   make soak      hang/panic rates after migration, ferry against raw virsh
 #   make bench     ferry's monitor, probe, live migration and node drain
-#                  against heartbeat:VirtualDomain's and raw virsh's
+#                  against heartbeat:VirtualDomain's and raw virsh's, and
+#                  each action's cost with 1, 100 and 500 guests on the node
 #   make deb       build/ferry_<version>_amd64.deb: the binary, the agents'
 #                  links and man pages (written from the meta-data), README
 #   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr), for
@@ -114,6 +115,7 @@ demo: deps build guest
 
 bench: deps build guest
 	$(LIBVIRT) tests/bench.sh
+	$(LIBVIRT) tests/bench-scale.sh
 	$(LAB) tests/bench-migration.sh
 	$(LAB) --cluster tests/bench-drain.sh
 

@@ -23,9 +23,11 @@ suite() {
   fi
 }
 # The lines that say why a suite failed: Rust's panics and their messages,
-# failed test names, and a shell suite's own FAIL lines.
+# failed test names, a shell suite's own FAIL lines, and the one-line
+# results the lab suites print (drain-result, scale-phase).
 why() {
-  grep -a -E -A3 "panicked at|^test .* FAILED|^---- |FAIL|not ok|error:" "$logs/$1.log" | grep -a -v -E "^(stack backtrace|note: run with)" | cut -c1-300 | head -n 16
+  grep -a -E -A5 "panicked at|^test .* FAILED|FAIL|not ok|error:|^(drain-result|scale-phase)" "$logs/$1.log" |
+    grep -a -v -E "^(stack backtrace|note: run with|--$)" | cut -c1-300 | head -n 18
 }
 solo=tests/lab/with-libvirtd.sh
 # A libvirtd the host runs must come out of the run as it went in.

@@ -399,3 +399,121 @@ fn a_lookup_libvirtd_never_answered_is_not_taken_for_a_gone_guest() {
     }
     assert_eq!(stop.code, 0, "the next shutdown request should have worked: {}", stop.stderr);
 }
+
+/// A proxy in front of libvirtd's socket that answers every
+/// virDomainGetMetadata itself, with an error that is not "no such
+/// metadata" (libvirt failing to read that domain), and passes everything
+/// else through. Replies are forwarded whole frames at a time, so its own
+/// answers never land inside one of the daemon's.
+struct MetadataRefuser {
+    path: std::path::PathBuf,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+const PROC_DOMAIN_GET_METADATA: u32 = 265;
+
+impl MetadataRefuser {
+    fn start(dir: &TempDir, upstream: &'static str) -> MetadataRefuser {
+        use std::io::{Read, Write};
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        fn frame(stream: &mut UnixStream) -> Option<Vec<u8>> {
+            let mut len = [0u8; 4];
+            stream.read_exact(&mut len).ok()?;
+            let mut whole = len.to_vec();
+            whole.resize((u32::from_be_bytes(len) as usize).max(4), 0);
+            stream.read_exact(&mut whole[4..]).ok()?;
+            Some(whole)
+        }
+        let path = dir.join("refuser.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let counted = refused.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(daemon) = UnixStream::connect(upstream) else { continue };
+                let to_client = Arc::new(Mutex::new(client.try_clone().unwrap()));
+                let (mut from_daemon, replies) = (daemon.try_clone().unwrap(), to_client.clone());
+                std::thread::spawn(move || {
+                    while let Some(f) = frame(&mut from_daemon) {
+                        if replies.lock().unwrap().write_all(&f).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = replies.lock().unwrap().shutdown(std::net::Shutdown::Both);
+                });
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    let (mut client, mut daemon) = (client, daemon);
+                    while let Some(f) = frame(&mut client) {
+                        if f.len() < 28 {
+                            break;
+                        }
+                        if u32::from_be_bytes(f[12..16].try_into().unwrap()) != PROC_DOMAIN_GET_METADATA {
+                            if daemon.write_all(&f).is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        // The call's header, turned into an error reply:
+                        // type REPLY, status ERROR, then a virError
+                        // (code 1 "internal error", domain 10, a message,
+                        // level 2 and no further fields).
+                        let mut reply = f[4..24].to_vec();
+                        reply[12..16].copy_from_slice(&1u32.to_be_bytes());
+                        reply.extend_from_slice(&1u32.to_be_bytes());
+                        for word in [1i32, 10, 1] {
+                            reply.extend_from_slice(&word.to_be_bytes());
+                        }
+                        let message = b"injected: cannot read the domain";
+                        reply.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                        reply.extend_from_slice(message);
+                        reply.resize(reply.len() + (4 - message.len() % 4) % 4, 0);
+                        for word in [2i32, 0, 0, 0, 0, 0, 0, 0] {
+                            reply.extend_from_slice(&word.to_be_bytes());
+                        }
+                        let mut whole = ((reply.len() + 4) as u32).to_be_bytes().to_vec();
+                        whole.extend_from_slice(&reply);
+                        if to_client.lock().unwrap().write_all(&whole).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = daemon.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        MetadataRefuser { path, refused }
+    }
+
+    fn uri(&self) -> String {
+        format!("qemu+unix:///system?socket={}", self.path.display())
+    }
+}
+
+/// A search by mark reads each running domain's mark. One libvirt cannot
+/// read leaves the search undecided: with the config gone, a probe of the
+/// running guest answers 1, never 7 (issue 26 reads marks in batches and
+/// from an index; neither may skip a domain it could not read).
+#[test]
+fn a_mark_libvirt_cannot_read_leaves_the_search_undecided_never_not_running() {
+    require_own_libvirtd();
+    let g = Guest::new("markrefused");
+    assert_eq!(g.run("start", &[]).code, 0);
+    std::fs::rename(&g.config, g.dir.join("away.xml")).unwrap();
+    let scratch = TempDir::new("markrefused");
+    let refuser = MetadataRefuser::start(&scratch, "/run/libvirt/libvirt-sock");
+    let uri = refuser.uri();
+    let through = [("OCF_RESKEY_hypervisor", uri.as_str()), ("OCF_RESKEY_CRM_meta_interval", "0"), ("OCF_RESKEY_CRM_meta_timeout", "20000")];
+    // Through the proxy untouched the guest is found (the proxy is sound).
+    let direct = g.run("monitor", &[("OCF_RESKEY_CRM_meta_interval", "0")]);
+    assert_eq!(direct.code, 190, "{}", direct.stderr);
+    let probe = g.run("monitor", &through);
+    let refused = refuser.refused.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(refused >= 1, "the probe must have asked for the guest's mark: {}", probe.stderr);
+    assert_eq!(probe.code, 1, "a mark that could not be read must leave the probe undecided: {}", probe.stderr);
+    assert!(probe.stderr.contains("injected"), "the reason must carry libvirt's error: {}", probe.stderr);
+    std::fs::rename(g.dir.join("away.xml"), &g.config).unwrap();
+    assert_eq!(g.run("stop", &[("OCF_RESKEY_force_stop", "true")]).code, 0);
+}

@@ -10,6 +10,7 @@ mod bounds;
 mod cli;
 mod health;
 mod lifecycle;
+mod mark_index;
 mod metadata;
 mod second_copy;
 mod stall_fs;

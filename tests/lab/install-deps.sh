@@ -6,7 +6,7 @@ packages=(
   qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   qemu-utils resource-agents libxml2-utils cpio busybox-static iproute2 procps kmod
   util-linux pacemaker pacemaker-cli-utils corosync gnutls-bin tcpdump
-  pcs crmsh lintian man-db systemd
+  pcs crmsh lintian man-db systemd strace time
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -55,6 +55,9 @@ pub struct Libvirt<'r> {
     /// Where the index of marks lives (`markindex`): /run/ferry beside
     /// /run/libvirt.
     index_dir: std::path::PathBuf,
+    /// The connection to the local daemon, kept for the action's next
+    /// question: a handshake is two round trips, and a probe asks twice.
+    connection: std::cell::RefCell<Option<rpc::Client>>,
     runner: &'r dyn Runner,
     /// virsh's `--mode` list for graceful shutdown (acpi,agent,…).
     shutdown_mode: Option<String>,
@@ -68,7 +71,7 @@ impl<'r> Libvirt<'r> {
 
     pub fn with_run_dir(uri: &str, runner: &'r dyn Runner, run_dir: &Path) -> Libvirt<'r> {
         let index_dir = run_dir.parent().unwrap_or(run_dir).join("ferry");
-        Libvirt { uri: uri.to_string(), local: local_socket(uri, run_dir), index_dir, runner, shutdown_mode: None }
+        Libvirt { uri: uri.to_string(), local: local_socket(uri, run_dir), index_dir, connection: Default::default(), runner, shutdown_mode: None }
     }
 
     pub fn shutting_down_by(mut self, mode: Option<&str>) -> Libvirt<'r> {
@@ -81,9 +84,28 @@ impl<'r> Libvirt<'r> {
         self.local.is_some()
     }
 
-    fn rpc(&self, deadline: Deadline) -> Option<Result<rpc::Client, BackendError>> {
+    /// Asks `ask` over the local daemon's socket; `None` when the URI is not
+    /// local (virsh is the way). The connection is kept only after a clean
+    /// answer: after a broken or timed-out conversation a late reply may
+    /// still be on its way, so the next question gets a fresh connection.
+    fn rpc<T>(&self, deadline: Deadline, ask: impl FnOnce(&mut rpc::Client) -> Result<T, BackendError>) -> Option<Result<T, BackendError>> {
         let local = self.local.as_ref()?;
-        Some(rpc::Client::open(&local.path, &local.open_uri, deadline).map_err(rpc_error))
+        let kept = self.connection.borrow_mut().take();
+        let mut client = match kept {
+            Some(mut client) => {
+                client.set_deadline(deadline);
+                client
+            }
+            None => match rpc::Client::open(&local.path, &local.open_uri, deadline) {
+                Ok(client) => client,
+                Err(e) => return Some(Err(rpc_error(e))),
+            },
+        };
+        let answer = ask(&mut client);
+        if matches!(answer, Ok(_) | Err(BackendError::NoSuchGuest)) {
+            *self.connection.borrow_mut() = Some(client);
+        }
+        Some(answer)
     }
 
     /// `virsh` on this connection with `args`.
@@ -165,20 +187,25 @@ impl<'r> Libvirt<'r> {
     /// a fresh connection once, and `Ok(None)` only for libvirt's "no such
     /// domain".
     fn look_up(&self, name: &str, with_mark: bool, deadline: Deadline) -> Result<Option<(Status, MarkSeen)>, BackendError> {
-        let found = self.asking_twice(deadline, || match self.rpc(deadline) {
-            Some(client) => client.and_then(|mut c| {
+        let found = self.asking_twice(deadline, || {
+            let asked = self.rpc(deadline, |c| {
                 let dom = c.lookup_by_name(name).map_err(rpc_error)?;
-                let status = c.state(&dom).map(|(s, reason)| Status::new(DomainState::from_code(s), reason)).map_err(rpc_error)?;
-                let mark = match with_mark.then(|| c.metadata_element(&dom, domxml::MARK_NAMESPACE)) {
+                let ((state, reason), mark) = if with_mark {
+                    let (state, mark) = c.state_and_metadata(&dom, domxml::MARK_NAMESPACE).map_err(rpc_error)?;
+                    (state, Some(mark))
+                } else {
+                    (c.state(&dom).map_err(rpc_error)?, None)
+                };
+                let mark = match mark {
                     None => MarkSeen::Unread,
                     Some(Ok(Some(element))) => domxml::mark_in_element(&element).map_or(MarkSeen::Unread, MarkSeen::Carries),
                     Some(Ok(None)) => MarkSeen::None,
                     // The state is known; the mark only decides an adoption.
                     Some(Err(_)) => MarkSeen::Unread,
                 };
-                Ok((status, mark))
-            }),
-            None => self.virsh(&["domstate", "--reason", name], deadline).map(|o| (Status::from_virsh(&o.stdout), MarkSeen::Unread)),
+                Ok((Status::new(DomainState::from_code(state), reason), mark))
+            });
+            asked.unwrap_or_else(|| self.virsh(&["domstate", "--reason", name], deadline).map(|o| (Status::from_virsh(&o.stdout), MarkSeen::Unread)))
         });
         match found {
             Ok(found) => Ok(Some(found)),
@@ -213,9 +240,9 @@ impl<'r> Libvirt<'r> {
     /// of guests costs the list and a small file, not hundreds of questions
     /// (issue 26). Over virsh (a remote URI) each definition is dumped.
     pub fn find_marked(&self, wanted: &domxml::OwnerMark, deadline: Deadline) -> Result<Option<MarkedDomain>, BackendError> {
-        self.asking_twice(deadline, || match self.rpc(deadline) {
-            Some(client) => self.find_marked_over(&mut client?, wanted),
-            None => Ok(self.marked_over_virsh(deadline)?.into_iter().find(|d| &d.mark == wanted && d.status.state.is_active())),
+        self.asking_twice(deadline, || {
+            self.rpc(deadline, |c| self.find_marked_over(c, wanted))
+                .unwrap_or_else(|| Ok(self.marked_over_virsh(deadline)?.into_iter().find(|d| &d.mark == wanted && d.status.state.is_active())))
         })
     }
 
@@ -266,27 +293,27 @@ impl<'r> Libvirt<'r> {
     /// state (`ferry status`). All or nothing, as `find_marked`; every
     /// domain is asked (a defined domain's mark can be edited at will).
     pub fn marked_domains(&self, deadline: Deadline) -> Result<Vec<MarkedDomain>, BackendError> {
-        self.asking_twice(deadline, || {
-            let Some(client) = self.rpc(deadline) else { return self.marked_over_virsh(deadline) };
-            let mut c = client?;
-            let domains = c.list_all_domains(false).map_err(rpc_error)?;
-            let marks = c.metadata_elements(&domains, domxml::MARK_NAMESPACE).map_err(rpc_error)?;
-            let mut marked = Vec::new();
-            for (dom, mark) in domains.into_iter().zip(marks) {
-                let mark = match mark.map_err(rpc_error) {
-                    Ok(Some(element)) => domxml::mark_in_element(&element),
-                    Ok(None) | Err(BackendError::NoSuchGuest) => None,
-                    Err(e) => return Err(e),
-                };
-                let Some(mark) = mark else { continue };
-                match c.state(&dom).map_err(rpc_error) {
-                    Ok((state, reason)) => marked.push(MarkedDomain { name: dom.name, status: Status::new(DomainState::from_code(state), reason), mark }),
-                    Err(BackendError::NoSuchGuest) => {}
-                    Err(e) => return Err(e),
-                }
+        self.asking_twice(deadline, || self.rpc(deadline, |c| self.all_marked_over(c)).unwrap_or_else(|| self.marked_over_virsh(deadline)))
+    }
+
+    fn all_marked_over(&self, c: &mut rpc::Client) -> Result<Vec<MarkedDomain>, BackendError> {
+        let domains = c.list_all_domains(false).map_err(rpc_error)?;
+        let marks = c.metadata_elements(&domains, domxml::MARK_NAMESPACE).map_err(rpc_error)?;
+        let mut marked = Vec::new();
+        for (dom, mark) in domains.into_iter().zip(marks) {
+            let mark = match mark.map_err(rpc_error) {
+                Ok(Some(element)) => domxml::mark_in_element(&element),
+                Ok(None) | Err(BackendError::NoSuchGuest) => None,
+                Err(e) => return Err(e),
+            };
+            let Some(mark) = mark else { continue };
+            match c.state(&dom).map_err(rpc_error) {
+                Ok((state, reason)) => marked.push(MarkedDomain { name: dom.name, status: Status::new(DomainState::from_code(state), reason), mark }),
+                Err(BackendError::NoSuchGuest) => {}
+                Err(e) => return Err(e),
             }
-            Ok(marked)
-        })
+        }
+        Ok(marked)
     }
 
     /// Every domain's mark over virsh: each definition dumped.

@@ -170,6 +170,11 @@ impl Client {
         Client { stream, serial: 0, deadline }
     }
 
+    /// A connection kept for another question gets that question's deadline.
+    pub fn set_deadline(&mut self, deadline: Deadline) {
+        self.deadline = deadline;
+    }
+
     /// The daemon's PID, from the socket's peer credentials.
     pub fn peer_pid(&self) -> Option<i32> {
         nix::sys::socket::getsockopt(&self.stream, nix::sys::socket::sockopt::PeerCredentials).ok().map(|c| c.pid())
@@ -231,6 +236,14 @@ impl Client {
     /// requests are still being written (libvirtd itself works on only a
     /// few of one client's calls at a time).
     pub fn call_each(&mut self, procedure: i32, calls: &[Encoder], window: usize) -> Result<Vec<Result<Vec<u8>, RpcError>>, RpcError> {
+        let calls: Vec<(i32, &Encoder)> = calls.iter().map(|args| (procedure, args)).collect();
+        self.call_batch(&calls, window)
+    }
+
+    /// `call_each` of calls to different procedures: questions that do not
+    /// depend on each other's answers (a domain's state and its mark) cost
+    /// one round trip's wait together.
+    pub fn call_batch(&mut self, calls: &[(i32, &Encoder)], window: usize) -> Result<Vec<Result<Vec<u8>, RpcError>>, RpcError> {
         let first = self.serial.wrapping_add(1);
         let mut answers: Vec<Option<Result<Vec<u8>, RpcError>>> = vec![None; calls.len()];
         let (mut sent, mut answered) = (0, 0);
@@ -240,9 +253,10 @@ impl Client {
                     return Err(self.timed_out("answer"));
                 }
                 self.serial = self.serial.wrapping_add(1);
+                let (procedure, args) = calls[sent];
                 let mut msg = Encoder::default();
                 msg.u32(0).u32(PROGRAM).u32(VERSION).i32(procedure).u32(TYPE_CALL).u32(self.serial).u32(STATUS_OK);
-                msg.buf.extend_from_slice(&calls[sent].buf);
+                msg.buf.extend_from_slice(&args.buf);
                 let len = msg.buf.len() as u32;
                 msg.buf[..4].copy_from_slice(&len.to_be_bytes());
                 self.write_all_by(&msg.buf)?;
@@ -250,14 +264,10 @@ impl Client {
             }
             // Each turn reads under the deadline, so a stream of events
             // cannot keep this loop going past it.
-            let (serial, answer) = match self.read_reply(procedure)? {
-                Some(reply) => reply,
-                // Anything else (an event, a keepalive) is not ours to answer.
-                None => continue,
-            };
+            let Some((procedure, serial, answer)) = self.read_reply()? else { continue };
             let index = serial.wrapping_sub(first) as usize;
             match answers.get_mut(index) {
-                Some(slot @ None) if index < sent => {
+                Some(slot @ None) if index < sent && calls[index].0 == procedure => {
                     *slot = Some(answer);
                     answered += 1;
                 }
@@ -269,9 +279,9 @@ impl Client {
         Ok(answers.into_iter().map(|a| a.expect("every call answered")).collect())
     }
 
-    /// Reads one message: `Some((serial, answer))` for a reply to
-    /// `procedure`, `None` for anything else.
-    fn read_reply(&mut self, procedure: i32) -> Result<Option<(u32, Result<Vec<u8>, RpcError>)>, RpcError> {
+    /// Reads one message: `Some((procedure, serial, answer))` for a reply,
+    /// `None` for anything else (an event, a keepalive).
+    fn read_reply(&mut self) -> Result<Option<(i32, u32, Result<Vec<u8>, RpcError>)>, RpcError> {
         let mut len = [0u8; 4];
         self.read_exact_by(&mut len)?;
         let len = u32::from_be_bytes(len) as usize;
@@ -282,7 +292,7 @@ impl Client {
         self.read_exact_by(&mut body)?;
         let mut d = Decoder::new(&body);
         let (prog, _vers, proc_, kind, serial, status) = (d.u32()?, d.u32()?, d.i32()?, d.u32()?, d.u32()?, d.u32()?);
-        if prog != PROGRAM || kind != TYPE_REPLY || proc_ != procedure {
+        if prog != PROGRAM || kind != TYPE_REPLY {
             return Ok(None);
         }
         let payload = body[24..].to_vec();
@@ -297,7 +307,7 @@ impl Client {
             }
             other => return Err(RpcError::Protocol(format!("unexpected reply status {other}"))),
         };
-        Ok(Some((serial, answer)))
+        Ok(Some((proc_, serial, answer)))
     }
 
     pub fn lookup_by_name(&mut self, name: &str) -> Result<RemoteDomain, RpcError> {
@@ -309,44 +319,27 @@ impl Client {
 
     /// virDomainGetState: (state, reason).
     pub fn state(&mut self, dom: &RemoteDomain) -> Result<(i32, i32), RpcError> {
-        let mut args = Encoder::default();
-        dom.encode(&mut args);
-        args.u32(0);
-        let reply = self.call(PROC_DOMAIN_GET_STATE, &args)?;
-        let mut d = Decoder::new(&reply);
-        Ok((d.i32()?, d.i32()?))
+        let reply = self.call(PROC_DOMAIN_GET_STATE, &state_args(dom))?;
+        decode_state(&reply)
+    }
+
+    /// `state` and `metadata_element` of one domain, asked together.
+    pub fn state_and_metadata(&mut self, dom: &RemoteDomain, uri: &str) -> Result<((i32, i32), Result<Option<String>, RpcError>), RpcError> {
+        let (state, metadata) = (state_args(dom), metadata_args(dom, uri));
+        let mut answers = self.call_batch(&[(PROC_DOMAIN_GET_STATE, &state), (PROC_DOMAIN_GET_METADATA, &metadata)], 2)?.into_iter();
+        let state = decode_state(&answers.next().expect("two answers")?)?;
+        Ok((state, decode_metadata(answers.next().expect("two answers"))))
     }
 
     /// virDomainGetMetadata of the element in namespace `uri` (type
     /// VIR_DOMAIN_METADATA_ELEMENT, the live definition of a running
-    /// domain): `None` when the domain has none. A small reply, where the
-    /// whole definition is tens of kilobytes.
-    pub fn metadata_element(&mut self, dom: &RemoteDomain, uri: &str) -> Result<Option<String>, RpcError> {
-        self.metadata_elements(std::slice::from_ref(dom), uri)?.pop().expect("one domain, one answer")
-    }
-
-    /// `metadata_element` of each of `doms`, asked all at once (see
-    /// `call_each`), in the order of `doms`.
+    /// domain) of each of `doms`, asked all at once (see `call_each`), in
+    /// the order of `doms`: `None` for a domain that has none. A small
+    /// reply each, where a whole definition is tens of kilobytes.
     pub fn metadata_elements(&mut self, doms: &[RemoteDomain], uri: &str) -> Result<Vec<Result<Option<String>, RpcError>>, RpcError> {
-        const VIR_DOMAIN_METADATA_ELEMENT: i32 = 2;
-        let calls: Vec<Encoder> = doms
-            .iter()
-            .map(|dom| {
-                let mut args = Encoder::default();
-                dom.encode(&mut args);
-                args.i32(VIR_DOMAIN_METADATA_ELEMENT).optional_string(Some(uri)).u32(0);
-                args
-            })
-            .collect();
+        let calls: Vec<Encoder> = doms.iter().map(|dom| metadata_args(dom, uri)).collect();
         let answers = self.call_each(PROC_DOMAIN_GET_METADATA, &calls, PIPELINE)?;
-        Ok(answers
-            .into_iter()
-            .map(|answer| match answer {
-                Ok(reply) => Ok(Some(Decoder::new(&reply).string()?)),
-                Err(RpcError::Remote { code: ERR_NO_DOMAIN_METADATA, .. }) => Ok(None),
-                Err(e) => Err(e),
-            })
-            .collect())
+        Ok(answers.into_iter().map(decode_metadata).collect())
     }
 
     /// Every domain the daemon knows, or (`active_only`) every running one.
@@ -358,6 +351,34 @@ impl Client {
         let mut d = Decoder::new(&reply);
         let n = d.u32()?;
         (0..n).map(|_| RemoteDomain::decode(&mut d).map_err(RpcError::from)).collect()
+    }
+}
+
+fn state_args(dom: &RemoteDomain) -> Encoder {
+    let mut args = Encoder::default();
+    dom.encode(&mut args);
+    args.u32(0);
+    args
+}
+
+fn decode_state(reply: &[u8]) -> Result<(i32, i32), RpcError> {
+    let mut d = Decoder::new(reply);
+    Ok((d.i32()?, d.i32()?))
+}
+
+fn metadata_args(dom: &RemoteDomain, uri: &str) -> Encoder {
+    const VIR_DOMAIN_METADATA_ELEMENT: i32 = 2;
+    let mut args = Encoder::default();
+    dom.encode(&mut args);
+    args.i32(VIR_DOMAIN_METADATA_ELEMENT).optional_string(Some(uri)).u32(0);
+    args
+}
+
+fn decode_metadata(answer: Result<Vec<u8>, RpcError>) -> Result<Option<String>, RpcError> {
+    match answer {
+        Ok(reply) => Ok(Some(Decoder::new(&reply).string()?)),
+        Err(RpcError::Remote { code: ERR_NO_DOMAIN_METADATA, .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
