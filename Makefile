@@ -27,7 +27,7 @@ GUEST    = build/guest
 LIBVIRT  = tests/lab/with-libvirtd.sh
 LAB      = tests/lab/with-two-nodes.sh
 
-.PHONY: all build deps guest deb test-package test-drain install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest deb test-package test-drain test-scale install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -86,6 +86,10 @@ test-cluster: build guest
 # A node drained by standby: several guests over one capped link (issue 12).
 test-drain: build guest
 	$(LAB) --cluster cargo test --release --locked --test drain -- --test-threads=1 --nocapture
+
+# A hundred and more resources: start, a probe storm, a drain, a rejoin (issue 26).
+test-scale: build guest
+	$(LAB) --cluster cargo test --release --locked --test scale -- --test-threads=1 --nocapture
 
 test-xen: build guest
 	tests/xen/run.sh

@@ -42,6 +42,7 @@ suite migration      tests/lab/with-two-nodes.sh cargo test --release --locked -
 suite faults-lab     tests/lab/with-two-nodes.sh cargo test --release --locked --test faults_lab -- --test-threads=1
 suite cluster        tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test cluster -- --test-threads=1
 suite drain          tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test drain -- --test-threads=1 --nocapture
+suite scale          tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test scale -- --test-threads=1 --nocapture
 suite xen            tests/xen/run.sh
 suite ocf-tester     $solo tests/ocf-tester.sh
 suite ocft           $solo tests/ocft.sh

@@ -21,6 +21,8 @@
 #   two-nodes.sh libvirtd LABDIR NODE stop|start   end or restart one libvirtd
 #   two-nodes.sh cluster LABDIR   also run corosync + Pacemaker on both nodes,
 #                                 with ferry installed by `make install`
+#   two-nodes.sh pacemaker LABDIR NODE stop|start   shut Pacemaker down on one
+#                                 node (corosync stays), or start it again
 #
 # Teardown never looks for processes by name: a node's processes are exactly
 # those in its network namespace (libvirt gives QEMU a mount namespace of its
@@ -271,6 +273,46 @@ write_cluster_config() {
   corosync-keygen -k "$lab/authkey" >/dev/null 2>&1 || die "corosync-keygen failed"
 }
 
+# pacemakerd ignores --pid-file, so its PID is written by the shell it
+# replaces: stopping it later goes by that PID, never by a process name.
+pacemakerd_pidfile() { echo "$lab/$1/run/ferry-lab-pacemakerd.pid"; }
+
+start_pacemaker() {
+  local node=$1 pidfile
+  pidfile=$(pacemakerd_pidfile "$node")
+  rm -f "$pidfile"
+  # shellcheck disable=SC2016 # $$ is the inner shell's PID, which exec hands to pacemakerd
+  (on_node "$node" setsid -f sh -c 'echo $$ > /run/ferry-lab-pacemakerd.pid; exec pacemakerd' </dev/null >/dev/null 2>&1) \
+    || die "$node: pacemakerd did not start"
+  wait_pidfile "$pidfile" || die "$node: pacemakerd did not start"
+}
+
+# Whether PID runs: an exited process whose parent does not reap it (setsid
+# -f left pacemakerd to PID 1) stays a zombie that kill -0 still finds.
+running() {
+  local state
+  state=$(sed 's/.*) //' /proc/"$1"/stat 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# A clean shutdown, as `systemctl stop pacemaker` makes one: pacemakerd on
+# SIGTERM has the cluster stop or move away what runs on the node, ends its
+# daemons and exits. Waits for that; a shutdown still going after 5 minutes
+# is an error left for the caller to see, not something to SIGKILL.
+stop_pacemaker() {
+  local node=$1 pidfile pid
+  pidfile=$(pacemakerd_pidfile "$node")
+  pid=$(cat "$pidfile" 2>/dev/null) || die "$node: no pacemakerd was started by the lab"
+  # The PID file outlives the process: make sure the PID is still ours.
+  [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = pacemakerd ] || { rm -f "$pidfile"; return 0; }
+  kill -TERM "$pid"
+  for _ in $(seq 600); do
+    running "$pid" || { rm -f "$pidfile"; return 0; }
+    sleep 0.5
+  done
+  die "$node: pacemakerd $pid still runs 5 minutes after SIGTERM"
+}
+
 cluster_online() { (on_node nodea crm_mon -1 2>/dev/null) | grep -q "Online: \[ nodea nodeb \]"; }
 
 cluster() {
@@ -302,9 +344,7 @@ cluster() {
     (on_node "$n" mount --bind "$lab/root/usr/lib/ocf" /usr/lib/ocf)
     (on_node "$n" corosync) || die "$n: corosync did not start"
   done
-  for n in "${NODES[@]}"; do
-    (on_node "$n" setsid -f pacemakerd </dev/null >/dev/null 2>&1) || die "$n: pacemakerd did not start"
-  done
+  for n in "${NODES[@]}"; do start_pacemaker "$n"; done
   for _ in $(seq 120); do cluster_online && break; sleep 1; done
   cluster_online || die "the cluster did not come up"
   # Lab only: nothing here can fence, and nothing needs to.
@@ -329,6 +369,9 @@ case "$cmd" in
     load "$1"
     case "${3:-}" in stop) stop_libvirtd "$2" ;; start) start_libvirtd "$2" ;; *) usage ;; esac ;;
   cluster) load "$1"; cluster ;;
+  pacemaker)
+    load "$1"
+    case "${3:-}" in stop) stop_pacemaker "$2" ;; start) start_pacemaker "$2" ;; *) usage ;; esac ;;
   __init) node_init "$1" "$2" ;;
   __config) lab=$(cd "$1" && pwd); write_node_config "$2" ;;
   __end) end_netns "$1" ;;

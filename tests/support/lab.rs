@@ -3,8 +3,11 @@
 //! brought up and torn down by tests/lab/with-two-nodes.sh, which names it
 //! in FERRY_LAB_DIR.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -109,6 +112,10 @@ pub struct Op {
     pub last_rc_change: u64,
     /// What the agent gave as `ocf-exit-reason:`, as Pacemaker recorded it.
     pub exit_reason: String,
+    /// The executor's verdict beside the agent's rc (`op-status`): 0 done,
+    /// -1 pending, 2 timed out, 4 and up an error of the executor's own.
+    /// A timeout shows here, with rc 1, not in rc.
+    pub op_status: i32,
 }
 
 /// The value of `name="…"` inside one XML start tag.
@@ -128,28 +135,39 @@ impl Lab {
 
     /// The operation history of resource `rsc` on every node, from the CIB.
     pub fn ops(&self, rsc: &str) -> Vec<Op> {
+        self.history().remove(rsc).unwrap_or_default()
+    }
+
+    /// The operation history of every resource on every node, from one
+    /// query of the CIB: asking once per resource costs a second or more
+    /// per hundred resources.
+    pub fn history(&self) -> HashMap<String, Vec<Op>> {
         let cib = self.crm("nodea", &["cibadmin", "-Q", "-o", "status"]);
-        let mut ops = Vec::new();
+        let mut history: HashMap<String, Vec<Op>> = HashMap::new();
         for state in cib.split("<node_state ").skip(1) {
             let node = attr(&format!(" {state}"), "uname").unwrap_or_default();
-            let Some(resource) = state.split("<lrm_resource ").skip(1).find(|r| attr(&format!(" {r}"), "id").as_deref() == Some(rsc)) else { continue };
-            let resource = resource.split("</lrm_resource>").next().unwrap_or("");
-            for op in resource.split("<lrm_rsc_op ").skip(1) {
-                let tag = format!(" {}", op.split('>').next().unwrap_or(""));
-                ops.push(Op {
-                    node: node.clone(),
-                    id: attr(&tag, "id").unwrap_or_default(),
-                    operation: attr(&tag, "operation").unwrap_or_default(),
-                    rc: attr(&tag, "rc-code").and_then(|v| v.parse().ok()).unwrap_or(-1),
-                    interval_ms: attr(&tag, "interval").and_then(|v| v.parse().ok()).unwrap_or(0),
-                    exec_ms: attr(&tag, "exec-time").and_then(|v| v.parse().ok()).unwrap_or(0),
-                    queue_ms: attr(&tag, "queue-time").and_then(|v| v.parse().ok()).unwrap_or(0),
-                    last_rc_change: attr(&tag, "last-rc-change").and_then(|v| v.parse().ok()).unwrap_or(0),
-                    exit_reason: attr(&tag, "exit-reason").unwrap_or_default(),
-                });
+            for resource in state.split("<lrm_resource ").skip(1) {
+                let Some(rsc) = attr(&format!(" {resource}"), "id") else { continue };
+                let resource = resource.split("</lrm_resource>").next().unwrap_or("");
+                let ops = history.entry(rsc).or_default();
+                for op in resource.split("<lrm_rsc_op ").skip(1) {
+                    let tag = format!(" {}", op.split('>').next().unwrap_or(""));
+                    ops.push(Op {
+                        node: node.clone(),
+                        id: attr(&tag, "id").unwrap_or_default(),
+                        operation: attr(&tag, "operation").unwrap_or_default(),
+                        rc: attr(&tag, "rc-code").and_then(|v| v.parse().ok()).unwrap_or(-1),
+                        interval_ms: attr(&tag, "interval").and_then(|v| v.parse().ok()).unwrap_or(0),
+                        exec_ms: attr(&tag, "exec-time").and_then(|v| v.parse().ok()).unwrap_or(0),
+                        queue_ms: attr(&tag, "queue-time").and_then(|v| v.parse().ok()).unwrap_or(0),
+                        last_rc_change: attr(&tag, "last-rc-change").and_then(|v| v.parse().ok()).unwrap_or(0),
+                        exit_reason: attr(&tag, "exit-reason").unwrap_or_default(),
+                        op_status: attr(&tag, "op-status").and_then(|v| v.parse().ok()).unwrap_or(0),
+                    });
+                }
             }
         }
-        ops
+        history
     }
 
     /// Where Pacemaker says `rsc` is active.
@@ -157,6 +175,73 @@ impl Lab {
         let out = self.on("nodea", &["crm_resource", "--locate", "-r", rsc, "-Q"]);
         String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect()
     }
+
+    /// Every resource as crm_mon sees it, from one call: its role
+    /// ("Started", "Starting", "Migrating", "Stopped", …) and the nodes it
+    /// is active on. The same answer as `located` for each, without a
+    /// process per resource.
+    pub fn placement(&self) -> HashMap<String, (String, Vec<String>)> {
+        let xml = self.crm("nodea", &["crm_mon", "-1", "--output-as=xml"]);
+        let resources = xml.split("<resources>").nth(1).and_then(|r| r.split("</resources>").next()).unwrap_or("");
+        resources
+            .split("<resource ")
+            .skip(1)
+            .filter_map(|r| {
+                let tag = format!(" {}", r.split('>').next().unwrap_or(""));
+                let nodes = r.split("</resource>").next().unwrap_or("").split("<node ").skip(1).filter_map(|n| attr(&format!(" {n}"), "name")).collect();
+                Some((attr(&tag, "id")?, (attr(&tag, "role").unwrap_or_default(), nodes)))
+            })
+            .collect()
+    }
+
+    /// Whether crm_mon shows `node` online in the cluster.
+    pub fn online(&self, node: &str) -> bool {
+        let xml = self.crm("nodea", &["crm_mon", "-1", "--output-as=xml"]);
+        xml.split("<node ").skip(1).any(|n| {
+            let tag = format!(" {}", n.split('>').next().unwrap_or(""));
+            attr(&tag, "name").as_deref() == Some(node) && attr(&tag, "online").as_deref() == Some("true")
+        })
+    }
+
+    /// Waits until the cluster has nothing left to do (the transition is
+    /// over and the scheduler plans nothing more).
+    pub fn settle(&self, within: Duration) -> bool {
+        wait_for(within, || self.on("nodea", &["crm_resource", "--wait", "--timeout", "5s"]).status.success())
+    }
+
+    /// Shuts Pacemaker down cleanly on `node` (it stops or moves away what
+    /// runs there first; corosync stays up), or starts it again.
+    pub fn pacemaker(&self, node: &str, start: bool) {
+        let status = Command::new(script()).arg("pacemaker").arg(&self.dir).arg(node).arg(if start { "start" } else { "stop" }).status().unwrap();
+        assert!(status.success(), "two-nodes.sh pacemaker {node}");
+    }
+}
+
+/// A primitive of `provider`'s VirtualDomain as CIB XML, with these instance
+/// attributes, meta attributes and operations. An operation named
+/// `monitor@10` is a monitor at OCF_CHECK_LEVEL 10.
+pub fn primitive_xml(provider: &str, id: &str, params: &[(&str, &str)], meta: &[(&str, &str)], ops: &[(&str, &str, &str)]) -> String {
+    let nv = |set: &str, pairs: &[(&str, &str)]| -> String {
+        pairs.iter().map(|(k, v)| format!("<nvpair id=\"{id}-{set}-{k}\" name=\"{k}\" value=\"{}\"/>", xml_escape(v))).collect()
+    };
+    let op_xml: String = ops
+        .iter()
+        .map(|(name, interval, timeout)| match name.split_once('@') {
+            Some((name, depth)) => format!(
+                "<op id=\"{id}-{name}-{interval}\" name=\"{name}\" interval=\"{interval}\" timeout=\"{timeout}\">\
+                 <instance_attributes id=\"{id}-{name}-{interval}-depth\"><nvpair id=\"{id}-{name}-{interval}-level\" name=\"OCF_CHECK_LEVEL\" value=\"{depth}\"/></instance_attributes></op>"
+            ),
+            None => format!("<op id=\"{id}-{name}-{interval}\" name=\"{name}\" interval=\"{interval}\" timeout=\"{timeout}\"/>"),
+        })
+        .collect();
+    format!(
+        "<primitive id=\"{id}\" class=\"ocf\" provider=\"{provider}\" type=\"VirtualDomain\">\
+         <instance_attributes id=\"{id}-params\">{}</instance_attributes>\
+         <meta_attributes id=\"{id}-meta\">{}</meta_attributes>\
+         <operations>{op_xml}</operations></primitive>",
+        nv("p", params),
+        nv("m", meta)
+    )
 }
 
 /// What Pacemaker logged on `node` of the cluster lab, ferry's own lines
@@ -186,27 +271,7 @@ impl<'l> ClusterResource<'l> {
     }
 
     fn create_with(provider: &str, lab: &'l Lab, id: &str, params: &[(&str, &str)], meta: &[(&str, &str)], ops: &[(&str, &str, &str)], clone: bool) -> ClusterResource<'l> {
-        let nv = |set: &str, pairs: &[(&str, &str)]| -> String {
-            pairs.iter().map(|(k, v)| format!("<nvpair id=\"{id}-{set}-{k}\" name=\"{k}\" value=\"{}\"/>", xml_escape(v))).collect()
-        };
-        let op_xml: String = ops
-            .iter()
-            .map(|(name, interval, timeout)| match name.split_once('@') {
-                Some((name, depth)) => format!(
-                    "<op id=\"{id}-{name}-{interval}\" name=\"{name}\" interval=\"{interval}\" timeout=\"{timeout}\">\
-                     <instance_attributes id=\"{id}-{name}-{interval}-depth\"><nvpair id=\"{id}-{name}-{interval}-level\" name=\"OCF_CHECK_LEVEL\" value=\"{depth}\"/></instance_attributes></op>"
-                ),
-                None => format!("<op id=\"{id}-{name}-{interval}\" name=\"{name}\" interval=\"{interval}\" timeout=\"{timeout}\"/>"),
-            })
-            .collect();
-        let primitive = format!(
-            "<primitive id=\"{id}\" class=\"ocf\" provider=\"{provider}\" type=\"VirtualDomain\">\
-             <instance_attributes id=\"{id}-params\">{}</instance_attributes>\
-             <meta_attributes id=\"{id}-meta\">{}</meta_attributes>\
-             <operations>{op_xml}</operations></primitive>",
-            nv("p", params),
-            nv("m", meta)
-        );
+        let primitive = primitive_xml(provider, id, params, meta, ops);
         let xml = if clone { format!("<clone id=\"{id}-clone\">{primitive}</clone>") } else { primitive };
         lab.crm("nodea", &["cibadmin", "--create", "-o", "resources", "--xml-text", &xml]);
         ClusterResource { lab, id: id.to_string() }
@@ -225,7 +290,7 @@ impl<'l> ClusterResource<'l> {
 
     /// Waits until the cluster has nothing left to do (the transition is over).
     pub fn settle(&self, within: Duration) -> bool {
-        wait_for(within, || self.lab.on("nodea", &["crm_resource", "--wait", "--timeout", "5s"]).status.success())
+        self.lab.settle(within)
     }
 }
 
@@ -334,5 +399,49 @@ impl Drop for LabGuest<'_> {
         for node in NODES {
             let _ = self.lab.virsh(node, &["destroy", &self.g.name]);
         }
+    }
+}
+
+/// The whole machine's CPU (both lab nodes share it), sampled each second:
+/// the busy share over the sampled time, and the share of seconds above 95 %.
+pub struct CpuSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64, usize, usize)>,
+}
+
+fn cpu_times() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (fields.iter().take(8).sum(), idle)
+}
+
+impl CpuSampler {
+    pub fn start() -> CpuSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let first = cpu_times();
+            let (mut last, mut seconds, mut saturated) = (first, 0, 0);
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                let now = cpu_times();
+                let (total, idle) = (now.0 - last.0, now.1 - last.1);
+                seconds += 1;
+                if total > 0 && (total - idle) * 100 >= total * 95 {
+                    saturated += 1;
+                }
+                last = now;
+            }
+            (last.0 - first.0, last.1 - first.1, seconds, saturated)
+        });
+        CpuSampler { stop, thread }
+    }
+
+    /// The busy share and the saturated share, in percent.
+    pub fn stop(self) -> (f64, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (total, idle, seconds, saturated) = self.thread.join().unwrap();
+        (100.0 * (total - idle) as f64 / total.max(1) as f64, 100.0 * saturated as f64 / seconds.max(1) as f64)
     }
 }
