@@ -58,17 +58,8 @@ const OPS: [(&str, &str, &str); 5] =
 const POLL: Duration = Duration::from_secs(2);
 
 /// `wait_for` at the pace of POLL.
-fn poll(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(POLL);
-    }
+fn poll(within: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_every(POLL, within, cond)
 }
 
 fn knob(name: &str, default: u64) -> u64 {

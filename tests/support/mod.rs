@@ -230,7 +230,12 @@ impl<F: FnMut()> Drop for Defer<F> {
     }
 }
 
-pub fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn wait_for(within: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_every(Duration::from_millis(200), within, cond)
+}
+
+/// `wait_for`, asking `cond` once per `pace`.
+pub fn wait_every(pace: Duration, within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + within;
     loop {
         if cond() {
@@ -239,7 +244,7 @@ pub fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() > end {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(pace);
     }
 }
 
