@@ -9,7 +9,8 @@
 #   make soak      hang/panic rates after migration, ferry against raw virsh
 #   make bench     ferry's monitor, probe, live migration and node drain
 #                  against heartbeat:VirtualDomain's and raw virsh's, and
-#                  each action's cost with 1, 100 and 500 guests on the node
+#                  each action's cost with 1, 100 and 500 guests on the node,
+#                  and a cluster of 100+ resources under each agent
 #   make deb       build/ferry_<version>_amd64.deb: the binary, the agents'
 #                  links and man pages (written from the meta-data), README
 #   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr), for
@@ -122,6 +123,7 @@ bench: deps build guest
 	$(LIBVIRT) tests/bench-scale.sh
 	$(LAB) tests/bench-migration.sh
 	$(LAB) --cluster tests/bench-drain.sh
+	$(LAB) --cluster tests/bench-scale-cluster.sh
 
 clean:
 	cargo clean

@@ -21,6 +21,9 @@
 //!
 //! From the environment:
 //!   FERRY_SCALE_GUESTS        (100)   tiny guests
+//!   FERRY_SCALE_AGENT         (ferry) heartbeat runs the same cluster
+//!                             with resource-agents' VirtualDomain, for
+//!                             the bench's comparison
 //!   FERRY_SCALE_THROTTLE      (0)     1 leaves Pacemaker's load throttle on
 //!                             (see Phase for what it does on this machine);
 //!                             0 turns it off (load-threshold 10000%)
@@ -86,9 +89,12 @@ impl Tiny {
         let name = format!("ferry-scale-{}-{i:03}", std::process::id());
         let config = shared.join(&format!("{name}.xml"));
         // libvirt adds the default devices (PS/2, USB, balloon); none is
-        // needed. No <graphics type='none'>: libvirt refuses it.
+        // needed. No <graphics type='none'>: libvirt refuses it. The name
+        // on a line of its own: heartbeat:VirtualDomain finds it with a
+        // line-wise grep and fails with "Unable to determine domain name"
+        // otherwise.
         let xml = format!(
-            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>\
+            "<domain type='qemu'>\n<name>{name}</name>\n<memory unit='MiB'>32</memory><vcpu>1</vcpu>\
              <os><type arch='x86_64' machine='pc'>hvm</type></os><on_reboot>restart</on_reboot><devices/></domain>"
         );
         std::fs::write(&config, xml).unwrap();
@@ -108,6 +114,7 @@ struct Phase<'l> {
     name: &'static str,
     started: Instant,
     cpu: CpuSampler,
+    agents: AgentCpu<'l>,
     /// Where each node's Pacemaker log stood when the phase began.
     logs: Vec<usize>,
 }
@@ -121,12 +128,13 @@ impl<'l> Phase<'l> {
     fn start(lab: &'l Lab, name: &'static str) -> Phase<'l> {
         eprintln!("scale: phase {name} begins");
         let logs = NODES.iter().map(|n| pacemaker_log(lab, n).len()).collect();
-        Phase { lab, name, started: Instant::now(), cpu: CpuSampler::start(), logs }
+        Phase { lab, name, started: Instant::now(), cpu: CpuSampler::start(), agents: AgentCpu::start(lab), logs }
     }
 
     fn end(self) {
         let took = self.started.elapsed().as_secs_f64();
         let (busy, saturated) = self.cpu.stop();
+        let (agent_s, agent_share, libvirtd_s, libvirtd_share) = self.agents.stop();
         // The mode in force when the phase began, then every one entered.
         let mut modes: Vec<String> = Vec::new();
         for (node, from) in NODES.iter().zip(&self.logs) {
@@ -140,7 +148,8 @@ impl<'l> Phase<'l> {
         }
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         eprintln!(
-            "scale-phase {} {took:.1} cpu_busy={busy:.0}% cpu_saturated={saturated:.0}% pacemaker_throttle={} load1_at_end={}",
+            "scale-phase {} {took:.1} cpu_busy={busy:.0}% cpu_saturated={saturated:.0}% agent_cpu={agent_s:.2}s agent_share={agent_share:.1}% \
+             libvirtd_cpu={libvirtd_s:.2}s libvirtd_share={libvirtd_share:.1}% pacemaker_throttle={} load1_at_end={}",
             self.name,
             modes.join(","),
             load.split_whitespace().next().unwrap_or("?")
@@ -359,6 +368,11 @@ fn a_hundred_guests_start_survive_a_probe_storm_and_drain_live() {
     let lab = Lab::from_env();
     let began = Instant::now();
     let count = knob("FERRY_SCALE_GUESTS", 100) as usize;
+    let agent = match std::env::var("FERRY_SCALE_AGENT").as_deref() {
+        Ok("heartbeat") => "heartbeat",
+        _ => "ferry",
+    };
+    eprintln!("scale: agent {agent}");
     let shared = TempDir::new("scale");
     let tiny: Vec<Tiny> = (0..count).map(|i| Tiny::new(&shared, i)).collect();
     let live: Vec<LabGuest> = (0..2).map(|i| LabGuest::new(&lab, &format!("scale-live{i}"), None)).collect();
@@ -377,14 +391,20 @@ fn a_hundred_guests_start_survive_a_probe_storm_and_drain_live() {
         let config = t.config.display().to_string();
         // A guest without an operating system cannot answer a shutdown
         // request: stop destroys it at once instead of waiting out the
-        // graceful part of its timeout.
-        let params = [("config", config.as_str()), ("migration_transport", "tcp"), ("migration_encryption", "none"), ("force_stop", "true")];
-        resources.push_str(&primitive_xml("ferry", &t.id, &params, &meta, &OPS));
+        // graceful part of its timeout (heartbeat has the same parameter).
+        let mut params = vec![("config", config.as_str()), ("migration_transport", "tcp"), ("force_stop", "true")];
+        if agent == "ferry" {
+            params.push(("migration_encryption", "none"));
+        }
+        resources.push_str(&primitive_xml(agent, &t.id, &params, &meta, &OPS));
     }
     for (g, id) in live.iter().zip(&live_ids) {
         let config = g.g.config.display().to_string();
-        let params = [("config", config.as_str()), ("migration_transport", "tcp"), ("migration_encryption", "none")];
-        resources.push_str(&primitive_xml("ferry", id, &params, &meta, &OPS));
+        let mut params = vec![("config", config.as_str()), ("migration_transport", "tcp")];
+        if agent == "ferry" {
+            params.push(("migration_encryption", "none"));
+        }
+        resources.push_str(&primitive_xml(agent, id, &params, &meta, &OPS));
     }
     resources.push_str("</resources>");
     let file = shared.join("resources.xml");
@@ -501,9 +521,10 @@ fn a_hundred_guests_start_survive_a_probe_storm_and_drain_live() {
     // d. back: standby off (stickiness keeps everything on nodea), then
     // Pacemaker restarted on nodeb: it rejoins with no history and probes
     // every resource.
-    let phase = Phase::start(&lab, "back");
+    let mut phase = Phase::start(&lab, "back");
     lab.crm("nodea", &["crm_attribute", "-N", "nodeb", "-n", "standby", "-v", "off"]);
     let since = now_s();
+    phase.agents.before_pacemaker_stops("nodeb");
     lab.pacemaker("nodeb", false);
     lab.pacemaker("nodeb", true);
     assert!(poll(PHASE, || lab.online("nodeb")), "nodeb did not rejoin\n{}", complaints(&lab));

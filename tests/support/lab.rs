@@ -445,3 +445,95 @@ impl CpuSampler {
         (100.0 * (total - idle) as f64 / total.max(1) as f64, 100.0 * saturated as f64 / seconds.max(1) as f64)
     }
 }
+
+/// One process's CPU ticks from /proc/PID/stat: its own (utime + stime) and
+/// those of the children it waited for (cutime + cstime).
+fn process_ticks(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields that
+    // follow it start after the last ')'. They begin at field 3 (state).
+    let fields: Vec<u64> = stat.rsplit_once(')')?.1.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+    Some((fields.get(10)? + fields.get(11)?, fields.get(12)? + fields.get(13)?))
+}
+
+/// The process that `node`'s pacemakerd runs as pacemaker-execd.
+fn execd_of(lab: &Lab, node: &str) -> Option<u32> {
+    let parent = std::fs::read_to_string(lab.dir.join(node).join("run/ferry-lab-pacemakerd.pid")).ok()?.trim().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).find(|pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.contains("(pacemaker-execd)") && stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)) == Some(parent.as_str())
+    })
+}
+
+fn libvirtd_of(lab: &Lab, node: &str) -> Option<u32> {
+    std::fs::read_to_string(lab.dir.join(node).join("run/libvirtd.pid")).ok()?.trim().parse().ok()
+}
+
+/// Ticks counted for one process across a phase, through a restart of it.
+struct Counted {
+    pid: Option<u32>,
+    base: u64,
+    carried: u64,
+}
+
+impl Counted {
+    fn start(pid: Option<u32>, ticks: impl Fn(u32) -> Option<u64>) -> Counted {
+        Counted { pid, base: pid.and_then(&ticks).unwrap_or(0), carried: 0 }
+    }
+
+    /// What it counted so far; `now` is the process that runs now. A new
+    /// process (a restarted daemon) counts from zero.
+    fn total(&self, now: Option<u32>, ticks: impl Fn(u32) -> Option<u64>) -> u64 {
+        let current = now.and_then(&ticks).unwrap_or(0);
+        self.carried + if now == self.pid { current.saturating_sub(self.base) } else { current }
+    }
+}
+
+/// The CPU time the resource agents of both lab nodes used over a phase, and
+/// libvirtd's beside it, each as seconds and as a share of the whole
+/// machine's CPU time. pacemaker-execd starts every agent action and waits
+/// for it; the kernel adds a waited-for child's CPU time, with that of every
+/// descendant it waited for in turn (virsh, and the sed, grep and awk of a
+/// shell agent), to its parent's cutime and cstime. So execd's children's
+/// time is all the agents did on the node, whichever agent it is, and
+/// nothing else. What libvirtd does on their behalf is its own time.
+pub struct AgentCpu<'l> {
+    lab: &'l Lab,
+    execd: Vec<Counted>,
+    libvirtd: Vec<Counted>,
+    machine: u64,
+}
+
+impl<'l> AgentCpu<'l> {
+    pub fn start(lab: &'l Lab) -> AgentCpu<'l> {
+        AgentCpu {
+            lab,
+            execd: NODES.iter().map(|n| Counted::start(execd_of(lab, n), |p| process_ticks(p).map(|t| t.1))).collect(),
+            libvirtd: NODES.iter().map(|n| Counted::start(libvirtd_of(lab, n), |p| process_ticks(p).map(|t| t.0))).collect(),
+            machine: cpu_times().0,
+        }
+    }
+
+    /// Call before Pacemaker stops on `node`: what its execd counted so far
+    /// is kept, and its successor counts from zero.
+    pub fn before_pacemaker_stops(&mut self, node: &str) {
+        let i = NODES.iter().position(|n| *n == node).unwrap();
+        let c = &mut self.execd[i];
+        c.carried = c.total(c.pid, |p| process_ticks(p).map(|t| t.1));
+        c.pid = None;
+        c.base = 0;
+    }
+
+    /// (agents' seconds, their share of the machine in percent, libvirtd's
+    /// seconds, its share). Both in the kernel's clock ticks (USER_HZ,
+    /// /proc/stat's unit too), turned to seconds at its usual 100 a second.
+    pub fn stop(self) -> (f64, f64, f64, f64) {
+        let machine = cpu_times().0.saturating_sub(self.machine).max(1) as f64;
+        let sum = |counted: &[Counted], now: &dyn Fn(&str) -> Option<u32>, pick: fn((u64, u64)) -> u64| -> f64 {
+            NODES.iter().zip(counted).map(|(n, c)| c.total(now(n), |p| process_ticks(p).map(pick))).sum::<u64>() as f64
+        };
+        let agents = sum(&self.execd, &|n| execd_of(self.lab, n), |t| t.1);
+        let libvirtd = sum(&self.libvirtd, &|n| libvirtd_of(self.lab, n), |t| t.0);
+        (agents / 100.0, 100.0 * agents / machine, libvirtd / 100.0, 100.0 * libvirtd / machine)
+    }
+}
