@@ -98,8 +98,10 @@ impl StreamSettings {
         }
         // Seen in the lab: QEMU 7.2 (Debian 12) accepts post-copy with
         // multifd, then its target aborts on the switch (an assertion in
-        // yank.c) and the guest, already running there, is lost.
-        if r.mode == MigrationMode::PostCopy && (parallel.is_some() || parallel_option) {
+        // yank.c) and the guest, already running there, is lost. Post-copy
+        // asked for through heartbeat's migrate_options counts the same.
+        let postcopy = r.mode == MigrationMode::PostCopy || has("--postcopy");
+        if postcopy && (parallel.is_some() || parallel_option) {
             return Err(conflict("post-copy with parallel connections crashes QEMU's target at the switch, losing the guest: use migration_mode=live with migration_parallel, or no parallel connections".into()));
         }
         let zerocopy = has("--zerocopy");
@@ -107,7 +109,7 @@ impl StreamSettings {
             if parallel.is_some() || parallel_option {
                 return Err(conflict("libvirt cannot send parallel connections through a tunnel: set migration_parallel=0 or migration_encryption=tls".into()));
             }
-            if r.mode == MigrationMode::PostCopy {
+            if postcopy {
                 return Err(conflict("libvirt does not support post-copy with a tunnelled migration: use migration_encryption=tls".into()));
             }
             if r.data_uri_set {
@@ -216,11 +218,14 @@ mod tests {
             (Requested { parallel: 4, ..request("tunnelled") }, "parallel connections through a tunnel"),
             (Requested { migrate_options: Some("--parallel"), ..request("tunnelled") }, "parallel connections through a tunnel"),
             (Requested { mode: MigrationMode::PostCopy, ..request("tunnelled") }, "post-copy"),
+            (Requested { migrate_options: Some("--postcopy"), ..request("tunnelled") }, "post-copy with a tunnelled"),
             (Requested { data_uri_set: true, ..request("tunnelled") }, "migrateuri"),
             (Requested { transport: "tcp", ..request("tunnelled") }, "clear text"),
             (Requested { migrate_options: Some("--parallel --zerocopy"), ..request("tls") }, "zero-copy"),
             (Requested { parallel: 256, ..request("tls") }, "between 0"),
             (Requested { parallel: 2, migrate_options: Some("--parallel"), ..request("tls") }, "set one"),
+            (Requested { parallel: 2, migrate_options: Some("--postcopy --postcopy-after-precopy"), ..request("tls") }, "post-copy with parallel"),
+            (Requested { migrate_options: Some("--parallel --postcopy"), ..request("none") }, "post-copy with parallel"),
             (Requested { parallel: 2, mode: MigrationMode::PostCopy, ..request("tls") }, "crashes QEMU's target"),
         ];
         for (r, expected) in cases {
