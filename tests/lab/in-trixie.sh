@@ -30,7 +30,8 @@
 # kernel kills every process of a PID namespace whose PID 1 exits, and the
 # mounts go with the last process of the mount namespace. Nothing is mounted
 # on the host, nothing is ended by name. unshare's --kill-child takes PID 1
-# down if unshare itself is killed.
+# down if unshare itself is killed, and an INT or TERM to this script kills
+# unshare.
 #
 # Usage: tests/lab/in-trixie.sh CMD [ARGS...]    (run from anywhere; CMD runs
 #        in the current directory if it is under the project, else in it)
@@ -84,7 +85,7 @@ case "${1:-}" in
     export PATH=${CARGO_HOME:-$HOME/.cargo}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
     # PID 1 gets no signal it has no handler for: pass an interrupt on.
     child=
-    trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; exit 143' INT TERM
+    trap '[ -z "$child" ] || kill -TERM "$child" 2>/dev/null || true; exit 143' INT TERM
     "$@" <&0 &
     child=$!
     set +e
@@ -103,5 +104,13 @@ root=$(readlink -f "${FERRY_TRIXIE_ROOT:-$repo/build/trixie-root}")
 wd=$PWD
 case "$wd/" in "$repo"/*) ;; *) wd=$repo ;; esac
 
-exec unshare --mount --propagation private --pid --fork --kill-child --uts --net --ipc -- \
-  "$here/in-trixie.sh" __pid1 "$root" "$repo" "$wd" "$@"
+# unshare --fork ignores SIGINT and SIGTERM while it waits, so a TERM sent to
+# this script (a timeout, a test runner) would end nothing: on either, unshare
+# is SIGKILLed, and --kill-child then takes PID 1, and with it every process
+# of the namespaces, down too. stdin is passed on explicitly: a background
+# command's would be /dev/null.
+unshare --mount --propagation private --pid --fork --kill-child --uts --net --ipc -- \
+  "$here/in-trixie.sh" __pid1 "$root" "$repo" "$wd" "$@" <&0 &
+ns=$!
+trap 'kill -KILL "$ns" 2>/dev/null; wait "$ns" 2>/dev/null || true; exit 143' INT TERM
+wait "$ns"
