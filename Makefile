@@ -11,6 +11,9 @@
 #                  against heartbeat:VirtualDomain's and raw virsh's, and
 #                  each action's cost with 1, 100 and 500 guests on the node,
 #                  and a cluster of 100+ resources under each agent
+#   make test-trixie-lifecycle   the integration and libvirtd-down suites on
+#                  a Debian 13 node (build/trixie-root: libvirt 11.3, QEMU
+#                  10.0, Pacemaker 3.0), not yet part of make test
 #   make deb       build/ferry_<version>_amd64.deb: the binary, the agents'
 #                  links and man pages (written from the meta-data), README
 #   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr), for
@@ -27,8 +30,10 @@ TARGET   = target/x86_64-unknown-linux-gnu/release/ferry
 GUEST    = build/guest
 LIBVIRT  = tests/lab/with-libvirtd.sh
 LAB      = tests/lab/with-two-nodes.sh
+# A command on a Debian 13 node: namespaces whose root is build/trixie-root.
+TRIXIE   = tests/lab/in-trixie.sh
 
-.PHONY: all build deps guest deb test-package test-drain test-scale install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest trixie-root test-trixie-lifecycle deb test-package test-drain test-scale install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -42,6 +47,11 @@ deps:
 
 guest:
 	tests/guest/build.sh $(GUEST)
+
+# The Debian 13 root, debootstrapped once and cached (rebuilt when missing or
+# when its package list changes).
+trixie-root: deps
+	tests/lab/trixie-root.sh
 
 install: build
 	install -D -m 0755 $(BINARY) $(OCF_DIR)/lib/ferry/ferry
@@ -91,6 +101,13 @@ test-drain: build guest
 # A hundred and more resources: start, a probe storm, a drain, a rejoin (issue 26).
 test-scale: build guest
 	$(LAB) --cluster cargo test --release --locked --test scale -- --test-threads=1 --nocapture
+
+# The single-node suites on Debian 13: the test binaries are built here (the
+# root has no compiler) and run inside the root by path, each suite with a
+# private libvirtd of trixie's.
+test-trixie-lifecycle: build guest trixie-root
+	bin=$$(tests/lab/test-binary.sh integration) && $(TRIXIE) $(LIBVIRT) $$bin --test-threads=2
+	bin=$$(tests/lab/test-binary.sh libvirtd_down) && $(TRIXIE) $(LIBVIRT) $$bin
 
 test-xen: build guest
 	tests/xen/run.sh

@@ -1,12 +1,13 @@
 #!/bin/bash
 # Installs, with apt-get, the Debian 12 packages ferry's build, tests, demo and
-# benchmark need, skipping those already present. Safe to run again.
+# benchmark need (debootstrap builds the Debian 13 lab root,
+# tests/lab/trixie-root.sh), skipping those already present. Safe to run again.
 set -euo pipefail
 packages=(
   qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   qemu-utils resource-agents libxml2-utils cpio busybox-static iproute2 procps kmod
   util-linux pacemaker pacemaker-cli-utils corosync gnutls-bin tcpdump
-  pcs crmsh lintian man-db systemd strace time
+  pcs crmsh lintian man-db systemd strace time debootstrap
 )
 missing=()
 for p in "${packages[@]}"; do
