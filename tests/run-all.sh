@@ -44,6 +44,13 @@ suite cluster        tests/lab/with-two-nodes.sh --cluster cargo test --release 
 suite drain          tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test drain -- --test-threads=1 --nocapture
 suite scale          tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test scale -- --test-threads=1 --nocapture
 suite xen            tests/xen/run.sh
+# Debian 13 (issue 27): the root is built once and cached in build/, then the
+# single-node suites run inside it, on trixie's libvirt 11.3 and QEMU 10.0,
+# from the test binaries built here (the root has no compiler).
+on_trixie() { local bin; bin=$(tests/lab/test-binary.sh "$1") || return 1; shift; tests/lab/in-trixie.sh $solo "$bin" "$@"; }
+suite trixie-root    tests/lab/trixie-root.sh
+suite trixie-integration   on_trixie integration --test-threads=2
+suite trixie-libvirtd-down on_trixie libvirtd_down
 suite ocf-tester     $solo tests/ocf-tester.sh
 suite ocft           $solo tests/ocft.sh
 host_after=$(host_libvirtd)
