@@ -379,7 +379,7 @@ impl Client {
 /// Ends an open connection with libvirt's close procedure, as virsh does,
 /// rather than by closing the socket: libvirtd takes a client that just
 /// hangs up for a broken one and logs "End of file while reading data" at
-/// error level, twice per ferry monitor, burying real errors. On
+/// error level, for every ferry action, burying real errors. On
 /// CONNECT_CLOSE it marks the client to be closed once the (empty) reply is
 /// written and stops reading from it, so after reading that reply ferry's
 /// close is quiet.
