@@ -166,3 +166,21 @@ fn an_agent_that_never_connects_is_allowed_the_boot_grace_and_no_more() {
     assert!(late.reason().unwrap_or_default().contains("not connected"), "{}", late.stderr);
     assert_eq!(g.run("stop", &[]).code, 0);
 }
+
+#[test]
+fn a_guest_without_an_agent_channel_is_a_configuration_fact_at_depth_ten_not_silence() {
+    // The test guest's definition has no org.qemu.guest_agent.0 channel.
+    let g = Guest::new("nochannel");
+    assert!(!g.xml().contains("org.qemu.guest_agent.0"));
+    let validate = g.run("validate-all", &[("OCF_CHECK_LEVEL", "10")]);
+    assert_eq!(validate.code, 0, "a guest needs no agent unless a deep monitor asks it: {}", validate.stderr);
+    assert!(validate.stderr.contains("WARNING") && validate.stderr.contains("has no guest agent channel"), "{}", validate.stderr);
+    assert_eq!(g.run("start", &[]).code, 0);
+    let deep = monitor(&g, &[("OCF_CHECK_LEVEL", "10")]);
+    assert_eq!(deep.code, 190, "the guest runs; its definition cannot be monitored at depth 10: {}", deep.stderr);
+    let reason = deep.reason().unwrap_or_default();
+    assert!(reason.contains("has no guest agent channel") && !reason.contains("did not answer"), "{}", deep.stderr);
+    assert!(deep.took < Duration::from_secs(5), "libvirt says so at once; took {:?}", deep.took);
+    assert_eq!(g.libvirt_state().as_deref(), Some("running"));
+    assert_eq!(g.run("stop", &[]).code, 0);
+}

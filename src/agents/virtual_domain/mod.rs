@@ -334,12 +334,37 @@ impl VirtualDomain {
                 }
             }
         }
+        if let Some(missing) = Self::without_agent_channel(libvirt, name, deadline) {
+            return Ok(missing);
+        }
         let why = format!("{name} runs, but its guest agent did not answer guest-ping within {}s: {e}", settings.guest_agent_timeout.as_secs());
         match settings.guest_agent_silence {
             Silence::Fail => Err(OcfError::generic(why)),
             Silence::Degraded => Ok(Health::Degraded(why)),
         }
     }
+
+    /// After a failed guest-ping: a guest whose live definition has no
+    /// guest agent channel cannot be asked at all, and says nothing about
+    /// its health. Read only then, so a depth-10 monitor that gets its
+    /// answer costs nothing more. If the definition cannot be read, the
+    /// silence is judged as silence.
+    ///
+    /// 190, whatever guest_agent_silence says. It is a fact of the guest's
+    /// definition, not of the guest: 1 would have Pacemaker restart a guest
+    /// that serves, and after the restart the channel is still missing, so
+    /// it would restart it at every deep monitor for ever; 6 would stop it
+    /// on every node, an outage for a monitoring mistake (a monitor's 6 is
+    /// fatal, see "What each answer means to Pacemaker" in the README).
+    /// 190 keeps the guest running and puts the reason in front of the
+    /// operator as a failed operation, as for a monitor script that cannot
+    /// be started. validate-all at depth 10 warns of it beforehand.
+    fn without_agent_channel(libvirt: &Libvirt, name: &str, deadline: Deadline) -> Option<Health> {
+        let info = libvirt.live_xml(name, deadline).ok().and_then(|xml| domxml::parse(&xml).ok())?;
+        (!info.guest_agent_channel).then(|| Health::Degraded(format!("{name} runs, but has no guest agent channel, so a depth-10 monitor cannot ask it; {}", Self::AGENT_CHANNEL_HINT)))
+    }
+
+    const AGENT_CHANNEL_HINT: &'static str = "add <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel> to its definition, or monitor it at depth 0";
 
     /// Destroy failed, most often because libvirtd died or hung mid-stop:
     /// where is the guest now? A failed stop fences the node, so one that
@@ -388,6 +413,12 @@ impl Agent for VirtualDomain {
             Ok(_) => {}
         }
         let (_, info) = ConfigFile::load(&settings.config, ctx.deadline).require()?;
+        // A warning, not a refusal: validate-all cannot know whether a
+        // depth-10 monitor is configured, and without one the guest needs
+        // no agent.
+        if !info.guest_agent_channel {
+            log::warn(&format!("{} has no guest agent channel: a depth-10 monitor cannot ask it and answers 190; {}", info.name, Self::AGENT_CHANNEL_HINT));
+        }
         // The hypervisor answers: a depth-10 validate that passes on a node
         // whose libvirtd is down would promise a start that cannot happen.
         self.libvirt(&settings)

@@ -149,7 +149,11 @@ fn depth_ten_asks_the_guest_agent_and_silence_means_what_the_operator_said() {
     assert!(!runner.called(&agent), "depth 0 never asks the guest");
     f.env.check_level = 10;
     assert_eq!(f.with(running().reply(&agent, 0, "{\"return\":{}}\n", ""), |vd, ctx| vd.monitor(ctx)).0, Ok(Health::Running));
-    let silent = || running().reply(&agent, 1, "", "error: Guest agent is not responding: Guest agent not available for now\n");
+    let silent = || {
+        running()
+            .reply(&agent, 1, "", "error: Guest agent is not responding: Guest agent not available for now\n")
+            .reply(&virsh(&["dumpxml", "vm"]), 0, WITH_AGENT_CHANNEL, "")
+    };
     let e = f.with(silent(), |vd, ctx| vd.monitor(ctx)).0.unwrap_err();
     assert!(e.reason.contains("guest agent did not answer") && e.reason.contains("not available"), "{}", e.reason);
     f.env.params.insert("guest_agent_silence".into(), "degraded".into());
@@ -157,6 +161,35 @@ fn depth_ten_asks_the_guest_agent_and_silence_means_what_the_operator_said() {
     let paused = RecordingRunner::new().reply(&virsh(&["domstate", "--reason", "vm"]), 0, "paused (user)\n", "");
     let (_, runner) = f.with(paused, |vd, ctx| vd.monitor(ctx));
     assert!(!runner.called(&agent), "a paused guest cannot answer; it is judged by its state");
+}
+
+const WITH_AGENT_CHANNEL: &str = "<domain type='kvm'><name>vm</name><devices><channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='connected'/></channel></devices></domain>";
+
+/// A guest whose definition has no agent channel cannot be asked: libvirt
+/// says so at once, and so does the monitor, whatever guest_agent_silence
+/// says. Only a failed ping costs the read of the live definition.
+#[test]
+fn depth_ten_of_a_guest_without_an_agent_channel_says_so_and_leaves_it_running() {
+    let agent = virsh(&["qemu-agent-command", "vm", "--timeout", "5"]);
+    let dumpxml = virsh(&["dumpxml", "vm"]);
+    let running = || RecordingRunner::new().reply(&virsh(&["domstate", "--reason", "vm"]), 0, "running (booted)\n", "");
+    let unconfigured = || running().reply(&agent, 1, "", "error: argument unsupported: QEMU guest agent is not configured\n");
+    let mut f = Fixture::new("no-channel");
+    f.env.check_level = 10;
+    for silence in ["fail", "degraded"] {
+        f.env.params.insert("guest_agent_silence".into(), silence.into());
+        let (result, runner) = f.with(unconfigured().reply(&dumpxml, 0, "<domain type='kvm'><name>vm</name><devices><channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel></devices></domain>", ""), |vd, ctx| vd.monitor(ctx));
+        assert!(matches!(&result, Ok(Health::Degraded(why)) if why.contains("vm runs, but has no guest agent channel")), "{silence}: {result:?}");
+        assert!(runner.called(&dumpxml));
+    }
+    // A definition that cannot be read: the silence is judged as silence.
+    f.env.params.insert("guest_agent_silence".into(), "fail".into());
+    let unread = f.with(unconfigured().reply(&dumpxml, 1, "", "error: failed to get domain 'vm'\n").reply(&virsh(&["list", "--all", "--name"]), 0, "vm\n", ""), |vd, ctx| vd.monitor(ctx)).0;
+    assert!(matches!(&unread, Err(e) if e.reason.contains("did not answer")), "{unread:?}");
+    // An agent that answers costs no read of the definition.
+    let (result, runner) = f.with(running().reply(&agent, 0, "{\"return\":{}}\n", ""), |vd, ctx| vd.monitor(ctx));
+    assert_eq!(result, Ok(Health::Running));
+    assert!(!runner.called(&dumpxml));
 }
 
 #[test]

@@ -17,6 +17,9 @@ use quick_xml::reader::NsReader;
 use quick_xml::Reader;
 
 pub const MARK_NAMESPACE: &str = "urn:x-ferry:owner:1";
+/// The target name of the virtio channel QEMU's guest agent speaks on;
+/// libvirt talks to an agent only through such a channel.
+pub const GUEST_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
 
 /// Who owns a domain: the agent and the cluster resource that started it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +41,10 @@ pub struct DomainInfo {
     pub pools: Vec<String>,
     /// Virtual networks the interfaces name (`<source network=…>`).
     pub networks: Vec<String>,
+    /// A `<channel>` whose `<target type='virtio'>` is named
+    /// `GUEST_AGENT_CHANNEL`: what libvirt looks for before it talks to a
+    /// guest agent ("QEMU guest agent is not configured" without it).
+    pub guest_agent_channel: bool,
 }
 
 fn attr(tag: &BytesStart, name: &str) -> Option<String> {
@@ -84,6 +91,11 @@ pub fn parse(xml: &str) -> Result<DomainInfo, String> {
                 }
                 match (path.len(), name.as_slice()) {
                     (1, b"memory") => memory_unit = attr(tag, "unit").unwrap_or_else(|| "KiB".into()),
+                    (3, b"target") if path[1] == b"devices" && path[2] == b"channel" => {
+                        if attr(tag, "type").as_deref() == Some("virtio") && attr(tag, "name").as_deref() == Some(GUEST_AGENT_CHANNEL) {
+                            info.guest_agent_channel = true;
+                        }
+                    }
                     (_, b"source") if path.iter().any(|p| p == b"devices") => {
                         if let Some(pool) = attr(tag, "pool") {
                             info.pools.push(pool);
@@ -322,6 +334,18 @@ mod tests {
         assert_eq!(info.memory_mib, Some(128));
         assert_eq!(info.pools, vec!["shared"]);
         assert_eq!(info.networks, vec!["default"]);
+    }
+
+    #[test]
+    fn a_guest_agent_channel_is_a_virtio_channel_with_the_agent_s_name() {
+        let with = |channels: &str| parse(&format!("<domain><name>a</name><devices>{channels}</devices></domain>")).unwrap().guest_agent_channel;
+        assert!(!parse(DOMAIN).unwrap().guest_agent_channel);
+        assert!(with("<channel type='unix'><source mode='bind'/><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"));
+        assert!(with("<channel type='pty'><target type='virtio' name='org.other'/></channel><channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='disconnected'/></channel>"));
+        // Another channel, another target type, a serial port's target.
+        assert!(!with("<channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel>"));
+        assert!(!with("<channel type='unix'><target type='guestfwd' name='org.qemu.guest_agent.0'/></channel>"));
+        assert!(!with("<serial type='pty'><target type='isa-serial' name='org.qemu.guest_agent.0'/></serial>"));
     }
 
     #[test]

@@ -366,6 +366,12 @@ impl<'r> Libvirt<'r> {
         Ok(errors.join("; "))
     }
 
+    /// The running domain's live definition, as libvirt holds it now (it
+    /// may differ from the config file, which can be edited at any time).
+    pub fn live_xml(&self, name: &str, deadline: Deadline) -> Result<String, BackendError> {
+        self.virsh(&["dumpxml", name], deadline).map(|o| o.stdout)
+    }
+
     /// Asks the guest itself, through its QEMU guest agent, whether it is
     /// alive (guest-ping). libvirt waits up to `timeout` for the agent; the
     /// caller's deadline bounds virsh as a whole.

@@ -15,6 +15,8 @@
 //!     |                               <----  | domain, or error VIR_ERR_NO_DOMAIN
 //!     | DOMAIN_GET_STATE domain       ---->  |
 //!     |                               <----  | state, reason
+//!     | CONNECT_CLOSE                 ---->  |   (when the client is dropped)
+//!     |                               <----  | done; libvirtd closes its end
 //! ```
 //!
 //! Each message is a 4-byte length (counting itself), a 24-byte header
@@ -57,8 +59,14 @@ const CONNECT_RETRY: Duration = Duration::from_millis(10);
 /// default, max_client_requests), few enough that the replies fit in the
 /// socket's buffer while more requests are written.
 const PIPELINE: usize = 16;
+/// The most a goodbye (CONNECT_CLOSE) may add to an action whose answer is
+/// already known. libvirtd runs the procedure on its high-priority workers
+/// and answers at once even when its other workers are busy; one that takes
+/// longer is hung, and then the goodbye is simply not finished.
+const GOODBYE: Duration = Duration::from_secs(1);
 
 pub const PROC_CONNECT_OPEN: i32 = 1;
+pub const PROC_CONNECT_CLOSE: i32 = 2;
 pub const PROC_DOMAIN_LOOKUP_BY_NAME: i32 = 23;
 pub const PROC_AUTH_LIST: i32 = 66;
 pub const PROC_AUTH_POLKIT: i32 = 70;
@@ -116,6 +124,9 @@ pub struct Client {
     stream: UnixStream,
     serial: u32,
     deadline: Deadline,
+    /// CONNECT_OPEN succeeded and no conversation has broken since: the
+    /// connection can still be closed the way libvirt expects (see `Drop`).
+    in_step: bool,
 }
 
 /// Connects to `path` without ever blocking past `deadline`.
@@ -161,13 +172,14 @@ impl Client {
         let mut args = Encoder::default();
         args.optional_string(Some(uri)).u32(0);
         client.call(PROC_CONNECT_OPEN, &args)?;
+        client.in_step = true;
         Ok(client)
     }
 
     /// A client on an already connected stream (no handshake): the daemon's
     /// socket after `open`, or one end of a pair in the unit tests.
     pub fn over(stream: UnixStream, deadline: Deadline) -> Client {
-        Client { stream, serial: 0, deadline }
+        Client { stream, serial: 0, deadline, in_step: false }
     }
 
     /// A connection kept for another question gets that question's deadline.
@@ -244,6 +256,16 @@ impl Client {
     /// depend on each other's answers (a domain's state and its mark) cost
     /// one round trip's wait together.
     pub fn call_batch(&mut self, calls: &[(i32, &Encoder)], window: usize) -> Result<Vec<Result<Vec<u8>, RpcError>>, RpcError> {
+        let answers = self.exchange(calls, window);
+        // After a broken, garbled or timed-out conversation a late reply
+        // may still be on its way: nothing more is said on this connection.
+        if answers.is_err() {
+            self.in_step = false;
+        }
+        answers
+    }
+
+    fn exchange(&mut self, calls: &[(i32, &Encoder)], window: usize) -> Result<Vec<Result<Vec<u8>, RpcError>>, RpcError> {
         let first = self.serial.wrapping_add(1);
         let mut answers: Vec<Option<Result<Vec<u8>, RpcError>>> = vec![None; calls.len()];
         let (mut sent, mut answered) = (0, 0);
@@ -351,6 +373,34 @@ impl Client {
         let mut d = Decoder::new(&reply);
         let n = d.u32()?;
         (0..n).map(|_| RemoteDomain::decode(&mut d).map_err(RpcError::from)).collect()
+    }
+}
+
+/// Ends an open connection with libvirt's close procedure, as virsh does,
+/// rather than by closing the socket: libvirtd takes a client that just
+/// hangs up for a broken one and logs "End of file while reading data" at
+/// error level, for every ferry action, burying real errors. On
+/// CONNECT_CLOSE it marks the client to be closed once the (empty) reply is
+/// written and stops reading from it, so after reading that reply ferry's
+/// close is quiet.
+///
+/// In `Drop`, not in an explicit `close()`: a client ends on many paths
+/// (the backend's kept connection at the end of every action, one dropped
+/// after a remote error, an early return), and each one says goodbye
+/// without its owner having to remember it. The goodbye runs under the
+/// deadline of the client's last question (the action's, or a part of it)
+/// and at most `GOODBYE`, so it never holds an action past its time. It is
+/// only a courtesy: it is skipped when the connection was never opened or a
+/// conversation broke (a late reply could be read as its answer), and a
+/// goodbye that fails or times out is dropped without a word, as the
+/// action's answer was already decided.
+impl Drop for Client {
+    fn drop(&mut self) {
+        if !self.in_step {
+            return;
+        }
+        self.deadline = self.deadline.within(GOODBYE);
+        let _ = self.call(PROC_CONNECT_CLOSE, &Encoder::default());
     }
 }
 
@@ -491,11 +541,17 @@ mod tests {
 
     /// Reads one request from the client: (serial, its arguments).
     fn read_request(peer: &mut UnixStream) -> Option<(u32, Vec<u8>)> {
+        read_call(peer).map(|(_, serial, args)| (serial, args))
+    }
+
+    /// Reads one request from the client: (procedure, serial, arguments).
+    fn read_call(peer: &mut UnixStream) -> Option<(i32, u32, Vec<u8>)> {
         let mut len = [0u8; 4];
         peer.read_exact(&mut len).ok()?;
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize - 4];
         peer.read_exact(&mut body).ok()?;
-        Some((u32::from_be_bytes(body[16..20].try_into().unwrap()), body[24..].to_vec()))
+        let word = |at: usize| u32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+        Some((word(8) as i32, word(16), body[24..].to_vec()))
     }
 
     #[test]
@@ -606,5 +662,111 @@ mod tests {
         drop(listener);
         let _ = std::fs::remove_dir_all(&dir);
         assert!(matches!(connect_by(&dir.join("none"), Deadline::after(SECOND)), Err(RpcError::Transport(_))));
+    }
+
+    /// A daemon of the test's own on a real socket path, so that
+    /// `Client::open` does its handshake (no authentication, CONNECT_OPEN)
+    /// against it; then `then` plays the rest of the conversation.
+    fn fake_daemon<T: Send + 'static>(tag: &str, then: impl FnOnce(UnixStream) -> T + Send + 'static) -> (std::path::PathBuf, std::thread::JoinHandle<T>) {
+        let dir = std::env::temp_dir().join(format!("ferry-rpc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let daemon = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            for (procedure, answer) in [(PROC_AUTH_LIST, &[0u8, 0, 0, 0][..]), (PROC_CONNECT_OPEN, &[][..])] {
+                let (asked, serial, _) = read_call(&mut peer).unwrap();
+                assert_eq!(asked, procedure);
+                peer.write_all(&frame(procedure, TYPE_REPLY, serial, STATUS_OK, answer)).unwrap();
+            }
+            then(peer)
+        });
+        (path, daemon)
+    }
+
+    /// Whether the client has hung up: the next read sees the end (or a
+    /// reset) within `within`, with nothing more sent. `None`: it sent
+    /// something instead.
+    fn hung_up(peer: &mut UnixStream, within: Duration) -> Option<bool> {
+        peer.set_read_timeout(Some(within)).unwrap();
+        let mut byte = [0u8; 1];
+        match peer.read(&mut byte) {
+            Ok(0) => Some(true),
+            Ok(_) => None,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Some(false),
+            Err(_) => Some(true),
+        }
+    }
+
+    #[test]
+    fn an_open_connection_ends_with_libvirt_s_close_procedure_and_its_reply() {
+        let (path, daemon) = fake_daemon("goodbye", |mut peer| {
+            let (procedure, serial, _) = read_call(&mut peer).unwrap();
+            peer.write_all(&frame(procedure, TYPE_REPLY, serial, STATUS_OK, &[0, 0, 0, 1, 0, 0, 0, 1])).unwrap();
+            let (goodbye, serial, args) = read_call(&mut peer).unwrap();
+            // The client waits for the reply before it hangs up (libvirtd
+            // would otherwise read the end of the stream and log it).
+            let waited = hung_up(&mut peer, Duration::from_millis(200)) == Some(false);
+            peer.write_all(&frame(goodbye, TYPE_REPLY, serial, STATUS_OK, &[])).unwrap();
+            let then_closed = hung_up(&mut peer, SECOND) == Some(true);
+            (goodbye, args, waited, then_closed)
+        });
+        let mut client = Client::open(&path, "qemu:///system", Deadline::after(Duration::from_secs(5))).unwrap();
+        client.call(PROC_DOMAIN_GET_STATE, &Encoder::default()).unwrap();
+        drop(client);
+        let (goodbye, args, waited, then_closed) = daemon.join().unwrap();
+        assert_eq!(goodbye, PROC_CONNECT_CLOSE);
+        assert!(args.is_empty(), "CONNECT_CLOSE takes no arguments");
+        assert!(waited, "the client hung up before libvirt answered its goodbye");
+        assert!(then_closed, "the client closed after the reply");
+    }
+
+    #[test]
+    fn a_goodbye_libvirt_never_answers_holds_the_client_no_longer_than_its_bound() {
+        let (path, daemon) = fake_daemon("silent-goodbye", |mut peer| {
+            let goodbye = read_call(&mut peer).map(|(procedure, _, _)| procedure);
+            // Hold the connection without answering until the client gives up.
+            let gave_up = hung_up(&mut peer, Duration::from_secs(5)) == Some(true);
+            (goodbye, gave_up)
+        });
+        let client = Client::open(&path, "qemu:///system", Deadline::after(Duration::from_secs(30))).unwrap();
+        let started = Instant::now();
+        drop(client);
+        let took = started.elapsed();
+        assert!(took >= GOODBYE - Duration::from_millis(50) && took < GOODBYE + Duration::from_millis(500), "took {took:?}");
+        assert_eq!(daemon.join().unwrap(), (Some(PROC_CONNECT_CLOSE), true));
+    }
+
+    #[test]
+    fn no_goodbye_on_a_broken_conversation_a_spent_deadline_or_a_connection_never_opened() {
+        // A garbled reply: the connection is out of step, so nothing more
+        // is said on it.
+        let (path, daemon) = fake_daemon("broken", |mut peer| {
+            let (procedure, serial, _) = read_call(&mut peer).unwrap();
+            let mut garbled = frame(procedure, TYPE_REPLY, serial, STATUS_OK, &[]);
+            garbled[..4].copy_from_slice(&3u32.to_be_bytes());
+            peer.write_all(&garbled).unwrap();
+            hung_up(&mut peer, SECOND)
+        });
+        let mut client = Client::open(&path, "qemu:///system", Deadline::after(Duration::from_secs(5))).unwrap();
+        assert!(matches!(client.call(PROC_DOMAIN_GET_STATE, &Encoder::default()), Err(RpcError::Protocol(_))));
+        drop(client);
+        assert_eq!(daemon.join().unwrap(), Some(true), "the client sent something after a broken conversation");
+
+        // The action's time is up: it hangs up at once.
+        let (path, daemon) = fake_daemon("late", |mut peer| hung_up(&mut peer, SECOND));
+        let mut client = Client::open(&path, "qemu:///system", Deadline::after(Duration::from_secs(5))).unwrap();
+        client.set_deadline(Deadline::after(Duration::ZERO));
+        let started = Instant::now();
+        drop(client);
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert_eq!(daemon.join().unwrap(), Some(true), "the client said goodbye past its deadline");
+
+        // A stream that never went through CONNECT_OPEN.
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        drop(Client::over(ours, Deadline::after(SECOND)));
+        assert_eq!(hung_up(&mut theirs, SECOND), Some(true));
     }
 }
