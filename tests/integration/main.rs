@@ -8,7 +8,6 @@ mod support;
 mod bad_input;
 mod bounds;
 mod cli;
-mod goodbye;
 mod health;
 mod lifecycle;
 mod mark_index;
