@@ -33,7 +33,7 @@ LAB      = tests/lab/with-two-nodes.sh
 # A command on a Debian 13 node: namespaces whose root is build/trixie-root.
 TRIXIE   = tests/lab/in-trixie.sh
 
-.PHONY: all build deps guest trixie-root test-trixie-lifecycle deb test-package test-drain test-scale install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest chaos trixie-root test-trixie-lifecycle deb test-package test-drain test-scale install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -111,6 +111,11 @@ test-trixie-lifecycle: build guest trixie-root
 
 test-xen: build guest
 	tests/xen/run.sh
+
+# A seeded schedule of faults in the cluster lab under an independent judge
+# (tests/chaos): CHAOS_SEED, CHAOS_MINUTES, CHAOS_AGENT=ferry|heartbeat.
+chaos: build guest
+	$(LAB) --cluster cargo test --release --locked --test chaos -- --test-threads=1 --nocapture
 
 # A long run of the parser property tests: a million cases per parser.
 fuzz:

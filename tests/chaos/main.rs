@@ -1,0 +1,542 @@
+//! Chaos in the cluster lab (issue 25): a seeded, reproducible schedule of
+//! faults against a few test guests under Pacemaker, and a judge that
+//! trusts nothing ferry or Pacemaker says.
+//!
+//! The judge reads the guests' own output. Each guest's serial console goes
+//! to a file under /var/log/libvirt, which each lab node has of its
+//! own, so every copy of a guest writes to its node's file. The guest prints
+//! `ferry-tick N` every second. Every second the judge notes which nodes'
+//! files of each guest grew a tick line. A live migration hands a guest over
+//! once: the target's vCPUs run only after the source's stopped, so both
+//! files grow in the same second at most once per hand-over, and two
+//! hand-overs (there and back) take more than five seconds here. Both
+//! growing in three of any five consecutive seconds is a **double run**
+//! (two copies that both run grow both files nearly every second). The judge also
+//! keeps each guest's longest time without a tick on any node
+//! (**unavailability**). Failed stops (a fence in a production cluster;
+//! fencing is off in the lab) come from Pacemaker's logs, which a refresh
+//! does not wipe as it wipes the CIB's history.
+//!
+//! From the environment:
+//!   CHAOS_SEED     (1)      the schedule's seed; the same seed, the same
+//!                           events in the same order with the same holds
+//!   CHAOS_MINUTES  (3)      how long events are applied
+//!   CHAOS_AGENT    (ferry)  heartbeat runs the same schedule against
+//!                           resource-agents' VirtualDomain
+//!   CHAOS_GUESTS   (3)      test guests
+//!
+//! Which node an event hits, where it depends on where a guest runs at that
+//! moment (the config hidden on the guest's node, the agent killed there), is
+//! decided when it is applied; the schedule itself is the seed's alone.
+//!
+//! Run through `tests/lab/with-two-nodes.sh --cluster` (make chaos).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::lab::*;
+use support::*;
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// splitmix64: a seed gives one sequence on every machine and build, with
+/// no crate for it.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in lo..=hi.
+    fn within(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// `crm_resource --move` away from where it runs; undone by --clear.
+    Move,
+    /// A node in standby (a drain); undone by standby off.
+    Standby,
+    /// `crm_resource --refresh` of one resource: probes on both nodes.
+    Refresh,
+    /// libvirtd SIGSTOPped on a node; undone by SIGCONT.
+    LibvirtdHung,
+    /// libvirtd killed on a node; undone by starting it again.
+    LibvirtdKilled,
+    /// The guest's config directory hidden on the node running it (an
+    /// unmounted share looks so), with a refresh so that it is probed.
+    ConfigHidden,
+    /// The agent SIGKILLed mid-action on a node: the first agent process
+    /// seen there during the hold.
+    AgentKilled,
+    /// The guest's kernel panics (an NMI; on_crash destroys it).
+    GuestPanic,
+}
+
+const FAULTS: [Fault; 8] =
+    [Fault::Move, Fault::Standby, Fault::Refresh, Fault::LibvirtdHung, Fault::LibvirtdKilled, Fault::ConfigHidden, Fault::AgentKilled, Fault::GuestPanic];
+
+#[derive(Clone, Debug)]
+struct Event {
+    fault: Fault,
+    guest: usize,
+    node: &'static str,
+    hold: u64,
+    pause: u64,
+}
+
+/// The seed's schedule: as many events as any run can apply.
+fn schedule(seed: u64, guests: usize, count: usize) -> Vec<Event> {
+    let mut rng = Rng(seed);
+    (0..count)
+        .map(|_| Event {
+            fault: FAULTS[rng.within(0, FAULTS.len() as u64 - 1) as usize],
+            guest: rng.within(0, guests as u64 - 1) as usize,
+            node: NODES[rng.within(0, 1) as usize],
+            hold: rng.within(5, 25),
+            pause: rng.within(3, 15),
+        })
+        .collect()
+}
+
+/// One guest of the run: its config on storage both nodes see, its
+/// console in each node's own /var/log/libvirt (a directory the lab gives
+/// each node; libvirt does not create its qemu/ below it here).
+struct ChaosGuest {
+    g: Guest,
+    id: String,
+}
+
+impl ChaosGuest {
+    fn console_inside(&self) -> String {
+        format!("/var/log/libvirt/{}.console", self.g.name)
+    }
+
+    /// The console file `node` writes, from the host.
+    fn console_on(&self, lab: &Lab, node: &str) -> PathBuf {
+        lab.dir.join(node).join("log/libvirt").join(format!("{}.console", self.g.name))
+    }
+}
+
+/// What the judge found.
+#[derive(Default)]
+struct Findings {
+    seconds: u64,
+    /// (guest, second of the run): each second that ended a window of five
+    /// in which both nodes' copies ran in three.
+    double_runs: Vec<(String, u64)>,
+    /// Per guest: the longest time with no tick on any node, and when it began.
+    longest_gap: Vec<(u64, u64)>,
+    ticks: Vec<[usize; 2]>,
+}
+
+struct Judge {
+    stop: Arc<AtomicBool>,
+    findings: Arc<Mutex<Findings>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Tick lines a console file grew since `offset`; moves `offset` on.
+fn new_ticks(path: &PathBuf, offset: &mut u64) -> usize {
+    let Ok(mut f) = std::fs::File::open(path) else { return 0 };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < *offset {
+        // A new file (the guest's first start on this node after a removal).
+        *offset = 0;
+    }
+    let mut text = String::new();
+    if f.seek(SeekFrom::Start(*offset)).is_err() || f.read_to_string(&mut text).is_err() {
+        return 0;
+    }
+    // Only whole lines: a tick half written is counted the next second.
+    let whole = text.rfind('\n').map_or(0, |i| i + 1);
+    *offset += whole as u64;
+    text[..whole].lines().filter(|l| l.contains("ferry-tick")).count()
+}
+
+impl Judge {
+    fn start(guests: &[(String, [PathBuf; 2])]) -> Judge {
+        let stop = Arc::new(AtomicBool::new(false));
+        let findings = Arc::new(Mutex::new(Findings { longest_gap: vec![(0, 0); guests.len()], ticks: vec![[0; 2]; guests.len()], ..Findings::default() }));
+        let (flag, shared) = (stop.clone(), findings.clone());
+        let guests = guests.to_vec();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut offsets = vec![[0u64; 2]; guests.len()];
+            // Skip what the consoles held before the judge began.
+            for (i, (_, files)) in guests.iter().enumerate() {
+                for n in 0..2 {
+                    new_ticks(&files[n], &mut offsets[i][n]);
+                }
+            }
+            let mut both: Vec<VecDeque<bool>> = vec![VecDeque::new(); guests.len()];
+            let mut last_tick = vec![0u64; guests.len()];
+            let mut second = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                second += 1;
+                let next = started + Duration::from_secs(second);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                let mut f = shared.lock().unwrap();
+                f.seconds = second;
+                for (i, (name, files)) in guests.iter().enumerate() {
+                    let grew = [new_ticks(&files[0], &mut offsets[i][0]), new_ticks(&files[1], &mut offsets[i][1])];
+                    f.ticks[i][0] += grew[0];
+                    f.ticks[i][1] += grew[1];
+                    let window = &mut both[i];
+                    window.push_back(grew[0] > 0 && grew[1] > 0);
+                    if window.len() > 5 {
+                        window.pop_front();
+                    }
+                    if window.iter().filter(|b| **b).count() >= 3 && window.back() == Some(&true) {
+                        f.double_runs.push((name.clone(), second));
+                    }
+                    if grew[0] + grew[1] > 0 {
+                        let gap = second - last_tick[i];
+                        if gap > f.longest_gap[i].0 {
+                            f.longest_gap[i] = (gap, last_tick[i]);
+                        }
+                        last_tick[i] = second;
+                    }
+                }
+            }
+            // A guest that ended the run without ticking was unavailable to the end.
+            let mut f = shared.lock().unwrap();
+            for i in 0..guests.len() {
+                let gap = second - last_tick[i];
+                if gap > f.longest_gap[i].0 {
+                    f.longest_gap[i] = (gap, last_tick[i]);
+                }
+            }
+        });
+        Judge { stop, findings, thread: Some(thread) }
+    }
+
+    fn double_runs(&self) -> Vec<(String, u64)> {
+        self.findings.lock().unwrap().double_runs.clone()
+    }
+
+    fn now(&self) -> u64 {
+        self.findings.lock().unwrap().seconds
+    }
+
+    fn finish(mut self) -> Findings {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.findings.lock().unwrap())
+    }
+}
+
+impl Drop for Judge {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn libvirtd_pid(lab: &Lab, node: &str) -> Option<i32> {
+    std::fs::read_to_string(lab.dir.join(node).join("run/libvirtd.pid")).ok()?.trim().parse().ok()
+}
+
+fn signal(pid: i32, sig: &str) {
+    let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// The agent processes running in `node`'s network namespace: the lab made
+/// that namespace, and only Pacemaker's executor runs agents there.
+fn agent_pids(lab: &Lab, node: &str) -> Vec<i32> {
+    let Ok(anchor) = std::fs::read_to_string(lab.dir.join(node).join("run/virtlogd.pid")) else { return Vec::new() };
+    let Ok(net) = std::fs::read_link(format!("/proc/{}/ns/net", anchor.trim())) else { return Vec::new() };
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "VirtualDomain")
+                        && std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&net)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The nodes whose libvirtd lists `name` as running.
+fn running_on(lab: &Lab, name: &str) -> Vec<&'static str> {
+    NODES.into_iter().filter(|n| lab.state(n, name).as_deref() == Some("running")).collect()
+}
+
+/// Pacemaker's results of one operation on both nodes, from its logs: how
+/// many ended "ok" and every other result's line.
+fn results(lab: &Lab, operation: &str, ids: &[String]) -> (usize, Vec<String>) {
+    let needle = format!("Result of {operation} operation for ");
+    let (mut ok, mut bad) = (0, Vec::new());
+    for node in NODES {
+        for line in pacemaker_log(lab, node).lines().filter(|l| l.contains(&needle)) {
+            if !ids.iter().any(|id| line.contains(&format!("for {id} on"))) {
+                continue;
+            }
+            // "…: ok | CIB update 12, graph action confirmed; …"
+            if line.contains(": ok |") {
+                ok += 1;
+            } else {
+                bad.push(line.to_string());
+            }
+        }
+    }
+    (ok, bad)
+}
+
+/// Applies one event and undoes it after its hold. Returns what it did.
+fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
+    let id = guest.id.as_str();
+    let hold = Duration::from_secs(e.hold);
+    let home = running_on(lab, &guest.g.name).first().copied();
+    match e.fault {
+        Fault::Move => {
+            let _ = lab.on("nodea", &["crm_resource", "--move", "-r", id]);
+            std::thread::sleep(hold);
+            let _ = lab.on("nodea", &["crm_resource", "--clear", "-r", id]);
+            format!("move {id} away from {home:?}")
+        }
+        Fault::Standby => {
+            let _ = lab.on("nodea", &["crm_attribute", "-N", e.node, "-n", "standby", "-v", "on"]);
+            std::thread::sleep(hold);
+            let _ = lab.on("nodea", &["crm_attribute", "-N", e.node, "-n", "standby", "-v", "off"]);
+            format!("standby {}", e.node)
+        }
+        Fault::Refresh => {
+            let _ = lab.on("nodea", &["crm_resource", "--refresh", "-r", id]);
+            format!("refresh {id}")
+        }
+        Fault::LibvirtdHung => {
+            let Some(pid) = libvirtd_pid(lab, e.node) else { return format!("libvirtd on {} not running: skipped", e.node) };
+            signal(pid, "STOP");
+            let resume = Defer(|| signal(pid, "CONT"));
+            std::thread::sleep(hold);
+            drop(resume);
+            format!("libvirtd on {} stopped for {} s", e.node, e.hold)
+        }
+        Fault::LibvirtdKilled => {
+            lab.libvirtd(e.node, false);
+            std::thread::sleep(hold);
+            lab.libvirtd(e.node, true);
+            format!("libvirtd on {} killed for {} s", e.node, e.hold)
+        }
+        Fault::ConfigHidden => {
+            let Some(node) = home else { return format!("{id} runs nowhere: config not hidden") };
+            let dir = guest.g.dir.display().to_string();
+            let empty = TempDir::new(&format!("chaos-empty-{id}"));
+            if !lab.on(node, &["mount", "--bind", &empty.0.display().to_string(), &dir]).status.success() {
+                return format!("{id}: could not hide the config on {node}");
+            }
+            let unhide = Defer(|| drop(lab.on(node, &["umount", &dir])));
+            let _ = lab.on("nodea", &["crm_resource", "--refresh", "-r", id]);
+            std::thread::sleep(hold);
+            drop(unhide);
+            format!("config of {id} hidden on {node} for {} s", e.hold)
+        }
+        Fault::AgentKilled => {
+            let began = Instant::now();
+            while began.elapsed() < hold {
+                if let Some(pid) = agent_pids(lab, e.node).first() {
+                    // Pacemaker passes the action as the agent's argument
+                    // and the resource in its environment.
+                    let action = std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| String::from_utf8_lossy(&c).split('\0').nth(1).unwrap_or("").to_string()).unwrap_or_default();
+                    let resource = std::fs::read(format!("/proc/{pid}/environ"))
+                        .map(|env| String::from_utf8_lossy(&env).split('\0').find_map(|v| v.strip_prefix("OCF_RESOURCE_INSTANCE=").map(String::from)).unwrap_or_default())
+                        .unwrap_or_default();
+                    signal(*pid, "KILL");
+                    return format!("agent {pid} on {} killed in {action} of {resource}", e.node);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            format!("no agent ran on {} in {} s", e.node, e.hold)
+        }
+        Fault::GuestPanic => {
+            let Some(node) = home else { return format!("{id} runs nowhere: no panic") };
+            let _ = lab.virsh(node, &["inject-nmi", &guest.g.name]);
+            format!("{id} panicked on {node}")
+        }
+    }
+}
+
+#[test]
+fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
+    let lab = Lab::from_env();
+    let seed = knob("CHAOS_SEED", 1);
+    let minutes = knob("CHAOS_MINUTES", 3);
+    let count = knob("CHAOS_GUESTS", 3) as usize;
+    let agent = match std::env::var("CHAOS_AGENT").as_deref() {
+        Ok("heartbeat") => "heartbeat",
+        _ => "ferry",
+    };
+    eprintln!("chaos: seed {seed}, {minutes} minutes, {count} guests, agent {agent}");
+
+    let guests: Vec<ChaosGuest> = (0..count)
+        .map(|i| {
+            let g = Guest::new(&format!("chaos{i}"));
+            let c = ChaosGuest { id: format!("chaos-{i}"), g };
+            // unknown_nmi_panic: an NMI panics the guest's kernel
+            // (GuestPanic), and the pvpanic device tells QEMU, so that
+            // on_crash destroys it rather than leaving a dead kernel that
+            // libvirt calls running.
+            c.g.edit_config(|xml| {
+                xml.replace(&c.g.console.display().to_string(), &c.console_inside())
+                    .replace("</cmdline>", " unknown_nmi_panic=1</cmdline>")
+                    .replace("</devices>", "<panic model='isa'/></devices>")
+            });
+            c
+        })
+        .collect();
+    let _destroy = Defer(|| {
+        for c in &guests {
+            for node in NODES {
+                let _ = lab.virsh(node, &["destroy", &c.g.name]);
+            }
+        }
+    });
+    let ops = [("monitor", "5s", "30s"), ("start", "0", "120s"), ("stop", "0", "120s"), ("migrate_to", "0", "120s"), ("migrate_from", "0", "60s")];
+    let resources: Vec<ClusterResource> = guests
+        .iter()
+        .map(|c| {
+            let config = c.g.config.display().to_string();
+            let mut params = vec![("config", config.as_str()), ("migration_transport", "tcp")];
+            if agent == "ferry" {
+                params.push(("migration_encryption", "none"));
+            }
+            ClusterResource::create_of(&lab, agent, &c.id, &params, &[("allow-migrate", "true")], &ops)
+        })
+        .collect();
+    let ids: Vec<String> = guests.iter().map(|c| c.id.clone()).collect();
+    for (c, r) in guests.iter().zip(&resources) {
+        let node = r.wait_active(Duration::from_secs(180)).unwrap_or_else(|| panic!("{} did not start", r.id));
+        assert!(wait_for(BOOT, || std::fs::read_to_string(c.console_on(&lab, &node)).is_ok_and(|t| t.contains("ferry-tick"))), "{} did not boot on {node}", c.g.name);
+    }
+    assert!(lab.settle(Duration::from_secs(120)), "the cluster did not settle after the starts");
+    let starts_before = results(&lab, "start", &ids).0;
+
+    let files: Vec<(String, [PathBuf; 2])> = guests.iter().map(|c| (c.g.name.clone(), [c.console_on(&lab, NODES[0]), c.console_on(&lab, NODES[1])])).collect();
+    let judge = Judge::start(&files);
+    let events = schedule(seed, count, 1000);
+    let until = Instant::now() + Duration::from_secs(minutes * 60);
+    let mut applied = Vec::new();
+    for e in events.iter() {
+        if Instant::now() >= until {
+            break;
+        }
+        let at = judge.now();
+        let what = apply(&lab, e, &guests[e.guest]);
+        eprintln!("chaos-event +{at}s {:?} hold {} s: {what}", e.fault, e.hold);
+        applied.push(format!("+{at}s {what}"));
+        std::thread::sleep(Duration::from_secs(e.pause));
+    }
+
+    // Recovery: every fault is undone; the cluster must bring every guest
+    // back to one running copy.
+    let settled = lab.settle(Duration::from_secs(300));
+    let mut placed = Vec::new();
+    let all_placed = wait_for(Duration::from_secs(180), || {
+        placed = guests.iter().map(|c| (c.id.clone(), running_on(&lab, &c.g.name))).collect::<Vec<_>>();
+        placed.iter().all(|(_, nodes)| nodes.len() == 1)
+    });
+    // A few seconds of the end state under the judge.
+    std::thread::sleep(Duration::from_secs(10));
+    let findings = judge.finish();
+
+    let (migrations, _) = results(&lab, "migrate_from", &ids);
+    let (starts, failed_starts) = results(&lab, "start", &ids);
+    // A stop the harness itself SIGKILLed fails whatever the agent does:
+    // those are counted apart, the rest are the agent's.
+    // Each is "+Ts agent PID on NODE killed in stop of RESOURCE".
+    let (_, mut failed_stops) = results(&lab, "stop", &ids);
+    for killed in applied.iter().filter(|a| a.contains(" killed in stop of ")) {
+        let words: Vec<&str> = killed.split_whitespace().collect();
+        let (node, resource) = (words[4], words[words.len() - 1]);
+        if let Some(i) = failed_stops.iter().position(|l| l.contains(&format!("for {resource} on {node}:"))) {
+            eprintln!("chaos report: a stop the harness killed: {}", failed_stops.remove(i));
+        }
+    }
+    let (_, failed_migrations) = results(&lab, "migrate_to", &ids);
+    eprintln!("chaos report: seed {seed}, agent {agent}, {} events in {} s", applied.len(), findings.seconds);
+    for (c, ((gap, from), ticks)) in guests.iter().zip(findings.longest_gap.iter().zip(&findings.ticks)) {
+        eprintln!("chaos report: {}: longest without a tick {gap} s (from +{from}s), ticks on nodea {} and nodeb {}", c.id, ticks[0], ticks[1]);
+    }
+    for line in failed_starts.iter().chain(&failed_migrations) {
+        eprintln!("chaos report: {line}");
+    }
+    let longest = findings.longest_gap.iter().map(|g| g.0).max().unwrap_or(0);
+    eprintln!(
+        "chaos-result seed={seed} agent={agent} events={} migrations={migrations} restarts={} double_runs={} failed_stops={} longest_unavailable={longest}s settled={settled}",
+        applied.len(),
+        starts.saturating_sub(starts_before),
+        findings.double_runs.len(),
+        failed_stops.len()
+    );
+    let violation = |what: &str| format!("{what}\nreproduce with CHAOS_SEED={seed} CHAOS_MINUTES={minutes} CHAOS_AGENT={agent}\nevents:\n{}", applied.join("\n"));
+    assert!(findings.double_runs.is_empty(), "{}", violation(&format!("double runs (guest, second): {:?}", findings.double_runs)));
+    assert!(failed_stops.is_empty(), "{}", violation(&format!("failed stops (each a fence in production):\n{}", failed_stops.join("\n"))));
+    assert!(all_placed, "{}", violation(&format!("not every guest ends running on one node: {placed:?}")));
+    drop(resources);
+}
+
+/// The judge must see what it is there to see: a second copy of a running
+/// guest, started by hand on the other node with `virsh create`, as an
+/// operator's mistake would start it.
+#[test]
+fn the_judge_catches_a_second_copy_started_by_hand() {
+    let lab = Lab::from_env();
+    let g = Guest::new("chaosjudge");
+    let c = ChaosGuest { id: "chaos-judge".into(), g };
+    c.g.edit_config(|xml| xml.replace(&c.g.console.display().to_string(), &c.console_inside()));
+    let _destroy = Defer(|| {
+        for node in NODES {
+            let _ = lab.virsh(node, &["destroy", &c.g.name]);
+        }
+    });
+    let config = c.g.config.display().to_string();
+    let r = ClusterResource::create(&lab, &c.id, &[("config", config.as_str()), ("migration_transport", "tcp")], &[], &[("monitor", "5s", "30s")], false);
+    let home = r.wait_active(Duration::from_secs(180)).expect("the guest did not start");
+    assert!(wait_for(BOOT, || std::fs::read_to_string(c.console_on(&lab, &home)).is_ok_and(|t| t.contains("ferry-tick"))), "the guest did not boot");
+    let judge = Judge::start(&[(c.g.name.clone(), [c.console_on(&lab, NODES[0]), c.console_on(&lab, NODES[1])])]);
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(judge.double_runs().is_empty(), "one copy taken for two: {:?}", judge.double_runs());
+    let other = NODES.into_iter().find(|n| *n != home).unwrap();
+    let created = lab.virsh(other, &["create", &config]);
+    assert!(created.status.success(), "virsh create on {other}: {}", String::from_utf8_lossy(&created.stderr));
+    let caught = wait_for(Duration::from_secs(BOOT.as_secs() + 30), || !judge.double_runs().is_empty());
+    let _ = lab.virsh(other, &["destroy", &c.g.name]);
+    let findings = judge.finish();
+    eprintln!("judge: the second copy seen at {:?}", findings.double_runs.first());
+    assert!(caught, "the judge did not see two copies running (ticks per node: {:?})", findings.ticks);
+    drop(r);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_schedule() {
+    let text = |seed| format!("{:?}", schedule(seed, 3, 50));
+    assert_eq!(text(7), text(7));
+    assert_ne!(text(7), text(8));
+    // Every fault comes up in a schedule of this length.
+    let events = schedule(7, 3, 200);
+    for fault in FAULTS {
+        assert!(events.iter().any(|e| e.fault == fault), "{fault:?} never scheduled");
+    }
+}
