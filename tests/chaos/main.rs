@@ -357,9 +357,12 @@ fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
             let began = Instant::now();
             while began.elapsed() < hold {
                 if let Some(pid) = agent_pids(lab, e.node).first() {
-                    // Pacemaker passes the action as the agent's argument
-                    // and the resource in its environment.
-                    let action = std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| String::from_utf8_lossy(&c).split('\0').nth(1).unwrap_or("").to_string()).unwrap_or_default();
+                    // Pacemaker passes the action as the agent's last
+                    // argument (a shell agent's first is its script) and
+                    // the resource in its environment.
+                    let action = std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).split('\0').filter(|a| !a.is_empty()).last().unwrap_or("").to_string())
+                        .unwrap_or_default();
                     let resource = std::fs::read(format!("/proc/{pid}/environ"))
                         .map(|env| String::from_utf8_lossy(&env).split('\0').find_map(|v| v.strip_prefix("OCF_RESOURCE_INSTANCE=").map(String::from)).unwrap_or_default())
                         .unwrap_or_default();
