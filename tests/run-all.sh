@@ -16,18 +16,35 @@ suite() {
   echo
   echo "==== $name: $*"
   local started=$SECONDS
-  if "$@" 2>&1 | tee "$logs/$name.log"; then
+  local dmesg_from
+  dmesg_from=$(dmesg 2>/dev/null | wc -l)
+  local rc
+  "$@" 2>&1 | tee "$logs/$name.log"
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 0 ]; then
     passed=$((passed + 1)); echo "==== $name: ok ($((SECONDS - started)) s)"
   else
-    failed=$((failed + 1)); failures+=("$name"); echo "==== $name: FAILED ($((SECONDS - started)) s)"
+    failed=$((failed + 1)); failures+=("$name"); echo "==== $name: FAILED (exit $rc, $((SECONDS - started)) s)"
+    echo "exit status $rc after $((SECONDS - started)) s" >> "$logs/$name.log"
+    dmesg 2>/dev/null | tail -n +"$((dmesg_from + 1))" > "$logs/$name.dmesg"
   fi
 }
 # The lines that say why a suite failed: Rust's panics and their messages,
-# failed test names, a shell suite's own FAIL lines, and the one-line
-# results the lab suites print (drain-result, scale-phase).
+# failed test names, a shell suite's own FAIL lines, the lab scripts' own
+# complaints (two-nodes:, in-trixie:), and the one-line results the lab
+# suites print (drain-result, scale-phase). Then the end of the log, which
+# says what happened last when none of those matched (a lab that never came
+# up, a process killed by a signal), and what the kernel said of killed or
+# crashed processes while the suite ran.
 why() {
-  grep -a -E -A5 "panicked at|^test .* FAILED|FAIL|not ok|error:|^(drain-result|scale-phase)" "$logs/$1.log" |
+  grep -a -E -A5 "panicked at|^test .* FAILED|FAIL|not ok|error:|^(two-nodes|in-trixie|trixie-root): |^(drain-result|scale-phase)" "$logs/$1.log" |
     grep -a -v -E "^(stack backtrace|note: run with|--$)" | cut -c1-300 | head -n 18
+  echo "-- the last lines of its log:"
+  tail -n 12 "$logs/$1.log" | cut -c1-300
+  local kernel
+  kernel=$(grep -a -E "Out of memory|oom-kill|Killed process|segfault|general protection|hung_task" "$logs/$1.dmesg" 2>/dev/null | tail -n 6)
+  [ -z "$kernel" ] || { echo "-- the kernel, while it ran:"; echo "$kernel"; }
+  echo "-- the machine after it: $(df -h --output=avail,pcent / 2>/dev/null | tail -n 1 | tr -s ' ') free on /, $(free -m | awk '/^Mem:/ {print $7}') MiB memory available"
 }
 solo=tests/lab/with-libvirtd.sh
 # A libvirtd the host runs must come out of the run as it went in.

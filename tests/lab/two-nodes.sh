@@ -28,7 +28,7 @@
 # those in its network namespace (libvirt gives QEMU a mount namespace of its
 # own, but not a network one), and they are ended by PID before the namespace
 # is deleted.
-set -euo pipefail
+set -Eeuo pipefail
 
 NODES=(nodea nodeb)
 # solo is with-libvirtd.sh's single node; its libvirtd listens only inside
@@ -37,6 +37,10 @@ declare -A ADDR=([nodea]=10.213.77.1 [nodeb]=10.213.77.2 [solo]=127.0.0.1)
 
 usage() { sed -n '/^#   two-nodes/p' "$0" >&2; exit 2; }
 die() { echo "two-nodes: $*" >&2; exit 1; }
+# set -e ends the script at a failed command, and many print nothing of
+# their own: say which one it was (-E: also inside functions).
+said_failure() { echo "two-nodes: ${cmd:-?} failed at line $1: $2" >&2; }
+trap 'said_failure $LINENO "$BASH_COMMAND"' ERR
 
 load() {
   lab=$(cd "${1:?usage}" && pwd)
@@ -176,8 +180,9 @@ up() {
       echo "FERRY_LAB_URI_$n='qemu+unix:///system?socket=$lab/$n/run/libvirt/libvirt-sock'"
     done
   } > "$lab/lab.env"
-  # From here on a failure leaves a partial lab: take it down.
-  trap 'down_loaded; exit 1' ERR
+  # From here on a failure leaves a partial lab: take it down, and say
+  # which command failed, since many of them print nothing of their own.
+  trap 'said_failure $LINENO "$BASH_COMMAND"; down_loaded; exit 1' ERR
   # libvirtd refuses to start without these accounts, and without
   # libvirt-daemon-system nothing creates them (with-libvirtd.sh does the
   # same, so either lab comes up first on a fresh machine).
@@ -222,7 +227,7 @@ up() {
     (on_node nodea virsh -q -c "qemu+tls://$n/system" uri >/dev/null 2>&1) && continue
     die "nodea cannot reach $n's libvirtd over TLS"
   done
-  trap - ERR
+  trap 'said_failure $LINENO "$BASH_COMMAND"' ERR
   echo "two-nodes: lab $FERRY_LAB_ID up in $lab (${NODES[*]})" >&2
 }
 
