@@ -10,10 +10,14 @@
 #   make bench     ferry's monitor, probe, live migration and node drain
 #                  against heartbeat:VirtualDomain's and raw virsh's, and
 #                  each action's cost with 1, 100 and 500 guests on the node,
-#                  and a cluster of 100+ resources under each agent
+#                  a cluster of 100+ resources under each agent, and the
+#                  chaos schedule under each agent on the same seeds
 #   make test-trixie-lifecycle   the integration and libvirtd-down suites on
 #                  a Debian 13 node (build/trixie-root: libvirt 11.3, QEMU
-#                  10.0, Pacemaker 3.0), not yet part of make test
+#                  10.0, Pacemaker 3.0), also part of make test
+#   make chaos     a seeded schedule of faults in the cluster lab under a
+#                  judge that reads only the guests' consoles
+#   make test-leases  disk leases: a second copy refused by its lease
 #   make deb       build/ferry_<version>_amd64.deb: the binary, the agents'
 #                  links and man pages (written from the meta-data), README
 #   make install   DESTDIR and PREFIX honoured (default PREFIX=/usr), for
@@ -33,7 +37,7 @@ LAB      = tests/lab/with-two-nodes.sh
 # A command on a Debian 13 node: namespaces whose root is build/trixie-root.
 TRIXIE   = tests/lab/in-trixie.sh
 
-.PHONY: all build deps guest chaos trixie-root test-trixie-lifecycle deb test-package test-drain test-scale install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest chaos test-leases trixie-root test-trixie-lifecycle deb test-package test-drain test-scale install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -117,6 +121,11 @@ test-xen: build guest
 chaos: build guest
 	$(LAB) --cluster cargo test --release --locked --test chaos -- --test-threads=1 --nocapture
 
+# Disk leases (virtlockd) in the cluster lab: a guest moved behind the
+# cluster's back is not started a second time.
+test-leases: build guest
+	FERRY_LAB_LEASES=1 $(LAB) --cluster cargo test --release --locked --test leases -- --test-threads=1 --nocapture
+
 # A long run of the parser property tests: a million cases per parser.
 fuzz:
 	FERRY_FUZZ_CASES=1000000 FERRY_FUZZ_FULL=1 cargo test --release --locked --bins fuzz -- --test-threads=2 --nocapture
@@ -146,6 +155,7 @@ bench: deps build guest
 	$(LAB) tests/bench-migration.sh
 	$(LAB) --cluster tests/bench-drain.sh
 	$(LAB) --cluster tests/bench-scale-cluster.sh
+	$(LAB) --cluster tests/bench-chaos.sh
 
 clean:
 	cargo clean

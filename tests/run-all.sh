@@ -60,6 +60,9 @@ suite faults-lab     tests/lab/with-two-nodes.sh cargo test --release --locked -
 suite cluster        tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test cluster -- --test-threads=1
 suite drain          tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test drain -- --test-threads=1 --nocapture
 suite scale          tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test scale -- --test-threads=1 --nocapture
+# Disk leases (virtlockd, a lockspace both nodes share): a guest moved
+# behind the cluster's back is not started a second time.
+suite leases         env FERRY_LAB_LEASES=1 tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test leases -- --test-threads=1 --nocapture
 suite xen            tests/xen/run.sh
 # Debian 13 (issue 27): the root is built once and cached in build/, then the
 # single-node suites run inside it, on trixie's libvirt 11.3 and QEMU 10.0,

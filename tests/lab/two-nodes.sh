@@ -24,6 +24,10 @@
 #   two-nodes.sh pacemaker LABDIR NODE stop|start   shut Pacemaker down on one
 #                                 node (corosync stays), or start it again
 #
+# With FERRY_LAB_LEASES=1 in the environment of `up`, libvirt takes a disk
+# lease (virtlockd) for every disk a guest opens, in a lockspace both nodes
+# share: a disk in use on one node cannot be opened on the other.
+#
 # Teardown never looks for processes by name: a node's processes are exactly
 # those in its network namespace (libvirt gives QEMU a mount namespace of its
 # own, but not a network one), and they are ended by PID before the namespace
@@ -120,6 +124,18 @@ keepalive_interval = 2
 keepalive_count = 2
 EOF
   : > "$dir/etc/libvirt/virtlogd.conf"
+  # Disk leases (FERRY_LAB_LEASES=1): libvirt's lockd lock manager. Each
+  # node runs its own virtlockd; their lockspace is one directory both see,
+  # as a shared mount is in production, so a disk leased on one node cannot
+  # be leased on the other. A lease is a lock on the file named by the
+  # SHA-256 of the disk's path.
+  if [ "${FERRY_LAB_LEASES:-0}" = 1 ]; then
+    mkdir -p "$lab/lockspace"
+    echo 'lock_manager = "lockd"' >> "$dir/etc/libvirt/qemu.conf"
+    printf 'auto_disk_leases = 1\nrequire_lease_for_disks = 1\nfile_lockspace_dir = "%s"\n' "$lab/lockspace" \
+      > "$dir/etc/libvirt/qemu-lockd.conf"
+    : > "$dir/etc/libvirt/virtlockd.conf"
+  fi
   cp /etc/libvirt/libvirt.conf "$dir/etc/libvirt/" 2>/dev/null || true
   { grep -v -E 'nodea|nodeb' /etc/hosts || true
     for n in "${NODES[@]}"; do echo "${ADDR[$n]} $n"; done; } > "$dir/hosts"
@@ -142,6 +158,12 @@ node_init() {
   hostname "$node"
   virtlogd -d -p /run/virtlogd.pid
   wait_pidfile /run/virtlogd.pid || die "$node: virtlogd did not start"
+  # systemd's socket starts virtlockd on a real node; here it starts before
+  # libvirtd, and it outlives a libvirtd a test kills, as its leases do.
+  if [ -f /etc/libvirt/qemu-lockd.conf ]; then
+    virtlockd -d -p /run/virtlockd.pid
+    wait_pidfile /run/virtlockd.pid || die "$node: virtlockd did not start"
+  fi
   libvirtd -d --listen -p /run/libvirtd.pid
   wait_pidfile /run/libvirtd.pid || die "$node: libvirtd did not start"
 }
@@ -175,6 +197,7 @@ up() {
     echo "FERRY_LAB_ID=$FERRY_LAB_ID"
     echo "FERRY_LAB_DIR=$lab"
     echo "FERRY_LAB_NODES='${NODES[*]}'"
+    echo "FERRY_LAB_LEASES=${FERRY_LAB_LEASES:-0}"
     for n in "${NODES[@]}"; do
       echo "FERRY_LAB_ADDR_$n=${ADDR[$n]}"
       echo "FERRY_LAB_URI_$n='qemu+unix:///system?socket=$lab/$n/run/libvirt/libvirt-sock'"

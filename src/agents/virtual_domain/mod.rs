@@ -22,10 +22,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::backend::libvirt::domxml::{self, DomainInfo, OwnerMark};
+use crate::backend::libvirt::lease::{self, LeaseConflict};
 use crate::backend::libvirt::procscan;
 use crate::backend::libvirt::{default_uri, DomainState, Libvirt, Pause, Status};
 use health::{Silence, Verdict};
-use crate::backend::Hypervisor;
+use crate::backend::{BackendError, Hypervisor};
 use super::lifecycle::{self, backend_error, StopBudget};
 use crate::ocf::{log, Agent, Context, Deadline, Health, OcfError, OwnedGuest};
 use super::common;
@@ -378,6 +379,29 @@ impl VirtualDomain {
         }
     }
 
+    /// Why libvirt refused to start the guest. A disk lease held elsewhere
+    /// means a copy of the guest (or something else) has its disk open on
+    /// another node: said so, and answered 1, not 5 or 6, which would ban
+    /// the resource from this node or the cluster for good, when the cluster
+    /// only has to find and stop the other copy.
+    fn start_refused(name: &str, disks: &[String], e: BackendError) -> OcfError {
+        let conflict = match &e {
+            BackendError::Failed(text) => lease::conflict(text, disks),
+            _ => None,
+        };
+        match conflict {
+            // The disk first: Pacemaker keeps only the first 128 bytes of a
+            // reason, and the lease's name is a 64-digit hash.
+            Some(LeaseConflict { lease, disk: Some(disk) }) => OcfError::generic(format!(
+                "disk {disk} is in use by another host, so {name} was not started (a copy may run there; its lease {lease} is held)"
+            )),
+            Some(LeaseConflict { lease, disk: None }) => OcfError::generic(format!(
+                "a disk of {name} is in use by another host, so it was not started (a copy may run there; the lease {lease} is held)"
+            )),
+            None => backend_error(&format!("cannot start {name}"), e),
+        }
+    }
+
     /// Ends the guest's QEMU process by PID when libvirtd is down: the only way
     /// left to make sure it no longer runs here.
     fn kill_orphan(&self, name: &str, pid: u32, deadline: Deadline) -> Result<(), OcfError> {
@@ -418,6 +442,18 @@ impl Agent for VirtualDomain {
         // no agent.
         if !info.guest_agent_channel {
             log::warn(&format!("{} has no guest agent channel: a depth-10 monitor cannot ask it and answers 190; {}", info.name, Self::AGENT_CHANNEL_HINT));
+        }
+        // Leases are the second line against two copies; qemu.conf is this
+        // node's, so it says nothing of a libvirt elsewhere.
+        let local = settings.hypervisor.as_deref().is_none_or(|uri| uri.starts_with("qemu:///"));
+        if local && !info.disks.is_empty() {
+            let qemu_conf = std::fs::read_to_string(self.libvirt_conf.with_file_name("qemu.conf")).ok();
+            if lease::lock_manager(qemu_conf.as_deref()).is_none() {
+                log::warn(&format!(
+                    "{} has disks, but this node's libvirt takes no disk leases (no lock_manager in qemu.conf): only the cluster keeps a second copy from opening them; see the README's \"Disk leases\"",
+                    info.name
+                ));
+            }
         }
         // The hypervisor answers: a depth-10 validate that passes on a node
         // whose libvirtd is down would promise a start that cannot happen.
@@ -501,7 +537,7 @@ impl Agent for VirtualDomain {
         if !self.restore_saved(&settings, &libvirt, name, ctx.deadline)? {
             self.prepare_disk(&settings, ctx.deadline)?;
             let marked = domxml::with_mark(&xml, &Self::mark(ctx)).map_err(|e| OcfError::installed(format!("cannot mark {name}: {e}")))?;
-            libvirt.create(&marked, ctx.deadline).map_err(|e| backend_error(&format!("cannot start {name}"), e))?;
+            libvirt.create(&marked, ctx.deadline).map_err(|e| Self::start_refused(name, &info.disks, e))?;
         }
         lifecycle::wait_started(&libvirt, name, ctx.deadline, || matches!(self.run_monitor_scripts(&settings, ctx.deadline), Ok(None)))?;
         self.update_utilization(ctx, &settings, &info);

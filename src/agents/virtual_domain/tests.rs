@@ -249,6 +249,19 @@ fn a_crashed_guest_is_destroyed_before_a_fresh_start_and_created_with_its_mark()
     assert!(calls.iter().position(|c| c.argv.contains(&"destroy".to_string())) < calls.iter().position(|c| c.argv.contains(&"create".to_string())));
 }
 
+#[test]
+fn a_disk_lease_held_elsewhere_fails_the_start_with_1_and_names_the_disk() {
+    let disks = vec!["/srv/vm/a.raw".to_string()];
+    let refusal = "error: Failed to create domain from /dev/stdin\nerror: resource busy: Lockspace resource '/srv/vm/a.raw' is locked\n";
+    let err = VirtualDomain::start_refused("vm", &disks, BackendError::Failed(refusal.into()));
+    // 1, not 5 or 6: the node and the config are fine, another copy is not.
+    assert_eq!(err.code, OcfCode::ErrGeneric);
+    assert!(err.reason.contains("disk /srv/vm/a.raw is in use by another host"), "{}", err.reason);
+    // Anything else libvirt refuses is said as libvirt said it.
+    let err = VirtualDomain::start_refused("vm", &disks, BackendError::Failed("unsupported configuration: no emulator".into()));
+    assert_eq!((err.code, err.reason.as_str()), (OcfCode::ErrGeneric, "cannot start vm: unsupported configuration: no emulator"));
+}
+
 /// The fixture's parameters plus `extra`, as Pacemaker would pass them.
 fn env_with(f: &Fixture, extra: &[(&str, &str)]) -> OcfEnv {
     let mut vars: Vec<(String, String)> = f.env.params.iter().map(|(k, v)| (format!("OCF_RESKEY_{k}"), v.clone())).collect();

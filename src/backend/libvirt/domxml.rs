@@ -45,6 +45,9 @@ pub struct DomainInfo {
     /// `GUEST_AGENT_CHANNEL`: what libvirt looks for before it talks to a
     /// guest agent ("QEMU guest agent is not configured" without it).
     pub guest_agent_channel: bool,
+    /// The files and block devices the disks open (`<disk><source
+    /// file=…|dev=…>`): what a disk lease is taken for.
+    pub disks: Vec<String>,
 }
 
 fn attr(tag: &BytesStart, name: &str) -> Option<String> {
@@ -94,6 +97,14 @@ pub fn parse(xml: &str) -> Result<DomainInfo, String> {
                     (3, b"target") if path[1] == b"devices" && path[2] == b"channel" => {
                         if attr(tag, "type").as_deref() == Some("virtio") && attr(tag, "name").as_deref() == Some(GUEST_AGENT_CHANNEL) {
                             info.guest_agent_channel = true;
+                        }
+                    }
+                    (3, b"source") if path[1] == b"devices" && path[2] == b"disk" => {
+                        if let Some(file) = attr(tag, "file").or_else(|| attr(tag, "dev")) {
+                            info.disks.push(file);
+                        }
+                        if let Some(pool) = attr(tag, "pool") {
+                            info.pools.push(pool);
                         }
                     }
                     (_, b"source") if path.iter().any(|p| p == b"devices") => {
@@ -334,6 +345,20 @@ mod tests {
         assert_eq!(info.memory_mib, Some(128));
         assert_eq!(info.pools, vec!["shared"]);
         assert_eq!(info.networks, vec!["default"]);
+    }
+
+    #[test]
+    fn disks_are_the_files_and_devices_their_sources_name() {
+        let xml = "<domain><name>a</name><devices>\
+            <disk type='file'><source file='/shared/a.raw'/><target dev='vda'/></disk>\
+            <disk type='block'><source dev='/dev/vg/b'/></disk>\
+            <disk type='volume'><source pool='p' volume='v'/></disk>\
+            <interface type='network'><source network='default'/></interface>\
+            <serial type='file'><source path='/var/log/x'/></serial></devices></domain>";
+        let info = parse(xml).unwrap();
+        assert_eq!(info.disks, ["/shared/a.raw", "/dev/vg/b"]);
+        assert_eq!(info.pools, ["p"]);
+        assert_eq!(info.networks, ["default"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod domxml;
 mod errors;
+pub mod lease;
 mod markindex;
 pub mod migration;
 pub mod procscan;
