@@ -60,6 +60,10 @@ suite faults-lab     tests/lab/with-two-nodes.sh cargo test --release --locked -
 suite cluster        tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test cluster -- --test-threads=1
 suite drain          tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test drain -- --test-threads=1 --nocapture
 suite scale          tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test scale -- --test-threads=1 --nocapture
+# A short chaos run (issue 25): a fixed seed, so the same schedule of faults
+# every time; it passes on the invariant (no guest twice, no failed stop),
+# never on a time. make chaos runs longer ones with any seed.
+suite chaos          env CHAOS_SEED=1 CHAOS_MINUTES=2 tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test chaos -- --test-threads=1 --nocapture
 # Disk leases (virtlockd, a lockspace both nodes share): a guest moved
 # behind the cluster's back is not started a second time.
 suite leases         env FERRY_LAB_LEASES=1 tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test leases -- --test-threads=1 --nocapture

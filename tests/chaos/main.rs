@@ -2,6 +2,11 @@
 //! faults against a few test guests under Pacemaker, and a judge that
 //! trusts nothing ferry or Pacemaker says.
 //!
+//! Faults (see `Fault`): a move, a standby, a refresh, libvirtd stopped
+//! or killed, the config hidden on the guest's node, the agent killed
+//! mid-action, a guest kernel panic, Pacemaker restarted on a node, and the
+//! link between the nodes slowed during a move.
+//!
 //! The judge reads the guests' own output. Each guest's serial console goes
 //! to a file under /var/log/libvirt, which each lab node has of its
 //! own, so every copy of a guest writes to its node's file. The guest prints
@@ -86,10 +91,27 @@ enum Fault {
     AgentKilled,
     /// The guest's kernel panics (an NMI; on_crash destroys it).
     GuestPanic,
+    /// Pacemaker shut down cleanly on a node (its guests move away; corosync
+    /// stays), then started again: the node rejoins and probes everything.
+    PacemakerRestarted,
+    /// The link between the nodes, which carries both corosync and the
+    /// migrations, slowed to 20 Mbit/s on a node's side (tc tbf), so that
+    /// a migration under way takes many times longer.
+    LinkSlowed,
 }
 
-const FAULTS: [Fault; 8] =
-    [Fault::Move, Fault::Standby, Fault::Refresh, Fault::LibvirtdHung, Fault::LibvirtdKilled, Fault::ConfigHidden, Fault::AgentKilled, Fault::GuestPanic];
+const FAULTS: [Fault; 10] = [
+    Fault::Move,
+    Fault::Standby,
+    Fault::Refresh,
+    Fault::LibvirtdHung,
+    Fault::LibvirtdKilled,
+    Fault::ConfigHidden,
+    Fault::AgentKilled,
+    Fault::GuestPanic,
+    Fault::PacemakerRestarted,
+    Fault::LinkSlowed,
+];
 
 #[derive(Clone, Debug)]
 struct Event {
@@ -256,8 +278,14 @@ fn libvirtd_pid(lab: &Lab, node: &str) -> Option<i32> {
     std::fs::read_to_string(lab.dir.join(node).join("run/libvirtd.pid")).ok()?.trim().parse().ok()
 }
 
-fn signal(pid: i32, sig: &str) {
-    let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+/// Whether the signal was delivered (the process may have ended first).
+fn signal(pid: i32, sig: &str) -> bool {
+    std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The agent processes running in `node`'s network namespace: the lab made
@@ -329,7 +357,9 @@ fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
         Fault::LibvirtdHung => {
             let Some(pid) = libvirtd_pid(lab, e.node) else { return format!("libvirtd on {} not running: skipped", e.node) };
             signal(pid, "STOP");
-            let resume = Defer(|| signal(pid, "CONT"));
+            let resume = Defer(|| {
+                signal(pid, "CONT");
+            });
             std::thread::sleep(hold);
             drop(resume);
             format!("libvirtd on {} stopped for {} s", e.node, e.hold)
@@ -366,7 +396,9 @@ fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
                     let resource = std::fs::read(format!("/proc/{pid}/environ"))
                         .map(|env| String::from_utf8_lossy(&env).split('\0').find_map(|v| v.strip_prefix("OCF_RESOURCE_INSTANCE=").map(String::from)).unwrap_or_default())
                         .unwrap_or_default();
-                    signal(*pid, "KILL");
+                    if !signal(*pid, "KILL") {
+                        return format!("agent {pid} on {} ended before the kill, in {action} of {resource}", e.node);
+                    }
                     return format!("agent {pid} on {} killed in {action} of {resource}", e.node);
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -377,6 +409,28 @@ fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
             let Some(node) = home else { return format!("{id} runs nowhere: no panic") };
             let _ = lab.virsh(node, &["inject-nmi", &guest.g.name]);
             format!("{id} panicked on {node}")
+        }
+        Fault::PacemakerRestarted => {
+            let began = Instant::now();
+            lab.pacemaker(e.node, false);
+            let stopped_in = began.elapsed().as_secs();
+            std::thread::sleep(hold);
+            lab.pacemaker(e.node, true);
+            format!("Pacemaker on {} shut down (in {stopped_in} s) for {} s and started again", e.node, e.hold)
+        }
+        Fault::LinkSlowed => {
+            let device = lab.link_device(e.node);
+            let slowed = lab.on(e.node, &["tc", "qdisc", "replace", "dev", &device, "root", "tbf", "rate", "20mbit", "burst", "256kb", "latency", "400ms"]);
+            if !slowed.status.success() {
+                return format!("link on {} not slowed: {}", e.node, String::from_utf8_lossy(&slowed.stderr).trim());
+            }
+            let restore = Defer(|| drop(lab.on(e.node, &["tc", "qdisc", "del", "dev", &device, "root"])));
+            // A migration, so that the slow link has one to slow.
+            let _ = lab.on("nodea", &["crm_resource", "--move", "-r", id]);
+            std::thread::sleep(hold);
+            let _ = lab.on("nodea", &["crm_resource", "--clear", "-r", id]);
+            drop(restore);
+            format!("link slowed to 20 Mbit/s on {} for {} s while {id} moved away from {home:?}", e.node, e.hold)
         }
     }
 }
