@@ -13,6 +13,9 @@
 #   CHAOS_MINUTES  (3)      as in tests/chaos
 #   CHAOS_AGENTS   ("heartbeat ferry")
 #
+# In a lab brought up with FERRY_LAB_LEASES=1 each guest has a disk with a
+# lease (make bench runs seed 2 so too).
+#
 # Run through tests/lab/with-two-nodes.sh --cluster (make bench does).
 set -uo pipefail
 seeds=${CHAOS_SEEDS:-"1 2"}
@@ -32,10 +35,10 @@ for seed in $seeds; do
   done
 done
 echo "chaos: ${CHAOS_MINUTES} minutes of faults per run, 3 guests, Pacemaker $(pacemakerd --version | head -n1 | awk '{print $2}')"
-printf '%-5s %-10s %7s %11s %12s %9s %11s %18s\n' seed agent events migrations double_runs restarts failed_stops longest_unavailable
+printf '%-5s %-10s %-7s %7s %11s %12s %9s %11s %18s\n' seed agent leases events migrations double_runs restarts failed_stops longest_unavailable
 for line in "${rows[@]}"; do
   v() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
   if [ -z "$(v events)" ]; then echo "${line#chaos-result }"; continue; fi
-  printf '%-5s %-10s %7s %11s %12s %9s %11s %18s\n' "$(v seed)" "$(v agent)" "$(v events)" "$(v migrations)" \
+  printf '%-5s %-10s %-7s %7s %11s %12s %9s %11s %18s\n' "$(v seed)" "$(v agent)" "$(v leases)" "$(v events)" "$(v migrations)" \
     "$(v double_runs)" "$(v restarts)" "$(v failed_stops)" "$(v longest_unavailable)"
 done

@@ -445,7 +445,10 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
         Ok("heartbeat") => "heartbeat",
         _ => "ferry",
     };
-    eprintln!("chaos: seed {seed}, {minutes} minutes, {count} guests, agent {agent}");
+    // In the lab's lease mode (FERRY_LAB_LEASES=1) each guest has a disk,
+    // and its lease is the second line: a second copy cannot start.
+    let leases = std::fs::read_to_string(lab.dir.join("lab.env")).unwrap_or_default().contains("FERRY_LAB_LEASES=1");
+    eprintln!("chaos: seed {seed}, {minutes} minutes, {count} guests, agent {agent}, disk leases {}", if leases { "on" } else { "off" });
 
     let guests: Vec<ChaosGuest> = (0..count)
         .map(|i| {
@@ -460,6 +463,16 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
                     .replace("</cmdline>", " unknown_nmi_panic=1</cmdline>")
                     .replace("</devices>", "<panic model='isa'/></devices>")
             });
+            if leases {
+                // One path, a file of each node's own (as tests/leases
+                // explains): QEMU's image locks, which work per file on
+                // one kernel, cannot stand in for the lease.
+                let disk = format!("/var/lib/libvirt/images/{}.raw", c.g.name);
+                for node in NODES {
+                    std::fs::write(lab.dir.join(node).join("lib/libvirt/images").join(format!("{}.raw", c.g.name)), vec![0u8; 1 << 20]).unwrap();
+                }
+                c.g.with_devices(&format!("<disk type='file' device='disk'><driver name='qemu' type='raw' cache='none'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>"), "");
+            }
             c
         })
         .collect();
@@ -478,6 +491,11 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
             let mut params = vec![("config", config.as_str()), ("migration_transport", "tcp")];
             if agent == "ferry" {
                 params.push(("migration_encryption", "none"));
+            }
+            if leases {
+                // libvirt will not migrate a disk on a local file system
+                // without it; both agents pass it to virsh migrate.
+                params.push(("migrate_options", "--unsafe"));
             }
             ClusterResource::create_of(&lab, agent, &c.id, &params, &[("allow-migrate", "true")], &ops)
         })
@@ -541,7 +559,7 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
     }
     let longest = findings.longest_gap.iter().map(|g| g.0).max().unwrap_or(0);
     eprintln!(
-        "chaos-result seed={seed} agent={agent} events={} migrations={migrations} restarts={} double_runs={} failed_stops={} longest_unavailable={longest}s settled={settled}",
+        "chaos-result seed={seed} agent={agent} leases={leases} events={} migrations={migrations} restarts={} double_runs={} failed_stops={} longest_unavailable={longest}s settled={settled}",
         applied.len(),
         starts.saturating_sub(starts_before),
         findings.double_runs.len(),
