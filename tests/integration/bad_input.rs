@@ -95,3 +95,25 @@ fn an_unreachable_local_libvirt_with_no_guest_process_is_provably_stopped() {
     assert_eq!(agent("monitor", &env).code, 7);
     assert_eq!(agent("stop", &env).code, 0);
 }
+
+/// Settings that work today but will not once a Debian 13 node or a second
+/// copy is in play: validate-all says so and still answers 0, since the
+/// guest runs fine with them now.
+#[test]
+fn validate_all_warns_of_what_debian_13_refuses_and_of_disks_without_leases() {
+    let g = Guest::new("warnings");
+    let v = g.run("validate-all", &[("OCF_RESKEY_migrate_options", "--compressed"), ("OCF_RESKEY_migration_parallel", "2")]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert!(v.stderr.contains("WARNING") && v.stderr.contains("compression over parallel connections"), "{}", v.stderr);
+    let v = g.run("validate-all", &[("OCF_RESKEY_migrate_options", "--compressed")]);
+    assert!(!v.stderr.contains("compression over parallel"), "compression alone works on both: {}", v.stderr);
+    // This node's libvirt (with-libvirtd.sh's) has no lock manager.
+    let v = g.run("validate-all", &[("OCF_CHECK_LEVEL", "10")]);
+    assert!(!v.stderr.contains("disk leases"), "a guest without disks needs no lease: {}", v.stderr);
+    let disk = g.dir.join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    g.with_devices(&format!("<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='vda' bus='virtio'/></disk>", disk.display()), "");
+    let v = g.run("validate-all", &[("OCF_CHECK_LEVEL", "10")]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert!(v.stderr.contains("WARNING") && v.stderr.contains("takes no disk leases"), "{}", v.stderr);
+}

@@ -125,6 +125,30 @@ impl StreamSettings {
         Ok(StreamSettings { encryption, parallel, zerocopy })
     }
 
+    /// What works between Debian 12 nodes but fails once a Debian 13 node
+    /// is an end of the migration, for validate-all to say before a
+    /// rolling upgrade finds it. Warnings, not refusals: the same settings
+    /// work today on a cluster of Debian 12 nodes, and a refusal would
+    /// answer 6 to every monitor of a guest that runs fine.
+    pub fn upgrade_warnings(&self, migrate_options: Option<&str>) -> Vec<String> {
+        let options = words(migrate_options);
+        let has = |flag: &str| options.iter().any(|w| w == flag || w.starts_with(&format!("{flag}=")));
+        let mut warnings = Vec::new();
+        let parallel = self.parallel.is_some() || has("--parallel") || has("--parallel-connections");
+        if parallel && (has("--compressed") || has("--comp-methods")) {
+            warnings.push(
+                "migrate_options asks for compression over parallel connections: libvirt 9.4 and later (11.3 on Debian 13) refuse that before any data is sent, so a migration to or from such a node fails; drop one of them before a node is upgraded"
+                    .to_string(),
+            );
+        }
+        let methods = options.iter().position(|w| w == "--comp-methods").and_then(|i| options.get(i + 1)).map(String::as_str);
+        let methods = options.iter().find_map(|w| w.strip_prefix("--comp-methods=")).or(methods);
+        if methods.is_some_and(|m| m.split(',').any(|m| m == "mt")) {
+            warnings.push("migrate_options asks for the 'mt' compression method, which QEMU 9.1 and later (10.0 on Debian 13) no longer have: a migration to or from such a node fails".to_string());
+        }
+        warnings
+    }
+
     /// How this node sends the stream now, from its own certificates in
     /// `cert_dir`. Err: `tls` was asked for and cannot be had.
     pub fn plan(&self, cert_dir: &Path) -> Result<Plan, String> {
@@ -184,6 +208,18 @@ pub enum Plan {
 mod tests {
     use super::*;
     use crate::ocf::OcfCode;
+
+    #[test]
+    fn compression_with_parallel_connections_and_the_mt_method_are_warned_of() {
+        let check = |parallel: i64, options: &str| StreamSettings::check(&Requested { parallel, migrate_options: Some(options), ..request("none") }).unwrap().upgrade_warnings(Some(options));
+        assert!(check(2, "--compressed")[0].contains("compression over parallel connections"));
+        assert!(check(0, "--parallel --compressed")[0].contains("compression over parallel connections"));
+        assert!(check(0, "--compressed").is_empty(), "compression alone works on both releases");
+        assert!(check(2, "--abort-on-error").is_empty());
+        assert!(check(0, "--compressed --comp-methods mt").iter().any(|w| w.contains("'mt'")));
+        assert!(check(0, "--compressed --comp-methods=xbzrle,mt").iter().any(|w| w.contains("'mt'")));
+        assert!(check(0, "--compressed --comp-methods xbzrle").is_empty());
+    }
 
     fn request(encryption: &str) -> Requested<'_> {
         Requested { encryption, parallel: 0, mode: MigrationMode::Live, migrate_options: None, transport: "ssh", data_uri_set: false }

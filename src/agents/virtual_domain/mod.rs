@@ -422,6 +422,9 @@ impl Agent for VirtualDomain {
     fn validate(&self, ctx: &Context) -> Result<(), OcfError> {
         let settings = ctx.params.settings(Settings::from_params)?;
         refuse_clone(ctx)?;
+        for warning in settings.migration.stream.upgrade_warnings(settings.migration.options.as_deref()) {
+            log::warn(&warning);
+        }
         // Depth 0 checks the parameters alone (OCF 1.1): pcs runs
         // validate-all when a resource is created, on a node that need not
         // hold the config file. Depth 10 checks this node too.
