@@ -311,13 +311,21 @@ fn running_on(lab: &Lab, name: &str) -> Vec<&'static str> {
     NODES.into_iter().filter(|n| lab.state(n, name).as_deref() == Some("running")).collect()
 }
 
-/// Pacemaker's results of one operation on both nodes, from its logs: how
-/// many ended "ok" and every other result's line.
-fn results(lab: &Lab, operation: &str, ids: &[String]) -> (usize, Vec<String>) {
+/// Where each node's Pacemaker log ends now: a run reads only what comes
+/// after, since runs in one lab (make bench's) reuse the resource names.
+fn log_ends(lab: &Lab) -> Vec<usize> {
+    NODES.iter().map(|n| pacemaker_log(lab, n).len()).collect()
+}
+
+/// Pacemaker's results of one operation on both nodes since `since`
+/// (`log_ends`), from its logs: how many ended "ok" and every other
+/// result's line.
+fn results(lab: &Lab, operation: &str, ids: &[String], since: &[usize]) -> (usize, Vec<String>) {
     let needle = format!("Result of {operation} operation for ");
     let (mut ok, mut bad) = (0, Vec::new());
-    for node in NODES {
-        for line in pacemaker_log(lab, node).lines().filter(|l| l.contains(&needle)) {
+    for (node, from) in NODES.iter().zip(since) {
+        let log = pacemaker_log(lab, node);
+        for line in log.get(*from..).unwrap_or("").lines().filter(|l| l.contains(&needle)) {
             if !ids.iter().any(|id| line.contains(&format!("for {id} on"))) {
                 continue;
             }
@@ -484,6 +492,7 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
         }
     });
     let ops = [("monitor", "5s", "30s"), ("start", "0", "120s"), ("stop", "0", "120s"), ("migrate_to", "0", "120s"), ("migrate_from", "0", "60s")];
+    let since = log_ends(&lab);
     let resources: Vec<ClusterResource> = guests
         .iter()
         .map(|c| {
@@ -506,7 +515,7 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
         assert!(wait_for(BOOT, || std::fs::read_to_string(c.console_on(&lab, &node)).is_ok_and(|t| t.contains("ferry-tick"))), "{} did not boot on {node}", c.g.name);
     }
     assert!(lab.settle(Duration::from_secs(120)), "the cluster did not settle after the starts");
-    let starts_before = results(&lab, "start", &ids).0;
+    let starts_before = results(&lab, "start", &ids, &since).0;
 
     let files: Vec<(String, [PathBuf; 2])> = guests.iter().map(|c| (c.g.name.clone(), [c.console_on(&lab, NODES[0]), c.console_on(&lab, NODES[1])])).collect();
     let judge = Judge::start(&files);
@@ -536,12 +545,12 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
     std::thread::sleep(Duration::from_secs(10));
     let findings = judge.finish();
 
-    let (migrations, _) = results(&lab, "migrate_from", &ids);
-    let (starts, failed_starts) = results(&lab, "start", &ids);
+    let (migrations, _) = results(&lab, "migrate_from", &ids, &since);
+    let (starts, failed_starts) = results(&lab, "start", &ids, &since);
     // A stop the harness itself SIGKILLed fails whatever the agent does:
     // those are counted apart, the rest are the agent's.
     // Each is "+Ts agent PID on NODE killed in stop of RESOURCE".
-    let (_, mut failed_stops) = results(&lab, "stop", &ids);
+    let (_, mut failed_stops) = results(&lab, "stop", &ids, &since);
     for killed in applied.iter().filter(|a| a.contains(" killed in stop of ")) {
         let words: Vec<&str> = killed.split_whitespace().collect();
         let (node, resource) = (words[4], words[words.len() - 1]);
@@ -549,7 +558,7 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
             eprintln!("chaos report: a stop the harness killed: {}", failed_stops.remove(i));
         }
     }
-    let (_, failed_migrations) = results(&lab, "migrate_to", &ids);
+    let (_, failed_migrations) = results(&lab, "migrate_to", &ids, &since);
     eprintln!("chaos report: seed {seed}, agent {agent}, {} events in {} s", applied.len(), findings.seconds);
     for (c, ((gap, from), ticks)) in guests.iter().zip(findings.longest_gap.iter().zip(&findings.ticks)) {
         eprintln!("chaos report: {}: longest without a tick {gap} s (from +{from}s), ticks on nodea {} and nodeb {}", c.id, ticks[0], ticks[1]);
