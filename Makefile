@@ -156,7 +156,7 @@ bench: deps build guest
 	$(LAB) --cluster tests/bench-drain.sh
 	$(LAB) --cluster tests/bench-scale-cluster.sh
 	$(LAB) --cluster tests/bench-chaos.sh
-	FERRY_LAB_LEASES=1 CHAOS_SEEDS=2 $(LAB) --cluster tests/bench-chaos.sh
+	FERRY_LAB_LEASES=1 CHAOS_SEEDS=1 $(LAB) --cluster tests/bench-chaos.sh
 
 clean:
 	cargo clean

@@ -14,7 +14,7 @@
 #   CHAOS_AGENTS   ("heartbeat ferry")
 #
 # In a lab brought up with FERRY_LAB_LEASES=1 each guest has a disk with a
-# lease (make bench runs seed 2 so too).
+# lease (make bench runs seed 1 so too).
 #
 # Run through tests/lab/with-two-nodes.sh --cluster (make bench does).
 set -uo pipefail
@@ -23,9 +23,12 @@ agents=${CHAOS_AGENTS:-"heartbeat ferry"}
 export CHAOS_MINUTES=${CHAOS_MINUTES:-3}
 mkdir -p build/test-logs
 rows=()
+# The lab's lease mode, for the logs' names: a run with leases keeps its own.
+leases=
+grep -qs "FERRY_LAB_LEASES=1" "${FERRY_LAB_DIR:-/nonexistent}/lab.env" && leases=-leases
 for seed in $seeds; do
   for agent in $agents; do
-    log=build/test-logs/bench-chaos-$agent-$seed.log
+    log=build/test-logs/bench-chaos-$agent-$seed$leases.log
     CHAOS_SEED=$seed CHAOS_AGENT=$agent cargo test --release --locked --test chaos -- --test-threads=1 --nocapture \
       no_guest_ever_runs_twice >"$log" 2>&1
     rc=$?
