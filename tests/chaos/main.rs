@@ -472,14 +472,7 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
                     .replace("</devices>", "<panic model='isa'/></devices>")
             });
             if leases {
-                // One path, a file of each node's own (as tests/leases
-                // explains): QEMU's image locks, which work per file on
-                // one kernel, cannot stand in for the lease.
-                let disk = format!("/var/lib/libvirt/images/{}.raw", c.g.name);
-                for node in NODES {
-                    std::fs::write(lab.dir.join(node).join("lib/libvirt/images").join(format!("{}.raw", c.g.name)), vec![0u8; 1 << 20]).unwrap();
-                }
-                c.g.with_devices(&format!("<disk type='file' device='disk'><driver name='qemu' type='raw' cache='none'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>"), "");
+                lab.disk_on_both_nodes(&c.g);
             }
             c
         })

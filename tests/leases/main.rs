@@ -55,17 +55,9 @@ fn a_guest_moved_behind_the_cluster_s_back_is_not_started_twice_its_lease_refuse
     assert!(leases.contains("FERRY_LAB_LEASES=1"), "this suite needs the lab's disk leases: FERRY_LAB_LEASES=1 tests/lab/with-two-nodes.sh --cluster");
 
     let g = Guest::new("lease");
-    // The disk, at one path on both nodes, as a LUN both hosts of a SAN
-    // see: what the lease is for. Each node's /var/lib/libvirt is its own
-    // here, so the path is a different file on each, and QEMU's image
-    // locks (which work per file, on one kernel) cannot see the other
-    // node's copy. Only the lease, named by the path in the lockspace both
-    // share, can.
-    let disk = format!("/var/lib/libvirt/images/{}.raw", g.name);
-    for node in NODES {
-        std::fs::write(lab.dir.join(node).join("lib/libvirt/images").join(format!("{}.raw", g.name)), vec![0u8; 1 << 20]).unwrap();
-    }
-    g.with_devices(&format!("<disk type='file' device='disk'><driver name='qemu' type='raw' cache='none'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>"), "");
+    // The disk the lease is for: one path, a file of each node's own (see
+    // the module's comment).
+    let disk = lab.disk_on_both_nodes(&g);
     let _destroy = Defer(|| {
         for node in NODES {
             let _ = lab.virsh(node, &["destroy", &g.name]);

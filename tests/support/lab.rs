@@ -90,6 +90,21 @@ impl Lab {
         assert!(status.success(), "two-nodes.sh link");
     }
 
+    /// Gives `guest` a raw disk at one path on both nodes that is a file of
+    /// each node's own (its private /var/lib/libvirt), as two hosts see one
+    /// SAN LUN under one name: QEMU's image locks, which work per file on
+    /// one kernel, cannot see the other node's copy, so only a disk lease
+    /// can refuse a second open. Returns the path.
+    pub fn disk_on_both_nodes(&self, guest: &crate::support::Guest) -> String {
+        let file = format!("{}.raw", guest.name);
+        for node in NODES {
+            std::fs::write(self.dir.join(node).join("lib/libvirt/images").join(&file), vec![0u8; 1 << 20]).unwrap();
+        }
+        let disk = format!("/var/lib/libvirt/images/{file}");
+        guest.with_devices(&format!("<disk type='file' device='disk'><driver name='qemu' type='raw' cache='none'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>"), "");
+        disk
+    }
+
     pub fn libvirtd(&self, node: &str, start: bool) {
         let status = Command::new(script()).arg("libvirtd").arg(&self.dir).arg(node).arg(if start { "start" } else { "stop" }).status().unwrap();
         assert!(status.success(), "two-nodes.sh libvirtd {node}");

@@ -396,8 +396,7 @@ impl VirtualDomain {
 
     /// Where libvirt on this node has QEMU look for migration certificates.
     pub(super) fn migration_cert_dir(&self) -> std::path::PathBuf {
-        let qemu_conf = self.libvirt_conf.with_file_name("qemu.conf");
-        migration_cert_dir(std::fs::read_to_string(qemu_conf).ok().as_deref())
+        migration_cert_dir(self.qemu_conf().as_deref())
     }
 
     /// After a successful push the guest must be gone from here.

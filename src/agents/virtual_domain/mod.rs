@@ -379,6 +379,11 @@ impl VirtualDomain {
         }
     }
 
+    /// This node's qemu.conf, beside libvirt.conf, if it can be read.
+    fn qemu_conf(&self) -> Option<String> {
+        std::fs::read_to_string(self.libvirt_conf.with_file_name("qemu.conf")).ok()
+    }
+
     /// Why libvirt refused to start the guest. A disk lease held elsewhere
     /// means a copy of the guest (or something else) has its disk open on
     /// another node: said so, and answered 1, not 5 or 6, which would ban
@@ -450,8 +455,7 @@ impl Agent for VirtualDomain {
         // node's, so it says nothing of a libvirt elsewhere.
         let local = settings.hypervisor.as_deref().is_none_or(|uri| uri.starts_with("qemu:///"));
         if local && !info.disks.is_empty() {
-            let qemu_conf = std::fs::read_to_string(self.libvirt_conf.with_file_name("qemu.conf")).ok();
-            if lease::lock_manager(qemu_conf.as_deref()).is_none() {
+            if lease::lock_manager(self.qemu_conf().as_deref()).is_none() {
                 log::warn(&format!(
                     "{} has disks, but this node's libvirt takes no disk leases (no lock_manager in qemu.conf): only the cluster keeps a second copy from opening them; see the README's \"Disk leases\"",
                     info.name
