@@ -53,7 +53,9 @@ fn boots(g: &LabGuest) -> usize {
 
 fn assert_only_on(g: &LabGuest, node: &str, step: &str) {
     assert_eq!(g.lab.active_on(g.name()), vec![node], "{step}: the guest must run on exactly {node}");
-    assert!(g.ticks_on(Duration::from_secs(15)), "{step}: the serial counter stopped at {:?}", g.last_tick());
+    // On failure, what each node says of it: a paused domain and a dead
+    // kernel look alike to the list above.
+    assert!(g.ticks_on(Duration::from_secs(15)), "{step}: the serial counter stopped at {:?}\n{}", g.last_tick(), g.diagnosis());
 }
 
 /// The last operation of `name` recorded for the resource on `node`.
@@ -305,12 +307,16 @@ fn migration_progress(lab: &Lab, rsc: &str) -> Vec<String> {
 }
 
 #[test]
-fn a_tls_move_shows_its_progress_in_attrd_while_it_runs_and_clears_it_without_touching_the_cib() {
+fn a_slow_move_shows_its_progress_in_attrd_while_it_runs_and_clears_it_without_touching_the_cib() {
     let lab = Lab::from_env();
     // An idle guest (about 70 MiB to send) behind a 5 MiB/s limit: a
-    // migration of many seconds. Idle, because on this TCG lab an encrypted
-    // stream corrupts a memory-rewriting guest now and then (see LabGuest::new).
-    let (g, r) = vm(&lab, "tlsmove", None, &[("migration_encryption", "tls"), ("migration_speed", "5")], &[]);
+    // migration of many seconds. Clear text: the progress does not depend
+    // on the stream, and once (CI of fe2641a) an idle guest sent this way
+    // over TLS arrived and never counted again, a loss the lab's TCG guests
+    // suffer over TLS (see LabGuest::new) that no soak of this kind has
+    // reproduced since (make soak, FERRY_SOAK_KINDS=throttled: 0 of 30).
+    // The TLS move under Pacemaker is the reload test's.
+    let (g, r) = vm(&lab, "slowmove", None, &[("migration_speed", "5")], &[]);
     let home = r.wait_active(SETTLE).expect("the resource did not start");
     assert!(g.ticks_on(crate::support::BOOT));
     let attribute = format!("ferry-migration-{}", r.id);
@@ -337,15 +343,13 @@ fn a_tls_move_shows_its_progress_in_attrd_while_it_runs_and_clears_it_without_to
     assert!(r.settle(SETTLE), "the move did not settle");
     assert_eq!(lab.located(&r.id), vec![to.to_string()]);
     assert_live_move(&lab, &r.id, &home, to);
-    assert_only_on(&g, to, "after the TLS move");
+    assert_only_on(&g, to, "after the slow move");
     assert_eq!(boots(&g), 1, "the guest must not have rebooted");
     let left = migration_progress(&lab, &r.id);
     assert!(left.is_empty(), "the progress outlived the migration: {left:?}");
     let log = pacemaker_log(&lab, &home);
     let aborts: Vec<_> = log[log_from..].lines().filter(|l| l.contains("aborted by") && l.contains(&attribute)).collect();
     assert!(aborts.is_empty(), "the progress aborted transitions:\n{}", aborts.join("\n"));
-    // The agent's own word, which Pacemaker logs, on how the memory went.
-    assert!(pacemaker_log(&lab, &home).lines().any(|l| l.contains(&r.id) && l.contains("(TLS)")), "no TLS migration in {home}'s pacemaker.log");
     lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);
 }
 

@@ -8,9 +8,11 @@
 //!
 //! A diagnosis, not a pass/fail test: `make soak` runs it (ignored by
 //! `make test`), FERRY_SOAK_RUNS migrations per kind and driver (30), and
-//! FERRY_SOAK_KINDS to choose kinds (postcopy,ladder,live,postcopy-armed,parallel),
+//! FERRY_SOAK_KINDS to choose kinds (postcopy,ladder,live,postcopy-armed,parallel,throttled),
 //! and FERRY_SOAK_STREAM the stream both drivers use: none (clear text, the
-//! default) or tls (ferry's migration_encryption=tls, virsh's --tls).
+//! default) or tls (ferry's migration_encryption=tls, virsh's --tls), and
+//! FERRY_SOAK_DIRTY the MiB the guest rewrites (48; 0: an idle guest, as the
+//! encryption tests move).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -37,7 +39,7 @@ struct Kind {
     steer: Option<(u64, &'static [&'static str])>,
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 6] = [
     Kind {
         name: "postcopy",
         ferry: &[
@@ -62,6 +64,9 @@ const KINDS: [Kind; 5] = [
     Kind { name: "postcopy-armed", ferry: &[("OCF_RESKEY_migration_mode", "postcopy")], virsh: &["--live", "--p2p", "--postcopy"], steer: None },
     // Parallel connections (multifd), whose TLS path is QEMU's other one.
     Kind { name: "parallel", ferry: &[("OCF_RESKEY_migration_parallel", "4")], virsh: &["--live", "--p2p", "--parallel", "--parallel-connections", "4"], steer: None },
+    // A migration of many seconds at 5 MiB/s, as the cluster suite's
+    // progress test makes one: the guest runs on through the whole copy.
+    Kind { name: "throttled", ferry: &[("OCF_RESKEY_migration_speed", "5")], virsh: &["--live", "--p2p", "--auto-converge", "--bandwidth", "5"], steer: None },
 ];
 
 #[derive(Default, Debug)]
@@ -91,6 +96,14 @@ fn other(node: &str) -> &'static str {
 }
 
 /// FERRY_SOAK_STREAM: tls or none.
+/// FERRY_SOAK_DIRTY: the MiB the guest rewrites; 0 is an idle guest.
+fn dirty() -> Option<u32> {
+    match std::env::var("FERRY_SOAK_DIRTY").ok().and_then(|v| v.parse().ok()).unwrap_or(48) {
+        0 => None,
+        mib => Some(mib),
+    }
+}
+
 fn stream() -> &'static str {
     match std::env::var("FERRY_SOAK_STREAM").as_deref() {
         Ok("tls") => "tls",
@@ -162,7 +175,7 @@ fn hang_and_panic_rates_of_ferry_and_raw_virsh() {
         for driver in [Driver::Ferry, Driver::Virsh] {
             let mut tally = Tally::default();
             let tag = format!("soak-{}-{:?}", kind.name, driver).to_lowercase();
-            let mut g = LabGuest::new(&lab, &tag, Some(48));
+            let mut g = LabGuest::new(&lab, &tag, dirty());
             g.start_on("nodea");
             let mut at = "nodea";
             let started = Instant::now();
@@ -188,7 +201,7 @@ fn hang_and_panic_rates_of_ferry_and_raw_virsh() {
                         let file = evidence.join(format!("{tag}-{attempt}-{verdict:?}.log"));
                         let _ = std::fs::write(&file, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
                         drop(g);
-                        g = LabGuest::new(&lab, &tag, Some(48));
+                        g = LabGuest::new(&lab, &tag, dirty());
                         g.start_on("nodea");
                         at = "nodea";
                     }
@@ -198,7 +211,7 @@ fn hang_and_panic_rates_of_ferry_and_raw_virsh() {
             table.push((kind.name, driver, tally));
         }
     }
-    println!("\nsoak: {runs} migrations per kind and driver, 128 MiB TCG guest rewriting 48 MiB, stream {}", stream());
+    println!("\nsoak: {runs} migrations per kind and driver, 128 MiB TCG guest rewriting {} MiB, stream {}", dirty().unwrap_or(0), stream());
     println!("{:<15} {:<6} {:>8} {:>4} {:>5} {:>6} {:>7} {:>10} {:>8}", "kind", "driver", "attempts", "ok", "hang", "panic", "failed", "hang+panic", "seconds");
     for (kind, driver, t) in &table {
         let bad = t.hang + t.panic;
