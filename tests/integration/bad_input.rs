@@ -64,6 +64,12 @@ fn bad_input_gets_the_right_code_and_a_clear_reason() {
         case("copyindirs without stateless", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_copyindirs", "/etc")], 6, "only to stateless"),
         case("migration_user with a space", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_migration_user", "root x")], 6, "not a valid user name"),
         case("migration_transport injection", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_migration_transport", "ssh;reboot")], 6, "not a URI transport"),
+        // A typo libvirt would refuse only at the next migration (found by
+        // the chaos harness's ParameterTypo): refused now, and no cost to
+        // stop, which never migrates.
+        case("migration_transport typo", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_migration_transport", "pigeon")], 6, "'pigeon' is not a URI transport libvirt can reach"),
+        case("migration_transport typo, reload-agent", "reload-agent", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_migration_transport", "pigeon")], 6, "'pigeon'"),
+        case("migration_transport typo, stop", "stop", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_migration_transport", "pigeon")], 0, ""),
         case("as a clone", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_CRM_meta_clone", "0"), ("OCF_RESKEY_CRM_meta_clone_max", "2")], 6, "must not be a clone"),
         case("start as a clone", "start", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_CRM_meta_clone_max", "2")], 6, "must not be a clone"),
         case("snapshot directory missing", "validate-all", &[("OCF_RESKEY_config", c), ("OCF_RESKEY_snapshot", "/nonexistent/saves"), ("OCF_CHECK_LEVEL", "10")], 5, "snapshot directory /nonexistent/saves"),

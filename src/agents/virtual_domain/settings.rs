@@ -178,6 +178,10 @@ impl Settings {
     }
 }
 
+/// The transports of libvirt's remote driver that reach another node
+/// (remote_open: "should be tls|unix|ssh|ext|tcp|libssh2|libssh").
+const REMOTE_TRANSPORTS: [&str; 6] = ["ssh", "tls", "tcp", "libssh", "libssh2", "ext"];
+
 impl MigrationSettings {
     /// In save mode, where the guest's memory waits on shared storage
     /// between migrate_to and migrate_from; `None` for a push migration.
@@ -186,10 +190,15 @@ impl MigrationSettings {
     }
 
     fn from_params(p: &Params) -> Result<MigrationSettings, OcfError> {
-        let transport = p.str("migration_transport").map(String::from);
+        // Lower case, as libvirt reads it, so that "TLS" is tls everywhere
+        // ferry asks which transport it is.
+        let transport = p.str("migration_transport").map(|t| t.to_ascii_lowercase());
         if let Some(t) = &transport {
-            if !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') {
-                return Err(configuration_error(format!("migration_transport '{t}' is not a URI transport (ssh, tcp, tls…)")));
+            // libvirt's remote driver knows these (and unix, which reaches
+            // no other node); anything else fails only when a migration is
+            // tried, so a typo would wait for the next drain to show.
+            if !REMOTE_TRANSPORTS.iter().any(|known| known.eq_ignore_ascii_case(t)) {
+                return Err(configuration_error(format!("migration_transport '{t}' is not a URI transport libvirt can reach another node with ({})", REMOTE_TRANSPORTS.join(", "))));
             }
         }
         let user = p.str("migration_user").map(String::from);
@@ -353,6 +362,9 @@ pub(super) mod tests {
             (&[("config", "/vm.xml"), ("copyindirs", "/a")], "only to stateless"),
             (&[("config", "/vm.xml"), ("migration_user", "Root;rm")], "migration_user"),
             (&[("config", "/vm.xml"), ("migration_transport", "ssh -o x")], "migration_transport"),
+            (&[("config", "/vm.xml"), ("migration_transport", "pigeon")], "migration_transport 'pigeon' is not a URI transport"),
+            (&[("config", "/vm.xml"), ("migration_transport", "unix")], "migration_transport 'unix'"),
+            (&[("config", "/vm.xml"), ("migration_transport", "ssh+tls")], "migration_transport 'ssh+tls'"),
             (&[("config", "/vm.xml"), ("migrateport", "70000")], "migrateport 70000"),
             (&[("config", "/vm.xml"), ("migration_downtime", "-5")], "migration_downtime must not be negative"),
             (&[("config", "/vm.xml"), ("migration_mode", "teleport")], "migration_mode 'teleport'"),
@@ -366,6 +378,14 @@ pub(super) mod tests {
             let e = parse(pairs).unwrap_err();
             assert_eq!(e.code, OcfCode::ErrConfigured, "{pairs:?}");
             assert!(e.reason.contains(expected), "{pairs:?}: {}", e.reason);
+        }
+    }
+
+    #[test]
+    fn every_transport_libvirt_reaches_a_node_with_is_accepted_in_any_case() {
+        for t in ["ssh", "tls", "tcp", "libssh", "libssh2", "ext", "TLS", "Ssh"] {
+            let settings = parse(&[("config", "/vm.xml"), ("migration_transport", t)]).unwrap_or_else(|e| panic!("{t}: {}", e.reason));
+            assert_eq!(settings.migration.transport, Some(t.to_ascii_lowercase()));
         }
     }
 
