@@ -4,8 +4,9 @@
 //!
 //! Faults (see `Fault`): a move, a standby, a refresh, libvirtd stopped
 //! or killed, the config hidden on the guest's node, the agent killed
-//! mid-action, a guest kernel panic, Pacemaker restarted on a node, and the
-//! link between the nodes slowed during a move.
+//! mid-action, a guest kernel panic, Pacemaker restarted on a node, the
+//! link between the nodes slowed during a move, a guest's QEMU hung, and a
+//! parameter's typo set and undone.
 //!
 //! The judge reads the guests' own output. Each guest's serial console goes
 //! to a file under /var/log/libvirt, which each lab node has of its
@@ -98,9 +99,17 @@ enum Fault {
     /// migrations, slowed to 20 Mbit/s on a node's side (tc tbf), so that
     /// a migration under way takes many times longer.
     LinkSlowed,
+    /// The guest's QEMU process SIGSTOPped on its node (a wedged guest: its
+    /// vCPUs stop, libvirt still calls it running, and QEMU answers no
+    /// monitor command); undone by SIGCONT.
+    GuestHung,
+    /// An operator's typo: migration_transport set to a value neither agent
+    /// knows, then set back and the resource's failures cleaned up, as the
+    /// operator would once the typo is seen.
+    ParameterTypo,
 }
 
-const FAULTS: [Fault; 10] = [
+const FAULTS: [Fault; 12] = [
     Fault::Move,
     Fault::Standby,
     Fault::Refresh,
@@ -111,6 +120,8 @@ const FAULTS: [Fault; 10] = [
     Fault::GuestPanic,
     Fault::PacemakerRestarted,
     Fault::LinkSlowed,
+    Fault::GuestHung,
+    Fault::ParameterTypo,
 ];
 
 #[derive(Clone, Debug)]
@@ -340,6 +351,27 @@ fn results(lab: &Lab, operation: &str, ids: &[String], since: &[usize]) -> (usiz
     (ok, bad)
 }
 
+/// Every result Pacemaker logged for the run's resources since `since`,
+/// but the recurring monitors that passed and the cancellations: the story
+/// of a run, for its log, since the lab and its logs go with the run.
+fn story(lab: &Lab, ids: &[String], since: &[usize]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (node, from) in NODES.iter().zip(since) {
+        let log = pacemaker_log(lab, node);
+        for line in log.get(*from..).unwrap_or("").lines().filter(|l| l.contains("Result of ") && ids.iter().any(|id| l.contains(&format!("for {id} on")))) {
+            let routine = line.contains(": Cancelled") || (line.contains("Result of monitor operation") && line.contains(": ok |") && !line.contains("_monitor_0"));
+            if !routine {
+                // "Dec 05 02:53:01.611 nodea pacemaker-controld [...] (...) notice: Result of …"
+                let time = line.get(7..19).unwrap_or("");
+                let what = line.split("Result of ").nth(1).unwrap_or(line);
+                lines.push(format!("{time} {}", what.split(" | ").next().unwrap_or(what)));
+            }
+        }
+    }
+    lines.sort();
+    lines
+}
+
 /// Applies one event and undoes it after its hold. Returns what it did.
 fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
     let id = guest.id.as_str();
@@ -439,6 +471,29 @@ fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
             let _ = lab.on("nodea", &["crm_resource", "--clear", "-r", id]);
             drop(restore);
             format!("link slowed to 20 Mbit/s on {} for {} s while {id} moved away from {home:?}", e.node, e.hold)
+        }
+        Fault::GuestHung => {
+            let Some(node) = home else { return format!("{id} runs nowhere: no hang") };
+            let Some(pid) = lab.qemu_pid(node, &guest.g.name) else { return format!("{id}: no QEMU process on {node}: no hang") };
+            signal(pid as i32, "STOP");
+            let resume = Defer(|| {
+                signal(pid as i32, "CONT");
+            });
+            std::thread::sleep(hold);
+            drop(resume);
+            format!("QEMU of {id} on {node} stopped for {} s", e.hold)
+        }
+        Fault::ParameterTypo => {
+            let set = |value: &str| lab.on("nodea", &["crm_resource", "-r", id, "--set-parameter", "migration_transport", "--parameter-value", value]);
+            let typo = set("pigeon");
+            let back = Defer(|| {
+                let _ = set("tcp");
+                let _ = lab.on("nodea", &["crm_resource", "--cleanup", "-r", id]);
+            });
+            std::thread::sleep(hold);
+            drop(back);
+            let said = if typo.status.success() { String::new() } else { format!(" (crm_resource: {})", String::from_utf8_lossy(&typo.stderr).trim()) };
+            format!("{id}: migration_transport=pigeon for {} s, then tcp and a cleanup{said}", e.hold)
         }
     }
 }
@@ -552,6 +607,9 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
         }
     }
     let (_, failed_migrations) = results(&lab, "migrate_to", &ids, &since);
+    for line in story(&lab, &ids, &since) {
+        eprintln!("chaos log: {line}");
+    }
     eprintln!("chaos report: seed {seed}, agent {agent}, {} events in {} s", applied.len(), findings.seconds);
     for (c, ((gap, from), ticks)) in guests.iter().zip(findings.longest_gap.iter().zip(&findings.ticks)) {
         eprintln!("chaos report: {}: longest without a tick {gap} s (from +{from}s), ticks on nodea {} and nodeb {}", c.id, ticks[0], ticks[1]);
