@@ -11,6 +11,7 @@ mod cli;
 mod health;
 mod lifecycle;
 mod mark_index;
+mod pacemaker_tools;
 mod metadata;
 mod second_copy;
 mod stall_fs;
