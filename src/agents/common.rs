@@ -164,9 +164,12 @@ pub fn migration_progress(runner: &dyn Runner, resource: &str, deadline: Deadlin
     if !out.success() {
         return None;
     }
-    // name="ferry-migration-vm1" host="nodea" value="37% sent, …"
-    let value = out.stdout.split(" value=\"").nth(1)?.trim_end().strip_suffix('"')?;
-    (!value.is_empty()).then(|| value.to_string())
+    // name="ferry-migration-vm1" host="nodea" value="37% sent, …", a line
+    // per node on Pacemaker 2.1.5 (3.0 answers for this node alone). Only
+    // the node running the migrate_to writes a value (a SIGKILLed one's can
+    // stay until that node's next migration of the resource), so the first
+    // one not empty is this node's but for that leftover.
+    out.stdout.lines().filter_map(|line| line.split(" value=\"").nth(1)?.trim_end().strip_suffix('"')).find(|v| !v.is_empty()).map(String::from)
 }
 
 impl Drop for ProgressAttribute<'_> {
@@ -243,6 +246,8 @@ mod tests {
         let deadline = Deadline::after(Duration::from_secs(5));
         assert_eq!(migration_progress(&running, "vm1", deadline).as_deref(), Some("37% sent, 81 MiB left, pass 2, pre-copy"));
         let ended = RecordingRunner::new().reply(&["attrd_updater", "-Q"], 0, "name=\"ferry-migration-vm1\" host=\"nodea\" value=\"\"\n", "");
+        let every_node = RecordingRunner::new().reply(&["attrd_updater", "-Q"], 0, "name=\"ferry-migration-vm1\" host=\"nodea\" value=\"\"\nname=\"ferry-migration-vm1\" host=\"nodeb\" value=\"5% sent\"\n", "");
+        assert_eq!(migration_progress(&every_node, "vm1", Deadline::after(Duration::from_secs(1))).as_deref(), Some("5% sent"), "a line per node, as Pacemaker 2.1.5 answers");
         assert_eq!(migration_progress(&ended, "vm1", deadline), None, "a deleted attribute is an empty value");
         let unknown = RecordingRunner::new().reply(&["attrd_updater", "-Q"], 105, "", "Could not query value of ferry-migration-vm1: attribute does not exist\n");
         assert_eq!(migration_progress(&unknown, "vm1", deadline), None);
