@@ -437,7 +437,9 @@ fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
                         .map(|env| String::from_utf8_lossy(&env).split('\0').find_map(|v| v.strip_prefix("OCF_RESOURCE_INSTANCE=").map(String::from)).unwrap_or_default())
                         .unwrap_or_default();
                     if !signal(*pid, "KILL") {
-                        return format!("agent {pid} on {} ended before the kill, in {action} of {resource}", e.node);
+                        // Its /proc entry may have gone before it was read.
+                        let what = if action.is_empty() { "an action not read in time".to_string() } else { format!("{action} of {resource}") };
+                        return format!("agent {pid} on {} ended before the kill, in {what}", e.node);
                     }
                     return format!("agent {pid} on {} killed in {action} of {resource}", e.node);
                 }
