@@ -197,7 +197,7 @@ impl MigrationSettings {
             // libvirt's remote driver knows these (and unix, which reaches
             // no other node); anything else fails only when a migration is
             // tried, so a typo would wait for the next drain to show.
-            if !REMOTE_TRANSPORTS.iter().any(|known| known.eq_ignore_ascii_case(t)) {
+            if !REMOTE_TRANSPORTS.contains(&t.as_str()) {
                 return Err(configuration_error(format!("migration_transport '{t}' is not a URI transport libvirt can reach another node with ({})", REMOTE_TRANSPORTS.join(", "))));
             }
         }
