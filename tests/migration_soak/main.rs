@@ -95,7 +95,6 @@ fn other(node: &str) -> &'static str {
     }
 }
 
-/// FERRY_SOAK_STREAM: tls or none.
 /// FERRY_SOAK_DIRTY: the MiB the guest rewrites; 0 is an idle guest.
 fn dirty() -> Option<u32> {
     match std::env::var("FERRY_SOAK_DIRTY").ok().and_then(|v| v.parse().ok()).unwrap_or(48) {
@@ -104,6 +103,7 @@ fn dirty() -> Option<u32> {
     }
 }
 
+/// FERRY_SOAK_STREAM: tls or none.
 fn stream() -> &'static str {
     match std::env::var("FERRY_SOAK_STREAM").as_deref() {
         Ok("tls") => "tls",
