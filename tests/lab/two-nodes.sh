@@ -6,7 +6,10 @@
 # with private /run, /etc/libvirt, /etc/pki, /var/lib/libvirt,
 # /var/log/libvirt, /var/cache/libvirt, /dev/shm and /etc/hosts, its own
 # hostname, and its own virtlogd and libvirtd (listening on TCP, lab only: no
-# auth; and on TLS). The two are joined by a veth pair.
+# auth; and on TLS). The two are joined by a veth pair, and by a second one
+# that only migrations use: NODE-mig names a node's end of it (tests point a
+# guest's migrateuri at %n-mig), so a test can cut or slow the migration
+# stream and leave corosync and libvirt's own connections alone.
 #
 # The lab has a certificate authority of its own (certtool, from gnutls-bin),
 # and each node a certificate from it, installed where an operator installs
@@ -38,6 +41,8 @@ NODES=(nodea nodeb)
 # solo is with-libvirtd.sh's single node; its libvirtd listens only inside
 # its own network namespace.
 declare -A ADDR=([nodea]=10.213.77.1 [nodeb]=10.213.77.2 [solo]=127.0.0.1)
+# The migration link's addresses, NODE-mig in each node's /etc/hosts.
+declare -A MIGRATION_ADDR=([nodea]=10.213.78.1 [nodeb]=10.213.78.2)
 
 usage() { sed -n '/^#   two-nodes/p' "$0" >&2; exit 2; }
 die() { echo "two-nodes: $*" >&2; exit 1; }
@@ -138,7 +143,7 @@ EOF
   fi
   cp /etc/libvirt/libvirt.conf "$dir/etc/libvirt/" 2>/dev/null || true
   { grep -v -E 'nodea|nodeb' /etc/hosts || true
-    for n in "${NODES[@]}"; do echo "${ADDR[$n]} $n"; done; } > "$dir/hosts"
+    for n in "${NODES[@]}"; do echo "${ADDR[$n]} $n"; echo "${MIGRATION_ADDR[$n]} $n-mig"; done; } > "$dir/hosts"
 }
 
 # The first process of a node: private mounts, hostname, then the daemons.
@@ -218,15 +223,21 @@ up() {
   make_lab_ca
   local a=fv${FERRY_LAB_ID}a b=fv${FERRY_LAB_ID}b n
   for n in "${NODES[@]}"; do ip netns add "$(ns_of "$n")"; done
+  local ma=fm${FERRY_LAB_ID}a mb=fm${FERRY_LAB_ID}b
   ip link add "$a" type veth peer name "$b"
+  ip link add "$ma" type veth peer name "$mb"
   ip link set "$a" netns "$(ns_of nodea)"
   ip link set "$b" netns "$(ns_of nodeb)"
+  ip link set "$ma" netns "$(ns_of nodea)"
+  ip link set "$mb" netns "$(ns_of nodeb)"
   for n in "${NODES[@]}"; do
-    local ns dev
-    ns=$(ns_of "$n"); [ "$n" = nodea ] && dev=$a || dev=$b
+    local ns dev mdev
+    ns=$(ns_of "$n"); [ "$n" = nodea ] && dev=$a mdev=$ma || dev=$b mdev=$mb
     ip -n "$ns" link set lo up
     ip -n "$ns" addr add "${ADDR[$n]}/24" dev "$dev"
     ip -n "$ns" link set "$dev" up
+    ip -n "$ns" addr add "${MIGRATION_ADDR[$n]}/24" dev "$mdev"
+    ip -n "$ns" link set "$mdev" up
     write_node_config "$n"
     ip netns exec "$ns" unshare -m -u -- "$0" __init "$n" "$lab/$n"
   done

@@ -80,9 +80,19 @@ impl Lab {
 
     /// The node's end of the wire between the nodes (its veth device).
     pub fn link_device(&self, node: &str) -> String {
+        self.device("fv", node)
+    }
+
+    /// The node's end of the migration link (NODE-mig; only a guest whose
+    /// migrateuri names %n-mig sends its stream over it).
+    pub fn migration_link_device(&self, node: &str) -> String {
+        self.device("fm", node)
+    }
+
+    fn device(&self, prefix: &str, node: &str) -> String {
         let env = std::fs::read_to_string(self.dir.join("lab.env")).expect("lab.env");
         let id = env.lines().find_map(|l| l.strip_prefix("FERRY_LAB_ID=")).expect("FERRY_LAB_ID in lab.env");
-        format!("fv{id}{}", &node[node.len() - 1..])
+        format!("{prefix}{id}{}", &node[node.len() - 1..])
     }
 
     pub fn link(&self, up: bool) {
