@@ -17,9 +17,11 @@
 #     then it keeps the channel open and never answers again (a hung guest);
 #     "ferry.agent=off" keeps it from starting (a guest that never connects);
 #   - with "ferry.watchdog=SECS", arms an i6300esb watchdog once and never
-#     feeds it, so it fires;
-#   - with "ferry.disk=1", writes 1 MiB a second to /dev/vda, so a test can
-#     make the disk fail under it;
+#     feeds it, so it fires; "ferry-watchdog" sent over the agent channel
+#     does the same at a moment the host chooses (a chaos fault);
+#   - with "ferry.disk=1", writes 1 MiB a second to /dev/vda, from its start
+#     to its end and over again, so a test can make the disk fail under it
+#     at any time (storage that fills or loses blocks under the guest);
 #   - with "ferry.crash=SECS", crashes its kernel after SECS (sysrq c);
 #   - with "ferry.secret=SEED", keeps a secret in its RAM (a tmpfs file):
 #     "ferry-secret-" and the first 32 hex digits of SEED's sha256, many
@@ -98,6 +100,14 @@ if grep -qs 0x1af4 /sys/bus/pci/devices/*/vendor; then
     insmod /lib/$m.ko
   done
 fi
+# Arms the i6300esb watchdog to fire after $1 s and never feeds it: armed
+# by the open; closed without the magic 'V' it stays armed. (devtmpfs would
+# make a plain file of a missing device node, hence the -c.)
+arm_watchdog() {
+  insmod /lib/watchdog.ko 2>/dev/null
+  insmod /lib/i6300esb.ko heartbeat="$1" 2>/dev/null
+  [ -c /dev/watchdog ] && echo 1 > /dev/watchdog && echo "ferry-guest: watchdog armed, never fed"
+}
 agent_port=
 for p in /sys/class/virtio-ports/*; do
   [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && agent_port=/dev/${p##*/}
@@ -119,6 +129,7 @@ if [ -n "$agent_port" ]; then
           echo "ferry-guest: guest agent frozen"
           # Keeps the channel open: libvirt sees an agent that never answers.
           exec sleep 1000000 ;;
+        *ferry-watchdog*) echo '{"return": {}}' >&3; arm_watchdog 1 ;;
         *) echo '{"error": {"class": "CommandNotFound", "desc": "not in the ferry test guest"}}' >&3 ;;
       esac
     done
@@ -126,23 +137,20 @@ if [ -n "$agent_port" ]; then
   echo "ferry-guest: guest agent on $agent_port"
 fi
 watchdog=$(sed -n 's/.*ferry\.watchdog=\([0-9]*\).*/\1/p' /proc/cmdline)
-if [ -n "$watchdog" ]; then
-  insmod /lib/watchdog.ko
-  insmod /lib/i6300esb.ko heartbeat="$watchdog"
-  # Armed by the open; closed without the magic 'V' it stays armed.
-  # (devtmpfs would make a plain file of a missing device node.)
-  [ -c /dev/watchdog ] && echo 1 > /dev/watchdog && echo "ferry-guest: watchdog armed, never fed"
-fi
+[ -z "$watchdog" ] || arm_watchdog "$watchdog"
 crash=$(sed -n 's/.*ferry\.crash=\([0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$crash" ]; then
   ( sleep "$crash"; echo "ferry-guest: crashing the kernel"; echo c > /proc/sysrq-trigger ) &
 fi
 if grep -q 'ferry\.disk=1' /proc/cmdline; then
   (
+    # The disk's size in MiB (sysfs counts 512-byte sectors).
+    mib=$(( $(cat /sys/block/vda/size) / 2048 ))
+    [ "$mib" -gt 0 ] || mib=1
     n=0
     while :; do
       dd if=/dev/urandom of=/dev/vda bs=1M count=1 seek=$n conv=fsync,notrunc 2>/dev/null && echo "ferry-disk wrote $n"
-      n=$((n + 1))
+      n=$(( (n + 1) % mib ))
       sleep 1
     done
   ) &
