@@ -67,7 +67,7 @@ use super::encryption::Plan;
 use super::ladder::{finishes_within, Ladder, Step};
 use super::locate::Whereabouts;
 use super::settings::{MigrationMode, Settings};
-use super::uri::{data_uri, extra_options, target_uri};
+use super::uri::{data_uri, extra_options, target_uri, unreached_end};
 use super::{refuse_clone, ConfigFile, VirtualDomain};
 use crate::agents::common::{migration_peer, ProgressAttribute};
 use crate::agents::lifecycle::{self, backend_error, StopBudget, POLL};
@@ -388,7 +388,8 @@ impl VirtualDomain {
                 Err(Pushed::TargetLacksCerts(e.to_string()))
             }
             Err(e) => {
-                let why = aborted.map(|w| format!("aborted the migration of {name} to {target}: {w}")).unwrap_or_else(|| format!("migration of {name} to {target} failed: {e}"));
+                let failure = unreached_end(&e.to_string(), &remote, data.as_deref()).unwrap_or_else(|| e.to_string());
+                let why = aborted.map(|w| format!("aborted the migration of {name} to {target}: {w}")).unwrap_or_else(|| format!("migration of {name} to {target} failed: {failure}"));
                 self.after_failed_push(libvirt, name, &remote, why, deadline).map_err(Pushed::Failed)
             }
         }

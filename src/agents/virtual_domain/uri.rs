@@ -44,6 +44,43 @@ pub fn extra_options(m: &MigrationSettings) -> Vec<String> {
     words(m.options.as_deref()).into_iter().filter(|w| !w.starts_with("--migrateuri=") && w != "--tls" && w != "--tunnelled").collect()
 }
 
+/// Which end a failed migration could not reach, from libvirt's "unable
+/// to connect to server at 'HOST:PORT'". libvirt says that both when the
+/// target's libvirtd does not answer and when the memory stream, which the
+/// source's libvirt opens for QEMU once the target has prepared to receive
+/// it, cannot connect; the backend files both under "libvirt unreachable",
+/// which reads as this node's libvirt being down. The address is libvirtd's
+/// when it is the target URI's host and port (16509 for tcp, 16514 for tls
+/// unless the URI says); any other is the stream's. `None` when libvirt
+/// said something else.
+pub fn unreached_end(message: &str, remote_uri: &str, data_uri: Option<&str>) -> Option<String> {
+    let (_, after) = message.split_once("unable to connect to server at '")?;
+    let address = after.split('\'').next()?;
+    let said = message.trim_start_matches("libvirt unreachable: ").trim_start_matches("error: ");
+    let (scheme, _) = remote_uri.split_once("://").unwrap_or(("", ""));
+    let default_port = if scheme.ends_with("+tls") { "16514" } else { "16509" };
+    let (host, port) = host_and_port(remote_uri);
+    if address == format!("{host}:{}", port.unwrap_or(default_port)) {
+        return Some(format!("libvirt on the target did not answer at {address} ({remote_uri}): {said}"));
+    }
+    let uri = data_uri.map(|d| format!("data URI {d}")).unwrap_or_else(|| "the port libvirt chose".into());
+    Some(format!("the memory stream could not connect to {address} ({uri}) after libvirt there had prepared to receive it: {said}"))
+}
+
+/// A URI's host and port: `scheme://user@host:port/path`, or `tcp:host:port`.
+fn host_and_port(uri: &str) -> (&str, Option<&str>) {
+    let rest = match uri.split_once("://") {
+        Some((_, rest)) => rest,
+        None => uri.split_once(':').map_or(uri, |(_, rest)| rest),
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    }
+}
+
 /// `node` with the migration network suffix after its short name
 /// (node1.example.com with -mig becomes node1-mig.example.com).
 fn migration_host(m: &MigrationSettings, node: &str) -> String {
@@ -81,5 +118,23 @@ mod tests {
         assert_eq!(extra_options(&m), ["--compressed", "--abort-on-error"]);
         let m = settings(&[("migrate_options", "--tls --compressed")]);
         assert_eq!(extra_options(&m), ["--compressed"], "--tls is migration_encryption's now");
+    }
+
+    #[test]
+    fn a_connection_libvirt_could_not_make_is_named_for_the_end_it_failed_to_reach() {
+        let said = |host: &str| format!("libvirt unreachable: error: unable to connect to server at '{host}': No route to host");
+        let stream = unreached_end(&said("nodeb-mig:49152"), "qemu+tcp://nodeb/system", Some("tcp://nodeb-mig")).unwrap();
+        assert!(stream.starts_with("the memory stream could not connect to nodeb-mig:49152 (data URI tcp://nodeb-mig)"), "{stream}");
+        assert!(stream.ends_with(": unable to connect to server at 'nodeb-mig:49152': No route to host"), "{stream}");
+        assert!(!stream.contains("libvirt unreachable"), "{stream}");
+        let daemon = unreached_end(&said("nodeb:16509"), "qemu+tcp://root@nodeb/system", Some("tcp://nodeb-mig:49999")).unwrap();
+        assert!(daemon.starts_with("libvirt on the target did not answer at nodeb:16509 (qemu+tcp://root@nodeb/system)"), "{daemon}");
+        assert!(unreached_end(&said("nodeb:16514"), "qemu+tls://nodeb/system", None).unwrap().starts_with("libvirt on the target"));
+        assert!(unreached_end(&said("nodeb:7000"), "qemu+tcp://nodeb:7000/system", None).unwrap().starts_with("libvirt on the target"));
+        // The same host on another port is the stream libvirt opened there.
+        let chosen = unreached_end(&said("nodeb:49152"), "qemu+tcp://nodeb/system", None).unwrap();
+        assert!(chosen.starts_with("the memory stream could not connect to nodeb:49152 (the port libvirt chose)"), "{chosen}");
+        assert_eq!(host_and_port("tcp:nodeb-mig:49152"), ("nodeb-mig", Some("49152")));
+        assert_eq!(unreached_end("internal error: boom", "qemu+tcp://nodeb/system", None), None);
     }
 }
