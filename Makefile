@@ -117,7 +117,8 @@ test-xen: build guest
 	tests/xen/run.sh
 
 # A seeded schedule of faults in the cluster lab under an independent judge
-# (tests/chaos): CHAOS_SEED, CHAOS_MINUTES, CHAOS_AGENT=ferry|heartbeat.
+# (tests/chaos): CHAOS_SEED, CHAOS_MINUTES, CHAOS_AGENT=ferry|heartbeat, and
+# CHAOS_FAULTS (a few faults only, to study them).
 chaos: build guest
 	$(LAB) --cluster cargo test --release --locked --test chaos -- --test-threads=1 --nocapture
 

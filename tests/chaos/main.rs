@@ -5,20 +5,15 @@
 //! Faults (see `Fault`): a move, a standby, a refresh, libvirtd stopped
 //! or killed, the config hidden on the guest's node, the agent killed
 //! mid-action, a guest kernel panic, Pacemaker restarted on a node, the
-//! link between the nodes slowed during a move, a guest's QEMU hung, and a
-//! parameter's typo set and undone.
+//! migration link slowed or cut during a move, a guest's QEMU hung, a
+//! parameter's typo set and undone, the guest's disk failing under it, and
+//! its watchdog firing.
 //!
-//! The judge reads the guests' own output. Each guest's serial console goes
-//! to a file under /var/log/libvirt, which each lab node has of its
-//! own, so every copy of a guest writes to its node's file. The guest prints
-//! `ferry-tick N` every second. Every second the judge notes which nodes'
-//! files of each guest grew a tick line. A live migration hands a guest over
-//! once: the target's vCPUs run only after the source's stopped, so both
-//! files grow in the same second at most once per hand-over, and two
-//! hand-overs (there and back) take more than five seconds here. Both
-//! growing in three of any five consecutive seconds is a **double run**
-//! (two copies that both run grow both files nearly every second). The judge also
-//! keeps each guest's longest time without a tick on any node
+//! The judge (tests/support/judge.rs) reads the guests' own output. Each
+//! guest's serial console goes to a file under /var/log/libvirt, which each
+//! lab node has of its own, so every copy of a guest writes to its node's
+//! file; the judge flags a guest whose files on both nodes keep growing
+//! (a **double run**) and keeps each guest's longest time without a tick
 //! (**unavailability**). Failed stops (a fence in a production cluster;
 //! fencing is off in the lab) come from Pacemaker's logs, which a refresh
 //! does not wipe as it wipes the CIB's history.
@@ -30,6 +25,9 @@
 //!   CHAOS_AGENT    (ferry)  heartbeat runs the same schedule against
 //!                           resource-agents' VirtualDomain
 //!   CHAOS_GUESTS   (3)      test guests
+//!   CHAOS_FAULTS   (all)    only these faults, comma-separated as `Fault`
+//!                           names them (DiskFailed,WatchdogFired): a
+//!                           schedule of its own, to study a few
 //!
 //! Which node an event hits, where it depends on where a guest runs at that
 //! moment (the config hidden on the guest's node, the agent killed there), is
@@ -40,12 +38,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-use std::collections::VecDeque;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::judge::Judge;
 use support::lab::*;
 use support::*;
 
@@ -95,9 +90,8 @@ enum Fault {
     /// Pacemaker shut down cleanly on a node (its guests move away; corosync
     /// stays), then started again: the node rejoins and probes everything.
     PacemakerRestarted,
-    /// The link between the nodes, which carries both corosync and the
-    /// migrations, slowed to 20 Mbit/s on a node's side (tc tbf), so that
-    /// a migration under way takes many times longer.
+    /// The migration link slowed to 20 Mbit/s on a node's side (tc tbf)
+    /// during a move, so that the migration takes many times longer.
     LinkSlowed,
     /// The guest's QEMU process SIGSTOPped on its node (a wedged guest: its
     /// vCPUs stop, libvirt still calls it running, and QEMU answers no
@@ -107,9 +101,30 @@ enum Fault {
     /// knows, then set back and the resource's failures cleaned up, as the
     /// operator would once the typo is seen.
     ParameterTypo,
+    /// The guest's disk fails on the node running it: the storage under it
+    /// is full and the blocks it wrote are gone, so its next write fails
+    /// and QEMU pauses it (error_policy='stop'); undone by making room.
+    DiskFailed,
+    /// The guest's watchdog fires (the guest arms it when the host asks
+    /// over its agent channel, and never feeds it). What QEMU does then is
+    /// the guest's own: one pauses, one powers off, one resets.
+    WatchdogFired,
+    /// A move, and once the source runs its migrate_to, the migration link
+    /// cut (the veth unplugged) for the hold. Corosync and libvirt's own
+    /// connections use the other link, so no node looks dead.
+    MigrationLinkCut,
+    /// Pacemaker's executor SIGKILLed on a node (pacemakerd starts it
+    /// again). Not in the default schedule: its controller exits with it,
+    /// and without fencing, which the lab lacks, the DC then takes the node
+    /// for unclean, ignores its history and starts its guests on the other
+    /// node while they still run (Pacemaker 2.1.5's unpack.c and
+    /// controld_callbacks.c). That second copy is Pacemaker's, whatever
+    /// the agent; only CHAOS_FAULTS names it, to show a disk lease
+    /// refusing it.
+    ExecutorKilled,
 }
 
-const FAULTS: [Fault; 12] = [
+const FAULTS: [Fault; 15] = [
     Fault::Move,
     Fault::Standby,
     Fault::Refresh,
@@ -122,7 +137,23 @@ const FAULTS: [Fault; 12] = [
     Fault::LinkSlowed,
     Fault::GuestHung,
     Fault::ParameterTypo,
+    Fault::DiskFailed,
+    Fault::WatchdogFired,
+    Fault::MigrationLinkCut,
 ];
+
+/// Faults only a run that names them gets (see each).
+const NAMED_ONLY: [Fault; 1] = [Fault::ExecutorKilled];
+
+/// The faults a run draws from: CHAOS_FAULTS (names as `Fault` spells
+/// them, comma-separated) narrows the schedule to a few, to study one, or
+/// adds one of NAMED_ONLY; unset, every fault of FAULTS.
+fn faults_chosen() -> Vec<Fault> {
+    let Ok(names) = std::env::var("CHAOS_FAULTS") else { return FAULTS.to_vec() };
+    let chosen: Vec<Fault> = FAULTS.into_iter().chain(NAMED_ONLY).filter(|f| names.split(',').any(|n| n.trim() == format!("{f:?}"))).collect();
+    assert!(!chosen.is_empty(), "CHAOS_FAULTS={names} names none of {FAULTS:?} {NAMED_ONLY:?}");
+    chosen
+}
 
 #[derive(Clone, Debug)]
 struct Event {
@@ -133,12 +164,12 @@ struct Event {
     pause: u64,
 }
 
-/// The seed's schedule: as many events as any run can apply.
-fn schedule(seed: u64, guests: usize, count: usize) -> Vec<Event> {
+/// The seed's schedule over `faults`: as many events as any run can apply.
+fn schedule(seed: u64, faults: &[Fault], guests: usize, count: usize) -> Vec<Event> {
     let mut rng = Rng(seed);
     (0..count)
         .map(|_| Event {
-            fault: FAULTS[rng.within(0, FAULTS.len() as u64 - 1) as usize],
+            fault: faults[rng.within(0, faults.len() as u64 - 1) as usize],
             guest: rng.within(0, guests as u64 - 1) as usize,
             node: NODES[rng.within(0, 1) as usize],
             hold: rng.within(5, 25),
@@ -153,9 +184,46 @@ fn schedule(seed: u64, guests: usize, count: usize) -> Vec<Event> {
 struct ChaosGuest {
     g: Guest,
     id: String,
+    /// What QEMU does when the guest's watchdog fires.
+    watchdog: &'static str,
 }
 
+/// The guests' watchdog actions, one each in turn: a guest paused (the
+/// agent must see it), powered off (gone), or reset (it reboots in place).
+const WATCHDOG_ACTIONS: [&str; 3] = ["pause", "poweroff", "reset"];
+
+/// Each guest's disk: an 8 MiB raw file on a 16 MiB tmpfs of its own, at
+/// one path on both nodes, each node's own (as two hosts see one LUN under
+/// one name). The guest writes it through, a MiB a second, over and over.
+const DISK_MIB: u64 = 8;
+
 impl ChaosGuest {
+    /// The directory of the guest's disk, inside each node.
+    fn disk_dir(&self) -> String {
+        format!("/var/lib/libvirt/images/{}", self.g.name)
+    }
+
+    fn disk(&self) -> String {
+        format!("{}/disk.raw", self.disk_dir())
+    }
+
+    /// Mounts the disk's tmpfs on every node, with an empty disk in it.
+    fn make_disks(&self, lab: &Lab) {
+        for node in NODES {
+            std::fs::create_dir_all(lab.dir.join(node).join("lib/libvirt/images").join(&self.g.name)).unwrap();
+            let mounted = lab.on(node, &["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", &self.disk_dir()]);
+            assert!(mounted.status.success(), "tmpfs for {} on {node}: {}", self.g.name, String::from_utf8_lossy(&mounted.stderr));
+            let made = lab.on(node, &["truncate", "-s", &format!("{DISK_MIB}M"), &self.disk()]);
+            assert!(made.status.success(), "disk of {} on {node}", self.g.name);
+        }
+    }
+
+    fn remove_disks(&self, lab: &Lab) {
+        for node in NODES {
+            let _ = lab.on(node, &["umount", &self.disk_dir()]);
+        }
+    }
+
     fn console_inside(&self) -> String {
         format!("/var/log/libvirt/{}.console", self.g.name)
     }
@@ -163,125 +231,6 @@ impl ChaosGuest {
     /// The console file `node` writes, from the host.
     fn console_on(&self, lab: &Lab, node: &str) -> PathBuf {
         lab.dir.join(node).join("log/libvirt").join(format!("{}.console", self.g.name))
-    }
-}
-
-/// What the judge found.
-#[derive(Default)]
-struct Findings {
-    seconds: u64,
-    /// (guest, second of the run): each second that ended a window of five
-    /// in which both nodes' copies ran in three.
-    double_runs: Vec<(String, u64)>,
-    /// Per guest: the longest time with no tick on any node, and when it began.
-    longest_gap: Vec<(u64, u64)>,
-    ticks: Vec<[usize; 2]>,
-}
-
-struct Judge {
-    stop: Arc<AtomicBool>,
-    findings: Arc<Mutex<Findings>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// Tick lines a console file grew since `offset`; moves `offset` on.
-fn new_ticks(path: &PathBuf, offset: &mut u64) -> usize {
-    let Ok(mut f) = std::fs::File::open(path) else { return 0 };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    if len < *offset {
-        // A new file (the guest's first start on this node after a removal).
-        *offset = 0;
-    }
-    let mut text = String::new();
-    if f.seek(SeekFrom::Start(*offset)).is_err() || f.read_to_string(&mut text).is_err() {
-        return 0;
-    }
-    // Only whole lines: a tick half written is counted the next second.
-    let whole = text.rfind('\n').map_or(0, |i| i + 1);
-    *offset += whole as u64;
-    text[..whole].lines().filter(|l| l.contains("ferry-tick")).count()
-}
-
-impl Judge {
-    fn start(guests: &[(String, [PathBuf; 2])]) -> Judge {
-        let stop = Arc::new(AtomicBool::new(false));
-        let findings = Arc::new(Mutex::new(Findings { longest_gap: vec![(0, 0); guests.len()], ticks: vec![[0; 2]; guests.len()], ..Findings::default() }));
-        let (flag, shared) = (stop.clone(), findings.clone());
-        let guests = guests.to_vec();
-        let thread = std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut offsets = vec![[0u64; 2]; guests.len()];
-            // Skip what the consoles held before the judge began.
-            for (i, (_, files)) in guests.iter().enumerate() {
-                for n in 0..2 {
-                    new_ticks(&files[n], &mut offsets[i][n]);
-                }
-            }
-            let mut both: Vec<VecDeque<bool>> = vec![VecDeque::new(); guests.len()];
-            let mut last_tick = vec![0u64; guests.len()];
-            let mut second = 0u64;
-            while !flag.load(Ordering::Relaxed) {
-                second += 1;
-                let next = started + Duration::from_secs(second);
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                let mut f = shared.lock().unwrap();
-                f.seconds = second;
-                for (i, (name, files)) in guests.iter().enumerate() {
-                    let grew = [new_ticks(&files[0], &mut offsets[i][0]), new_ticks(&files[1], &mut offsets[i][1])];
-                    f.ticks[i][0] += grew[0];
-                    f.ticks[i][1] += grew[1];
-                    let window = &mut both[i];
-                    window.push_back(grew[0] > 0 && grew[1] > 0);
-                    if window.len() > 5 {
-                        window.pop_front();
-                    }
-                    if window.iter().filter(|b| **b).count() >= 3 && window.back() == Some(&true) {
-                        f.double_runs.push((name.clone(), second));
-                    }
-                    if grew[0] + grew[1] > 0 {
-                        let gap = second - last_tick[i];
-                        if gap > f.longest_gap[i].0 {
-                            f.longest_gap[i] = (gap, last_tick[i]);
-                        }
-                        last_tick[i] = second;
-                    }
-                }
-            }
-            // A guest that ended the run without ticking was unavailable to the end.
-            let mut f = shared.lock().unwrap();
-            for i in 0..guests.len() {
-                let gap = second - last_tick[i];
-                if gap > f.longest_gap[i].0 {
-                    f.longest_gap[i] = (gap, last_tick[i]);
-                }
-            }
-        });
-        Judge { stop, findings, thread: Some(thread) }
-    }
-
-    fn double_runs(&self) -> Vec<(String, u64)> {
-        self.findings.lock().unwrap().double_runs.clone()
-    }
-
-    fn now(&self) -> u64 {
-        self.findings.lock().unwrap().seconds
-    }
-
-    fn finish(mut self) -> Findings {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        std::mem::take(&mut *self.findings.lock().unwrap())
-    }
-}
-
-impl Drop for Judge {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -302,6 +251,12 @@ fn signal(pid: i32, sig: &str) -> bool {
 /// The agent processes running in `node`'s network namespace: the lab made
 /// that namespace, and only Pacemaker's executor runs agents there.
 fn agent_pids(lab: &Lab, node: &str) -> Vec<i32> {
+    pids_in(lab, node, "VirtualDomain")
+}
+
+/// The processes named `comm` in `node`'s network namespace, which the lab
+/// made: nothing outside the lab is ever found.
+fn pids_in(lab: &Lab, node: &str, comm: &str) -> Vec<i32> {
     let Ok(anchor) = std::fs::read_to_string(lab.dir.join(node).join("run/virtlogd.pid")) else { return Vec::new() };
     let Ok(net) = std::fs::read_link(format!("/proc/{}/ns/net", anchor.trim())) else { return Vec::new() };
     std::fs::read_dir("/proc")
@@ -309,12 +264,25 @@ fn agent_pids(lab: &Lab, node: &str) -> Vec<i32> {
             d.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
                 .filter(|pid| {
-                    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "VirtualDomain")
+                    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
                         && std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().as_ref() == Some(&net)
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The action agent `pid` runs and its resource, or empty strings once it
+/// has gone. Pacemaker passes the action as the agent's last argument (a
+/// shell agent's first is its script) and the resource in its environment.
+fn agent_action(pid: i32) -> (String, String) {
+    let action = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).split('\0').filter(|a| !a.is_empty()).last().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let resource = std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| String::from_utf8_lossy(&env).split('\0').find_map(|v| v.strip_prefix("OCF_RESOURCE_INSTANCE=").map(String::from)).unwrap_or_default())
+        .unwrap_or_default();
+    (action, resource)
 }
 
 /// The nodes whose libvirtd lists `name` as running.
@@ -372,6 +340,15 @@ fn story(lab: &Lab, ids: &[String], since: &[usize]) -> Vec<String> {
     lines
 }
 
+/// What a harness command said when it failed, for an event's line: the
+/// event still counts, but its line says it was not all applied.
+fn complaint(out: &std::process::Output, tool: &str) -> String {
+    if out.status.success() {
+        return String::new();
+    }
+    format!(" ({tool}: {})", String::from_utf8_lossy(&out.stderr).trim())
+}
+
 /// Applies one event and undoes it after its hold. Returns what it did.
 fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
     let id = guest.id.as_str();
@@ -427,15 +404,7 @@ fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
             let began = Instant::now();
             while began.elapsed() < hold {
                 if let Some(pid) = agent_pids(lab, e.node).first() {
-                    // Pacemaker passes the action as the agent's last
-                    // argument (a shell agent's first is its script) and
-                    // the resource in its environment.
-                    let action = std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .map(|c| String::from_utf8_lossy(&c).split('\0').filter(|a| !a.is_empty()).last().unwrap_or("").to_string())
-                        .unwrap_or_default();
-                    let resource = std::fs::read(format!("/proc/{pid}/environ"))
-                        .map(|env| String::from_utf8_lossy(&env).split('\0').find_map(|v| v.strip_prefix("OCF_RESOURCE_INSTANCE=").map(String::from)).unwrap_or_default())
-                        .unwrap_or_default();
+                    let (action, resource) = agent_action(*pid);
                     if !signal(*pid, "KILL") {
                         // Its /proc entry may have gone before it was read.
                         let what = if action.is_empty() { "an action not read in time".to_string() } else { format!("{action} of {resource}") };
@@ -461,7 +430,7 @@ fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
             format!("Pacemaker on {} shut down (in {stopped_in} s) for {} s and started again", e.node, e.hold)
         }
         Fault::LinkSlowed => {
-            let device = lab.link_device(e.node);
+            let device = lab.migration_link_device(e.node);
             let slowed = lab.on(e.node, &["tc", "qdisc", "replace", "dev", &device, "root", "tbf", "rate", "20mbit", "burst", "256kb", "latency", "400ms"]);
             if !slowed.status.success() {
                 return format!("link on {} not slowed: {}", e.node, String::from_utf8_lossy(&slowed.stderr).trim());
@@ -472,7 +441,7 @@ fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
             std::thread::sleep(hold);
             let _ = lab.on("nodea", &["crm_resource", "--clear", "-r", id]);
             drop(restore);
-            format!("link slowed to 20 Mbit/s on {} for {} s while {id} moved away from {home:?}", e.node, e.hold)
+            format!("migration link slowed to 20 Mbit/s on {} for {} s while {id} moved away from {home:?}", e.node, e.hold)
         }
         Fault::GuestHung => {
             let Some(node) = home else { return format!("{id} runs nowhere: no hang") };
@@ -494,8 +463,64 @@ fn apply(lab: &Lab, e: &Event, guest: &ChaosGuest) -> String {
             });
             std::thread::sleep(hold);
             drop(back);
-            let said = if typo.status.success() { String::new() } else { format!(" (crm_resource: {})", String::from_utf8_lossy(&typo.stderr).trim()) };
-            format!("{id}: migration_transport=pigeon for {} s, then tcp and a cleanup{said}", e.hold)
+            format!("{id}: migration_transport=pigeon for {} s, then tcp and a cleanup{}", e.hold, complaint(&typo, "crm_resource"))
+        }
+        Fault::DiskFailed => {
+            let Some(node) = home else { return format!("{id} runs nowhere: no disk to fail") };
+            // The guest's blocks freed, then the room filled: its next
+            // write needs a block and gets none (ENOSPC).
+            let filler = format!("{}/filler", guest.disk_dir());
+            let punched = lab.on(node, &["fallocate", "--punch-hole", "--offset", "0", "--length", &format!("{DISK_MIB}MiB"), &guest.disk()]);
+            let _ = lab.on(node, &["dd", "if=/dev/zero", &format!("of={filler}"), "bs=64k"]);
+            let room = Defer(|| drop(lab.on(node, &["rm", "-f", &filler])));
+            std::thread::sleep(hold);
+            drop(room);
+            format!("disk of {id} full on {node} for {} s{}", e.hold, complaint(&punched, "fallocate"))
+        }
+        Fault::WatchdogFired => {
+            let Some(node) = home else { return format!("{id} runs nowhere: no watchdog") };
+            let asked = lab.virsh(node, &["qemu-agent-command", &guest.g.name, "--timeout", "5", r#"{"execute":"ferry-watchdog"}"#]);
+            std::thread::sleep(hold);
+            if !asked.status.success() {
+                return format!("{id}: its agent on {node} did not arm the watchdog: {}", String::from_utf8_lossy(&asked.stderr).trim());
+            }
+            format!("watchdog of {id} fired on {node} ({})", guest.watchdog)
+        }
+        Fault::MigrationLinkCut => {
+            let device = lab.migration_link_device(e.node);
+            let _ = lab.on("nodea", &["crm_resource", "--move", "-r", id]);
+            // The cut lands mid-migration when the move is one: once the
+            // source runs its migrate_to (at most 10 s).
+            let began = Instant::now();
+            let mut migrating = false;
+            while let Some(source) = home.filter(|_| began.elapsed() < Duration::from_secs(10)) {
+                migrating = agent_pids(lab, source).into_iter().any(|pid| agent_action(pid) == ("migrate_to".to_string(), id.to_string()));
+                if migrating {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Then 0 to 0.9 s more, the seed's choice: a migrate_to that has
+            // not yet connected its stream, or one that is sending.
+            if migrating {
+                std::thread::sleep(Duration::from_millis(100 * (e.hold % 10)));
+            }
+            let cut = lab.on(e.node, &["ip", "link", "set", &device, "down"]);
+            let plug = Defer(|| drop(lab.on(e.node, &["ip", "link", "set", &device, "up"])));
+            std::thread::sleep(hold);
+            drop(plug);
+            let _ = lab.on("nodea", &["crm_resource", "--clear", "-r", id]);
+            if !cut.status.success() {
+                return format!("migration link on {} not cut: {}", e.node, String::from_utf8_lossy(&cut.stderr).trim());
+            }
+            let when = if migrating { "during its migrate_to" } else { "with no migrate_to seen" };
+            format!("migration link cut on {} for {} s while {id} moved away from {home:?}, {when}", e.node, e.hold)
+        }
+        Fault::ExecutorKilled => {
+            let Some(pid) = pids_in(lab, e.node, "pacemaker-execd").first().copied() else { return format!("no pacemaker-execd on {}: skipped", e.node) };
+            let killed = signal(pid, "KILL");
+            std::thread::sleep(hold);
+            format!("pacemaker-execd {pid} on {} {}", e.node, if killed { "killed" } else { "ended before the kill" })
         }
     }
 }
@@ -518,22 +543,35 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
     let guests: Vec<ChaosGuest> = (0..count)
         .map(|i| {
             let g = Guest::new(&format!("chaos{i}"));
-            let c = ChaosGuest { id: format!("chaos-{i}"), g };
+            let c = ChaosGuest { id: format!("chaos-{i}"), g, watchdog: WATCHDOG_ACTIONS[i % WATCHDOG_ACTIONS.len()] };
             // unknown_nmi_panic: an NMI panics the guest's kernel
             // (GuestPanic), and the pvpanic device tells QEMU, so that
             // on_crash destroys it rather than leaving a dead kernel that
-            // libvirt calls running.
+            // libvirt calls running. The disk pauses the guest when it
+            // fails (DiskFailed); with disk leases on, it is leased. The
+            // agent channel is how the host has the guest arm its watchdog
+            // (WatchdogFired).
             c.g.edit_config(|xml| {
                 xml.replace(&c.g.console.display().to_string(), &c.console_inside())
-                    .replace("</cmdline>", " unknown_nmi_panic=1</cmdline>")
-                    .replace("</devices>", "<panic model='isa'/></devices>")
+                    .replace("</cmdline>", " unknown_nmi_panic=1 ferry.disk=1</cmdline>")
+                    .replace(
+                        "</devices>",
+                        &format!(
+                            "<panic model='isa'/><watchdog model='i6300esb' action='{}'/>\
+                             <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>\
+                             <disk type='file' device='disk'><driver name='qemu' type='raw' error_policy='stop'/><source file='{}'/><target dev='vda' bus='virtio'/></disk></devices>",
+                            c.watchdog,
+                            c.disk()
+                        ),
+                    )
             });
-            if leases {
-                lab.disk_on_both_nodes(&c.g);
-            }
             c
         })
         .collect();
+    let _disks = Defer(|| guests.iter().for_each(|c| c.remove_disks(&lab)));
+    for c in &guests {
+        c.make_disks(&lab);
+    }
     let _destroy = Defer(|| {
         for c in &guests {
             for node in NODES {
@@ -547,14 +585,12 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
         .iter()
         .map(|c| {
             let config = c.g.config.display().to_string();
-            let mut params = vec![("config", config.as_str()), ("migration_transport", "tcp")];
+            // The memory stream goes over the migration link; libvirt will
+            // not migrate a disk on a local file system without --unsafe,
+            // which both agents pass to virsh migrate.
+            let mut params = vec![("config", config.as_str()), ("migration_transport", "tcp"), ("migrateuri", "tcp://%n-mig"), ("migrate_options", "--unsafe")];
             if agent == "ferry" {
                 params.push(("migration_encryption", "none"));
-            }
-            if leases {
-                // libvirt will not migrate a disk on a local file system
-                // without it; both agents pass it to virsh migrate.
-                params.push(("migrate_options", "--unsafe"));
             }
             ClusterResource::create_of(&lab, agent, &c.id, &params, &[("allow-migrate", "true")], &ops)
         })
@@ -569,7 +605,8 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
 
     let files: Vec<(String, [PathBuf; 2])> = guests.iter().map(|c| (c.g.name.clone(), [c.console_on(&lab, NODES[0]), c.console_on(&lab, NODES[1])])).collect();
     let judge = Judge::start(&files);
-    let events = schedule(seed, count, 1000);
+    let faults = faults_chosen();
+    let events = schedule(seed, &faults, count, 1000);
     let until = Instant::now() + Duration::from_secs(minutes * 60);
     let mut applied = Vec::new();
     for e in events.iter() {
@@ -619,6 +656,18 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
     for line in failed_starts.iter().chain(&failed_migrations) {
         eprintln!("chaos report: {line}");
     }
+    // Where each guest is at the end, as libvirt says it on each node: a
+    // guest left paused (a watchdog's or a failed disk's) shows here.
+    for c in &guests {
+        let states: Vec<String> = NODES
+            .iter()
+            .filter_map(|n| {
+                let out = lab.virsh(n, &["domstate", "--reason", &c.g.name]);
+                out.status.success().then(|| format!("{n} {}", String::from_utf8_lossy(&out.stdout).trim()))
+            })
+            .collect();
+        eprintln!("chaos report: {} at the end: {}", c.id, if states.is_empty() { "defined nowhere".to_string() } else { states.join(", ") });
+    }
     let longest = findings.longest_gap.iter().map(|g| g.0).max().unwrap_or(0);
     eprintln!(
         "chaos-result seed={seed} agent={agent} leases={leases} events={} migrations={migrations} restarts={} double_runs={} failed_stops={} longest_unavailable={longest}s settled={settled}",
@@ -627,7 +676,8 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
         findings.double_runs.len(),
         failed_stops.len()
     );
-    let violation = |what: &str| format!("{what}\nreproduce with CHAOS_SEED={seed} CHAOS_MINUTES={minutes} CHAOS_AGENT={agent}\nevents:\n{}", applied.join("\n"));
+    let narrowed = std::env::var("CHAOS_FAULTS").map(|f| format!(" CHAOS_FAULTS={f}")).unwrap_or_default();
+    let violation = |what: &str| format!("{what}\nreproduce with CHAOS_SEED={seed} CHAOS_MINUTES={minutes} CHAOS_AGENT={agent}{narrowed}\nevents:\n{}", applied.join("\n"));
     assert!(findings.double_runs.is_empty(), "{}", violation(&format!("double runs (guest, second): {:?}", findings.double_runs)));
     assert!(failed_stops.is_empty(), "{}", violation(&format!("failed stops (each a fence in production):\n{}", failed_stops.join("\n"))));
     assert!(all_placed, "{}", violation(&format!("not every guest ends running on one node: {placed:?}")));
@@ -641,7 +691,7 @@ fn no_guest_ever_runs_twice_under_a_seeded_schedule_of_faults() {
 fn the_judge_catches_a_second_copy_started_by_hand() {
     let lab = Lab::from_env();
     let g = Guest::new("chaosjudge");
-    let c = ChaosGuest { id: "chaos-judge".into(), g };
+    let c = ChaosGuest { id: "chaos-judge".into(), g, watchdog: "none" };
     c.g.edit_config(|xml| xml.replace(&c.g.console.display().to_string(), &c.console_inside()));
     let _destroy = Defer(|| {
         for node in NODES {
@@ -668,11 +718,11 @@ fn the_judge_catches_a_second_copy_started_by_hand() {
 
 #[test]
 fn the_same_seed_gives_the_same_schedule() {
-    let text = |seed| format!("{:?}", schedule(seed, 3, 50));
+    let text = |seed| format!("{:?}", schedule(seed, &FAULTS, 3, 50));
     assert_eq!(text(7), text(7));
     assert_ne!(text(7), text(8));
     // Every fault comes up in a schedule of this length.
-    let events = schedule(7, 3, 200);
+    let events = schedule(7, &FAULTS, 3, 200);
     for fault in FAULTS {
         assert!(events.iter().any(|e| e.fault == fault), "{fault:?} never scheduled");
     }

@@ -3,6 +3,7 @@
 //! themselves from libvirt when the test ends, passed or failed.
 #![allow(dead_code)]
 
+pub mod judge;
 pub mod lab;
 
 use std::path::{Path, PathBuf};
