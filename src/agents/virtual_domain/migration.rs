@@ -749,6 +749,22 @@ mod tests {
     }
 
     #[test]
+    fn a_memory_stream_that_cannot_connect_is_named_so_not_libvirt_unreachable() {
+        // libvirt opens the stream for QEMU itself, after the target's
+        // libvirtd prepared to receive it, and says so in the words it uses
+        // for a libvirtd it cannot reach (the chaos harness's link cut).
+        let runner = Clocked::new()
+            .answer(&virsh_at(SOURCE, &["migrate"]), FAST, 1, "", "error: unable to connect to server at 'nodeb-mig:49152': No route to host\n")
+            .answer(&virsh_at(SOURCE, &["domstate"]), FAST, 0, "running (booted)\n", "")
+            .answer(&virsh_at(SOURCE, &["domjobinfo"]), FAST, 0, "Job type: 0\n", "")
+            .answer(&["attrd_updater"], FAST, 0, "", "");
+        let (result, _) = push(runner, &[("migrateuri", "tcp://%n-mig")], Duration::from_secs(5));
+        let err = result.unwrap_err();
+        assert!(err.reason.contains("the memory stream could not connect to nodeb-mig:49152 (data URI tcp://nodeb-mig)"), "{}", err.reason);
+        assert!(!err.reason.contains("libvirt unreachable"), "{}", err.reason);
+    }
+
+    #[test]
     fn a_slow_steering_call_near_the_abort_point_still_leaves_time_to_abort() {
         // attrd hangs; each call would otherwise take its 2 s, from just
         // before the abort point into the time the abort needs.
