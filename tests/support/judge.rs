@@ -10,7 +10,13 @@
 //! most once per hand-over, and two hand-overs (there and back) take more
 //! than five seconds. Both growing in three of any five consecutive seconds
 //! is a **double run** (two copies that both run grow both files nearly
-//! every second). It also keeps each guest's longest time without a tick on
+//! every second). So is a boot ("ferry-guest: up") on one node in a second
+//! when the other node's copy ticked in that second or the one before: a
+//! migrated guest never boots, and a restart boots seconds after the old
+//! copy stopped. That catches a second copy ended within seconds of its
+//! boot, which ticks too few times for the first rule (seen when Pacemaker,
+//! without fencing, started guests elsewhere for 8-9 s after its executor
+//! was killed). It also keeps each guest's longest time without a tick on
 //! any node (**unavailability**).
 
 use std::collections::VecDeque;
@@ -38,9 +44,10 @@ pub struct Judge {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Tick lines a console file grew since `offset`; moves `offset` on.
-fn new_ticks(path: &PathBuf, offset: &mut u64) -> usize {
-    let Ok(mut f) = std::fs::File::open(path) else { return 0 };
+/// What a console file grew since `offset`: its tick lines, and whether
+/// the guest booted there ("ferry-guest: up"). Moves `offset` on.
+fn new_ticks(path: &PathBuf, offset: &mut u64) -> (usize, bool) {
+    let Ok(mut f) = std::fs::File::open(path) else { return (0, false) };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     if len < *offset {
         // A new file (the guest's first start on this node after a removal).
@@ -48,12 +55,13 @@ fn new_ticks(path: &PathBuf, offset: &mut u64) -> usize {
     }
     let mut text = String::new();
     if f.seek(SeekFrom::Start(*offset)).is_err() || f.read_to_string(&mut text).is_err() {
-        return 0;
+        return (0, false);
     }
     // Only whole lines: a tick half written is counted the next second.
     let whole = text.rfind('\n').map_or(0, |i| i + 1);
     *offset += whole as u64;
-    text[..whole].lines().filter(|l| l.contains("ferry-tick")).count()
+    let lines = &text[..whole];
+    (lines.lines().filter(|l| l.contains("ferry-tick")).count(), lines.contains("ferry-guest: up"))
 }
 
 impl Judge {
@@ -74,6 +82,7 @@ impl Judge {
                 }
             }
             let mut both: Vec<VecDeque<bool>> = vec![VecDeque::new(); guests.len()];
+            let mut ticked_before = vec![[false; 2]; guests.len()];
             let mut last_tick = vec![0u64; guests.len()];
             let mut second = 0u64;
             while !flag.load(Ordering::Relaxed) {
@@ -83,7 +92,14 @@ impl Judge {
                 let mut f = shared.lock().unwrap();
                 f.seconds = second;
                 for (i, (name, files)) in guests.iter().enumerate() {
-                    let grew = [new_ticks(&files[0], &mut offsets[i][0]), new_ticks(&files[1], &mut offsets[i][1])];
+                    let ((a, a_booted), (b, b_booted)) = (new_ticks(&files[0], &mut offsets[i][0]), new_ticks(&files[1], &mut offsets[i][1]));
+                    let (grew, booted) = ([a, b], [a_booted, b_booted]);
+                    // A boot on one node while the other node's copy ticks
+                    // (this second or the last) is a second copy however
+                    // short its life: a migrated guest never boots, and a
+                    // restart boots only seconds after the old copy stopped.
+                    let second_copy_booted = (0..2).any(|n| booted[n] && (grew[1 - n] > 0 || ticked_before[i][1 - n]));
+                    ticked_before[i] = [grew[0] > 0, grew[1] > 0];
                     f.ticks[i][0] += grew[0];
                     f.ticks[i][1] += grew[1];
                     let window = &mut both[i];
@@ -91,7 +107,7 @@ impl Judge {
                     if window.len() > 5 {
                         window.pop_front();
                     }
-                    if window.iter().filter(|b| **b).count() >= 3 && window.back() == Some(&true) {
+                    if second_copy_booted || (window.iter().filter(|b| **b).count() >= 3 && window.back() == Some(&true)) {
                         f.double_runs.push((name.clone(), second));
                     }
                     if grew[0] + grew[1] > 0 {
