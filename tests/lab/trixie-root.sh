@@ -19,13 +19,14 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 root=${1:-$repo/build/trixie-root}
 suite=trixie
-# What the single-node lab and its tests call: libvirtd and QEMU, Pacemaker's
-# tools (crm_resource, the OCF schemas), heartbeat's agents and ocf-tester,
+# What the labs and their tests call: libvirtd and QEMU, corosync, Pacemaker
+# and its tools (crm_resource, the OCF schemas), pcs and crmsh (the README's
+# cluster blocks use both), heartbeat's agents, ocf-tester and ocft,
 # xmllint, the guest image tools, and what the integration suite's own checks
 # run (make install, man -l, su, strace).
 packages=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-  pacemaker pacemaker-cli-utils corosync pcs resource-agents
+  pacemaker pacemaker-cli-utils corosync pcs crmsh resource-agents
   libxml2-utils busybox-static cpio iproute2 strace mount procps make man-db
 )
 # Bump when the recipe below changes in a way the package list does not show.

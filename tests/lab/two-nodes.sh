@@ -26,6 +26,16 @@
 #                                 with ferry installed by `make install`
 #   two-nodes.sh pacemaker LABDIR NODE stop|start   shut Pacemaker down on one
 #                                 node (corosync stays), or start it again
+#   two-nodes.sh upgrade LABDIR NODE   reboot NODE into Debian 13 (its
+#                                 Pacemaker stopped first), as a rolling
+#                                 upgrade does, and rejoin the cluster
+#
+# With FERRY_LAB_TRIXIE="NODE..." in the environment of `up`, those nodes run
+# Debian 13's userland: their mount namespace's root is build/trixie-root
+# (tests/lab/trixie-root.sh), so their libvirtd, QEMU, corosync, Pacemaker and
+# OCF tree are trixie's (libvirt 11.3, QEMU 10.0, Pacemaker 3.0) while the
+# others stay this Debian 12 host's: FERRY_LAB_TRIXIE=nodeb is the mixed
+# cluster of a rolling upgrade, "nodea nodeb" a Debian 13 cluster.
 #
 # With FERRY_LAB_LEASES=1 in the environment of `up`, libvirt takes a disk
 # lease (virtlockd) for every disk a guest opens, in a lockspace both nodes
@@ -43,6 +53,9 @@ NODES=(nodea nodeb)
 declare -A ADDR=([nodea]=10.213.77.1 [nodeb]=10.213.77.2 [solo]=127.0.0.1)
 # The migration link's addresses, NODE-mig in each node's /etc/hosts.
 declare -A MIGRATION_ADDR=([nodea]=10.213.78.1 [nodeb]=10.213.78.2)
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+trixie_root=$(readlink -f "${FERRY_TRIXIE_ROOT:-$repo/build/trixie-root}")
 
 usage() { sed -n '/^#   two-nodes/p' "$0" >&2; exit 2; }
 die() { echo "two-nodes: $*" >&2; exit 1; }
@@ -146,11 +159,42 @@ EOF
     for n in "${NODES[@]}"; do echo "${ADDR[$n]} $n"; echo "${MIGRATION_ADDR[$n]} $n-mig"; done; } > "$dir/hosts"
 }
 
+is_trixie() { case " ${FERRY_LAB_TRIXIE:-} " in *" $1 "*) return 0 ;; esac; return 1; }
+
+# Makes the trixie root this mount namespace's root, as tests/lab/in-trixie.sh
+# does (see there why pivot_root and why the root is bound onto itself). What
+# the lab shares between nodes is bound in at its host path: /tmp (the lab's
+# own directory, the tests' guest configs and consoles), the project (the
+# ferry binary the tests run, the guest images). /proc and /sys are the
+# node's as on a Debian 12 node: the host's PID namespace (the lab ends a
+# node's processes by PID from outside), the network namespace's sysfs.
+enter_trixie_root() {
+  local root=$1 p
+  mount --bind "$root" "$root"
+  mount -t proc proc "$root/proc"
+  mount --rbind /sys "$root/sys"
+  mount --rbind /dev "$root/dev"
+  mount --make-rslave "$root/dev"
+  mount --rbind /tmp "$root/tmp"
+  mkdir -p "$root/etc/pki"
+  for p in "$repo" "$(readlink -f "$repo/build/guest" 2>/dev/null || true)" "${CARGO_TARGET_DIR:-}"; do
+    [ -n "$p" ] && [ -d "$p" ] || continue
+    mkdir -p "$root$p"
+    mount --bind "$p" "$root$p"
+  done
+  cd "$root"
+  pivot_root . .
+  umount -l .
+  cd /
+}
+
 # The first process of a node: private mounts, hostname, then the daemons.
 # Runs inside `ip netns exec NS unshare -m -u`.
 node_init() {
-  local node=$1 dir=$2
+  local node=$1 dir=$2 root=${3:-}
   mount --make-rprivate /
+  [ -z "$root" ] || enter_trixie_root "$root"
+  mkdir -p /etc/libvirt /etc/pki /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
   mount --bind "$dir/run" /run
   mount --bind "$dir/etc/libvirt" /etc/libvirt
   mount --bind "$dir/lib/libvirt" /var/lib/libvirt
@@ -203,6 +247,7 @@ up() {
     echo "FERRY_LAB_DIR=$lab"
     echo "FERRY_LAB_NODES='${NODES[*]}'"
     echo "FERRY_LAB_LEASES=${FERRY_LAB_LEASES:-0}"
+    echo "FERRY_LAB_TRIXIE='${FERRY_LAB_TRIXIE:-}'"
     for n in "${NODES[@]}"; do
       echo "FERRY_LAB_ADDR_$n=${ADDR[$n]}"
       echo "FERRY_LAB_URI_$n='qemu+unix:///system?socket=$lab/$n/run/libvirt/libvirt-sock'"
@@ -220,6 +265,9 @@ up() {
   # Mount points the nodes' private directories go over.
   mkdir -p /etc/libvirt /etc/pki /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
   command -v certtool >/dev/null || die "certtool is not installed (make deps: gnutls-bin)"
+  if [ -n "${FERRY_LAB_TRIXIE:-}" ]; then
+    [ -f "$trixie_root/.ferry-trixie-root" ] || die "no trixie root at $trixie_root (make trixie-root)"
+  fi
   make_lab_ca
   local a=fv${FERRY_LAB_ID}a b=fv${FERRY_LAB_ID}b n
   for n in "${NODES[@]}"; do ip netns add "$(ns_of "$n")"; done
@@ -239,7 +287,11 @@ up() {
     ip -n "$ns" addr add "${MIGRATION_ADDR[$n]}/24" dev "$mdev"
     ip -n "$ns" link set "$mdev" up
     write_node_config "$n"
-    ip netns exec "$ns" unshare -m -u -- "$0" __init "$n" "$lab/$n"
+    if is_trixie "$n"; then
+      ip netns exec "$ns" unshare -m -u -- "$0" __init "$n" "$lab/$n" "$trixie_root"
+    else
+      ip netns exec "$ns" unshare -m -u -- "$0" __init "$n" "$lab/$n"
+    fi
   done
   for n in "${NODES[@]}"; do
     for _ in $(seq 100); do
@@ -293,8 +345,6 @@ down() {
 }
 
 # --- the cluster: corosync (knet over the veth, two_node) + Pacemaker -------
-
-repo=$(cd "$(dirname "$0")/../.." && pwd)
 
 write_cluster_config() {
   local n id=0
@@ -352,37 +402,88 @@ stop_pacemaker() {
   die "$node: pacemakerd $pid still runs 5 minutes after SIGTERM"
 }
 
+# ferry goes in with its own `make install`, into a copy of a generation's
+# OCF tree (this machine's, or the trixie root's) that each node of that
+# generation mounts at the real path: Pacemaker finds ocf:ferry:VirtualDomain
+# where an operator's install puts it, and neither the host's /usr nor the
+# trixie root is touched. Prints the tree's root.
+ocf_tree() {
+  local node=$1 base= tree=$lab/root
+  ! is_trixie "$node" || base=$trixie_root tree=$lab/root-trixie
+  if [ ! -d "$tree/usr/lib/ocf" ]; then
+    mkdir -p "$tree/usr/lib"
+    cp -a "$base/usr/lib/ocf" "$tree/usr/lib/ocf"
+    make -s -C "$repo" install DESTDIR="$tree" PREFIX=/usr >/dev/null
+  fi
+  echo "$tree"
+}
+
+# Corosync's and Pacemaker's private directories on NODE, then corosync.
+# The defaults come from the node's own generation, and the files are owned
+# by its own hacluster (trixie's has not this host's uid). What a node had
+# before (its CIB, its logs) is kept, as a package upgrade keeps them.
+cluster_node() {
+  local n=$1 dir=$lab/$1/cluster base= ocf
+  ! is_trixie "$n" || base=$trixie_root
+  ocf=$(ocf_tree "$n")
+  mkdir -p "$dir/etc" "$dir/lib-corosync" "$dir/log-pacemaker" "$dir/log-cluster"
+  cp -a "$base/etc/corosync/." "$dir/etc/"
+  cp "$lab/corosync.conf" "$dir/etc/corosync.conf"
+  install -m 0400 "$lab/authkey" "$dir/etc/authkey"
+  [ -d "$dir/lib-pacemaker" ] || cp -a "$base/var/lib/pacemaker" "$dir/lib-pacemaker"
+  (on_node "$n" mkdir -p /etc/corosync /var/lib/corosync /var/lib/pacemaker /var/log/pacemaker /var/log/cluster)
+  (on_node "$n" mount --bind "$dir/etc" /etc/corosync)
+  (on_node "$n" mount --bind "$dir/lib-corosync" /var/lib/corosync)
+  (on_node "$n" mount --bind "$dir/lib-pacemaker" /var/lib/pacemaker)
+  (on_node "$n" mount --bind "$dir/log-pacemaker" /var/log/pacemaker)
+  (on_node "$n" mount --bind "$dir/log-cluster" /var/log/cluster)
+  (on_node "$n" chown -R hacluster:haclient /var/lib/pacemaker /var/log/pacemaker)
+  (on_node "$n" mount --bind "$ocf/usr/lib/ocf" /usr/lib/ocf)
+  (on_node "$n" corosync) || die "$n: corosync did not start"
+}
+
+# NODE upgraded in place to Debian 13, as a rolling upgrade does it: its
+# Pacemaker must already be stopped (its guests moved away); then the node
+# "reboots": every process of it ends, and it comes up again from the trixie
+# root with its network, its libvirt state, its CIB and its logs, and joins
+# the cluster again.
+upgrade() {
+  local n=$1 pid
+  ! is_trixie "$n" || die "$n already runs Debian 13"
+  pid=$(cat "$(pacemakerd_pidfile "$n")" 2>/dev/null) && running "$pid" && die "$n: stop Pacemaker first"
+  local ns pids
+  ns=$(ns_of "$n")
+  for round in TERM TERM KILL KILL; do
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -n "$pids" ] || break
+    for pid in $pids; do kill -"$round" "$pid" 2>/dev/null || true; done
+    sleep 1
+  done
+  [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] || die "$n: processes outlived the reboot"
+  # A reboot empties /run.
+  find "$lab/$n/run" -mindepth 1 -delete
+  FERRY_LAB_TRIXIE="${FERRY_LAB_TRIXIE:-} $n"
+  sed -i "s/^FERRY_LAB_TRIXIE=.*/FERRY_LAB_TRIXIE='${FERRY_LAB_TRIXIE# }'/" "$lab/lab.env"
+  ip netns exec "$ns" unshare -m -u -- "$0" __init "$n" "$lab/$n" "$trixie_root"
+  for _ in $(seq 100); do
+    virsh -q -c "qemu+unix:///system?socket=$lab/$n/run/libvirt/libvirt-sock" uri >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  if [ -f "$lab/corosync.conf" ]; then
+    cluster_node "$n"
+    start_pacemaker "$n"
+  fi
+  echo "two-nodes: $n upgraded to Debian 13" >&2
+}
+
 cluster_online() { (on_node nodea crm_mon -1 2>/dev/null) | grep -q "Online: \[ nodea nodeb \]"; }
 
 cluster() {
   command -v pacemakerd >/dev/null && command -v corosync >/dev/null || die "pacemaker and corosync are not installed (make deps)"
-  # ferry goes in with its own `make install`, into a copy of this machine's
-  # OCF tree that each node mounts at the real path: Pacemaker finds
-  # ocf:ferry:VirtualDomain where an operator's install puts it, and the
-  # host's /usr stays untouched.
-  rm -rf "$lab/root"
-  mkdir -p "$lab/root/usr/lib"
-  cp -a /usr/lib/ocf "$lab/root/usr/lib/ocf"
-  make -s -C "$repo" install DESTDIR="$lab/root" PREFIX=/usr >/dev/null
   write_cluster_config
   mkdir -p /etc/corosync /var/lib/corosync /var/lib/pacemaker /var/log/pacemaker /var/log/cluster
-  local n dir
-  for n in "${NODES[@]}"; do
-    dir=$lab/$n/cluster
-    mkdir -p "$dir/etc" "$dir/lib-corosync" "$dir/log-pacemaker" "$dir/log-cluster"
-    cp -a /etc/corosync/. "$dir/etc/"
-    cp "$lab/corosync.conf" "$dir/etc/corosync.conf"
-    install -m 0400 "$lab/authkey" "$dir/etc/authkey"
-    cp -a /var/lib/pacemaker "$dir/lib-pacemaker"
-    chown hacluster:haclient "$dir/log-pacemaker"
-    (on_node "$n" mount --bind "$dir/etc" /etc/corosync)
-    (on_node "$n" mount --bind "$dir/lib-corosync" /var/lib/corosync)
-    (on_node "$n" mount --bind "$dir/lib-pacemaker" /var/lib/pacemaker)
-    (on_node "$n" mount --bind "$dir/log-pacemaker" /var/log/pacemaker)
-    (on_node "$n" mount --bind "$dir/log-cluster" /var/log/cluster)
-    (on_node "$n" mount --bind "$lab/root/usr/lib/ocf" /usr/lib/ocf)
-    (on_node "$n" corosync) || die "$n: corosync did not start"
-  done
+  local n
+  for n in "${NODES[@]}"; do cluster_node "$n"; done
   for n in "${NODES[@]}"; do start_pacemaker "$n"; done
   for _ in $(seq 120); do cluster_online && break; sleep 1; done
   cluster_online || die "the cluster did not come up"
@@ -408,10 +509,11 @@ case "$cmd" in
     load "$1"
     case "${3:-}" in stop) stop_libvirtd "$2" ;; start) start_libvirtd "$2" ;; *) usage ;; esac ;;
   cluster) load "$1"; cluster ;;
+  upgrade) load "$1"; upgrade "${2:?usage}" ;;
   pacemaker)
     load "$1"
     case "${3:-}" in stop) stop_pacemaker "$2" ;; start) start_pacemaker "$2" ;; *) usage ;; esac ;;
-  __init) node_init "$1" "$2" ;;
+  __init) node_init "$@" ;;
   __config) lab=$(cd "$1" && pwd); write_node_config "$2" ;;
   __end) end_netns "$1" ;;
   *) usage ;;
