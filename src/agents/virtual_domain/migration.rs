@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use crate::agents::migration_slots::{self, Taken};
 use crate::backend::libvirt::migration::{JobStats, MigrationRequest, Phase, Stream};
 use crate::backend::libvirt::tls::{migration_cert_dir, target_lacks_certs};
-use crate::backend::libvirt::{DomainState, Libvirt, Pause, Status};
+use crate::backend::libvirt::{unsupported_machine_type, DomainState, Libvirt, Pause, Status};
 use crate::backend::{BackendError, MigrationJob};
 use crate::ocf::{log, Context, Deadline, OcfError};
 
@@ -388,8 +388,19 @@ impl VirtualDomain {
                 Err(Pushed::TargetLacksCerts(e.to_string()))
             }
             Err(e) => {
-                let failure = unreached_end(&e.to_string(), &remote, data.as_deref()).unwrap_or_else(|| e.to_string());
-                let why = aborted.map(|w| format!("aborted the migration of {name} to {target}: {w}")).unwrap_or_else(|| format!("migration of {name} to {target} failed: {failure}"));
+                let said = e.to_string();
+                let why = match (aborted, unsupported_machine_type(&said)) {
+                    (Some(w), _) => format!("aborted the migration of {name} to {target}: {w}"),
+                    // Refused in the target's Prepare phase: nothing was
+                    // sent. Short, as Pacemaker keeps 128 bytes of a reason.
+                    (None, Some(machine)) => {
+                        log::warn(&format!(
+                            "{name} runs with machine type {machine}, which the QEMU on {target} does not have: a guest started on a newer QEMU cannot move live to an older one (as from an upgraded node to one not yet upgraded). To let it, give it a machine type every node has in its config (`virsh capabilities` lists them) and restart it once"
+                        ));
+                        format!("{target}'s QEMU lacks machine type {machine} of {name}; nothing was sent")
+                    }
+                    (None, None) => format!("migration of {name} to {target} failed: {}", unreached_end(&said, &remote, data.as_deref()).unwrap_or(said)),
+                };
                 self.after_failed_push(libvirt, name, &remote, why, deadline).map_err(Pushed::Failed)
             }
         }
@@ -762,6 +773,27 @@ mod tests {
         let err = result.unwrap_err();
         assert!(err.reason.contains("the memory stream could not connect to nodeb-mig:49152 (data URI tcp://nodeb-mig)"), "{}", err.reason);
         assert!(!err.reason.contains("libvirt unreachable"), "{}", err.reason);
+    }
+
+    #[test]
+    fn a_target_whose_qemu_lacks_the_machine_type_is_named_and_the_guest_stays() {
+        // A guest started on QEMU 10.0, moved to a node still on 7.2: the
+        // target's Prepare phase refuses before any memory is sent.
+        let runner = Clocked::new()
+            .answer(
+                &virsh_at(SOURCE, &["migrate"]),
+                FAST,
+                1,
+                "",
+                "error: unsupported configuration: Emulator '/usr/bin/qemu-system-x86_64' does not support machine type 'pc-i440fx-10.0'\n",
+            )
+            .answer(&virsh_at(SOURCE, &["domstate"]), FAST, 0, "running (booted)\n", "")
+            .answer(&virsh_at(SOURCE, &["domjobinfo"]), FAST, 0, "Job type: 0\n", "")
+            .answer(&["attrd_updater"], FAST, 0, "", "");
+        let (result, calls) = push(runner, &[], Duration::from_secs(5));
+        let err = result.unwrap_err();
+        assert_eq!(err.reason, "nodeb's QEMU lacks machine type pc-i440fx-10.0 of vm; nothing was sent; vm keeps running here");
+        assert!(!called(&calls, "destroy") && !called(&calls, "resume"), "{calls:?}");
     }
 
     #[test]

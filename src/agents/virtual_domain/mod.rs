@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::backend::libvirt::domxml::{self, DomainInfo, OwnerMark};
 use crate::backend::libvirt::lease::{self, LeaseConflict};
-use crate::backend::libvirt::procscan;
+use crate::backend::libvirt::{procscan, unsupported_machine_type};
 use crate::backend::libvirt::{default_uri, DomainState, Libvirt, Pause, Status};
 use health::{Silence, Verdict};
 use crate::backend::{BackendError, Hypervisor};
@@ -390,11 +390,19 @@ impl VirtualDomain {
     /// the resource from this node or the cluster for good, when the cluster
     /// only has to find and stop the other copy.
     fn start_refused(name: &str, disks: &[String], e: BackendError) -> OcfError {
-        let conflict = match &e {
-            BackendError::Failed(text) => lease::conflict(text, disks),
-            _ => None,
+        let text = match &e {
+            BackendError::Failed(text) => text.as_str(),
+            _ => "",
         };
-        match conflict {
+        // What this node's QEMU cannot run, no node of its generation can
+        // fix by retrying: "not installed", so Pacemaker bans this node for
+        // the resource (however start-failure-is-fatal is set) and starts
+        // it on one that can, and never reads it as a broken config (6),
+        // which would stop it everywhere.
+        if let Some(machine) = unsupported_machine_type(text) {
+            return OcfError::installed(format!("this node's QEMU has no machine type {machine}, which {name}'s config asks for; it cannot run here"));
+        }
+        match lease::conflict(text, disks) {
             // The disk first: Pacemaker keeps only the first 128 bytes of a
             // reason, and the lease's name is a 64-digit hash.
             Some(LeaseConflict { lease, disk: Some(disk) }) => OcfError::generic(format!(

@@ -262,6 +262,17 @@ fn a_disk_lease_held_elsewhere_fails_the_start_with_1_and_names_the_disk() {
     assert_eq!((err.code, err.reason.as_str()), (OcfCode::ErrGeneric, "cannot start vm: unsupported configuration: no emulator"));
 }
 
+#[test]
+fn a_machine_type_this_node_s_qemu_lacks_fails_the_start_with_5_so_only_this_node_is_banned() {
+    // A config dumped on a Debian 13 node, started on a Debian 12 one.
+    let refusal = "error: Failed to create domain from /dev/stdin\nerror: unsupported configuration: Emulator '/usr/bin/qemu-system-x86_64' does not support machine type 'pc-i440fx-10.0'\n";
+    let err = VirtualDomain::start_refused("vm", &[], BackendError::Failed(refusal.into()));
+    // 5, not 6: the config runs on a node whose QEMU has the type, and 6
+    // would stop the guest everywhere.
+    assert_eq!(err.code, OcfCode::ErrInstalled);
+    assert!(err.reason.contains("no machine type pc-i440fx-10.0") && err.reason.len() <= 128, "{}", err.reason);
+}
+
 /// The fixture's parameters plus `extra`, as Pacemaker would pass them.
 fn env_with(f: &Fixture, extra: &[(&str, &str)]) -> OcfEnv {
     let mut vars: Vec<(String, String)> = f.env.params.iter().map(|(k, v)| (format!("OCF_RESKEY_{k}"), v.clone())).collect();

@@ -45,6 +45,18 @@ pub fn unexplained_lookup_failure(out: &Output) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// The machine type a QEMU said it lacks ("Emulator '…' does not support
+/// machine type 'pc-i440fx-10.0'", libvirt 9 and 11 alike). A guest keeps
+/// the machine type it was started with for its whole life, and an older
+/// QEMU lacks the newer ones: this is what a move from an upgraded node to
+/// one not yet upgraded meets, in the target's Prepare phase, before any
+/// memory is sent.
+pub fn unsupported_machine_type(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("does not support machine type '")?;
+    let machine = rest.split('\'').next()?;
+    (!machine.is_empty()).then_some(machine)
+}
+
 /// The RPC client's failures, sorted the same way.
 pub fn rpc_error(e: rpc::RpcError) -> BackendError {
     match e {
@@ -71,6 +83,13 @@ mod tests {
         // virsh's own line alone is not libvirt's answer: see below.
         assert!(matches!(classify_virsh_failure(&out("error: failed to get domain 'x'")), BackendError::Failed(_)));
         assert!(matches!(classify_virsh_failure(&out("error: internal error: boom")), BackendError::Failed(m) if m.contains("boom")));
+    }
+
+    #[test]
+    fn a_machine_type_the_emulator_lacks_is_named() {
+        let said = "error: unsupported configuration: Emulator '/usr/bin/qemu-system-x86_64' does not support machine type 'pc-i440fx-10.0'";
+        assert_eq!(unsupported_machine_type(said), Some("pc-i440fx-10.0"));
+        assert_eq!(unsupported_machine_type("error: internal error: machine type went away"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod domxml;
 mod errors;
+pub use errors::unsupported_machine_type;
 pub mod lease;
 mod markindex;
 pub mod migration;
