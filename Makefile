@@ -15,6 +15,13 @@
 #   make test-trixie-lifecycle   the integration and libvirtd-down suites on
 #                  a Debian 13 node (build/trixie-root: libvirt 11.3, QEMU
 #                  10.0, Pacemaker 3.0), also part of make test
+#   make test-trixie   on Debian 13 nodes: the cluster suite, live migration
+#                  round trips (plain, TLS, post-copy, a killed target), the
+#                  socket-error and hung-daemon faults, ocf-tester and ocft;
+#                  part of make test
+#   make test-upgrade  the rolling upgrade: a Debian 12 and a Debian 13 node
+#                  in one cluster, guests moved live both ways, the old node
+#                  upgraded in place; part of make test
 #   make chaos     a seeded schedule of faults in the cluster lab under a
 #                  judge that reads only the guests' consoles
 #   make test-leases  disk leases: a second copy refused by its lease
@@ -37,7 +44,7 @@ LAB      = tests/lab/with-two-nodes.sh
 # A command on a Debian 13 node: namespaces whose root is build/trixie-root.
 TRIXIE   = tests/lab/in-trixie.sh
 
-.PHONY: all build deps guest chaos test-leases trixie-root test-trixie-lifecycle deb test-package test-drain test-scale install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
+.PHONY: all build deps guest chaos test-leases trixie-root test-trixie-lifecycle test-trixie test-upgrade deb test-package test-drain test-scale install uninstall fuzz soak test test-unit test-integration test-faults test-migration test-cluster test-xen test-ocf-tester test-ocft demo bench clean
 
 all: build
 
@@ -112,6 +119,24 @@ test-scale: build guest
 test-trixie-lifecycle: build guest trixie-root
 	bin=$$(tests/lab/test-binary.sh integration) && $(TRIXIE) $(LIBVIRT) $$bin --test-threads=2
 	bin=$$(tests/lab/test-binary.sh libvirtd_down) && $(TRIXIE) $(LIBVIRT) $$bin
+
+# The paths whose tools changed in Debian 13, on two Debian 13 nodes (the
+# lab's FERRY_LAB_TRIXIE; tests/run-all.sh runs the same list). The filters
+# name the migration and faults cases: the rest of those suites exercise
+# ferry's own logic, which the Debian 12 runs cover.
+TRIXIE_NODES     = FERRY_LAB_TRIXIE="nodea nodeb"
+TRIXIE_MIGRATION = live_round_trip tunnelled_and_parallel_tls postcopy_round_trip killing_the_target_libvirtd
+TRIXIE_FAULTS    = one_socket_error a_hung_libvirtd monitors_and_probes_leave_no_hang_up
+test-trixie: build guest trixie-root
+	$(TRIXIE_NODES) $(LAB) --cluster cargo test --release --locked --test cluster -- --test-threads=1 --nocapture
+	$(TRIXIE_NODES) $(LAB) cargo test --release --locked --test migration -- --test-threads=1 $(TRIXIE_MIGRATION)
+	bin=$$(tests/lab/test-binary.sh faults) && $(TRIXIE) $(LIBVIRT) $$bin --test-threads=1 --nocapture $(TRIXIE_FAULTS)
+	$(TRIXIE) $(LIBVIRT) tests/ocf-tester.sh
+	$(TRIXIE) $(LIBVIRT) tests/ocft.sh
+
+# A rolling upgrade: nodea Debian 12, nodeb Debian 13, one cluster.
+test-upgrade: build guest trixie-root
+	FERRY_LAB_TRIXIE=nodeb $(LAB) --cluster cargo test --release --locked --test upgrade -- --test-threads=1 --nocapture
 
 test-xen: build guest
 	tests/xen/run.sh

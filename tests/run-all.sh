@@ -57,7 +57,7 @@ suite libvirtd-down  $solo cargo test --release --locked --test libvirtd_down
 suite faults         $solo cargo test --release --locked --test faults -- --test-threads=1 --nocapture
 suite migration      tests/lab/with-two-nodes.sh cargo test --release --locked --test migration -- --test-threads=1
 suite faults-lab     tests/lab/with-two-nodes.sh cargo test --release --locked --test faults_lab -- --test-threads=1
-suite cluster        tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test cluster -- --test-threads=1
+suite cluster        tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test cluster -- --test-threads=1 --nocapture
 suite drain          tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test drain -- --test-threads=1 --nocapture
 suite scale          tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test scale -- --test-threads=1 --nocapture
 # A short chaos run (issue 25): a fixed seed, so the same schedule of faults
@@ -75,6 +75,18 @@ on_trixie() { local bin; bin=$(tests/lab/test-binary.sh "$1") || return 1; shift
 suite trixie-root    tests/lab/trixie-root.sh
 suite trixie-integration   on_trixie integration --test-threads=2
 suite trixie-libvirtd-down on_trixie libvirtd_down
+# Two Debian 13 nodes (the lab's FERRY_LAB_TRIXIE): the cluster under
+# Pacemaker 3.0, and the migration and fault cases whose tools changed
+# (the Makefile's test-trixie names the same ones).
+trixie_nodes() { env FERRY_LAB_TRIXIE="nodea nodeb" "$@"; }
+suite trixie-cluster       trixie_nodes tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test cluster -- --test-threads=1 --nocapture
+suite trixie-migration     trixie_nodes tests/lab/with-two-nodes.sh cargo test --release --locked --test migration -- --test-threads=1 \
+                             live_round_trip tunnelled_and_parallel_tls postcopy_round_trip killing_the_target_libvirtd
+suite trixie-faults        on_trixie faults --test-threads=1 --nocapture one_socket_error a_hung_libvirtd monitors_and_probes_leave_no_hang_up
+suite trixie-ocf-tester    tests/lab/in-trixie.sh $solo tests/ocf-tester.sh
+suite trixie-ocft          tests/lab/in-trixie.sh $solo tests/ocft.sh
+# The rolling upgrade: a Debian 12 and a Debian 13 node in one cluster.
+suite upgrade              env FERRY_LAB_TRIXIE=nodeb tests/lab/with-two-nodes.sh --cluster cargo test --release --locked --test upgrade -- --test-threads=1 --nocapture
 suite ocf-tester     $solo tests/ocf-tester.sh
 suite ocft           $solo tests/ocft.sh
 host_after=$(host_libvirtd)
