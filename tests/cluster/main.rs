@@ -373,15 +373,7 @@ fn a_reloadable_change_runs_reload_agent_leaves_qemu_alone_and_applies_at_the_ne
     lab.crm("nodea", &["crm_resource", "-r", &r.id, "--set-parameter", "migration_encryption", "--parameter-value", "tls"]);
     assert!(r.settle(SETTLE), "the change did not settle");
     eprintln!("reload: settled {:.1} s after the change; counter {tick:?} -> {:?}, QEMU PID {pid} kept", changed.elapsed().as_secs_f64(), g.last_tick());
-    // Pacemaker ran reload-agent (ferry's word on it is in the node's log),
-    // and no stop: a restart would have ended the QEMU process below.
-    assert!(
-        wait_for(Duration::from_secs(30), || pacemaker_log(&lab, &home).lines().any(|l| l.contains(&r.id) && l.contains("reloaded: the new parameters apply"))),
-        "no reload-agent in {home}'s pacemaker.log; operations: {:?}",
-        lab.ops(&r.id)
-    );
-    assert_eq!(lab.qemu_pid(&home, g.name()), Some(pid), "the guest's QEMU process changed");
-    assert_eq!(boots(&g), 1, "the guest rebooted");
+    assert_reloaded_in_place(&g, &r, &home, pid);
     assert_only_on(&g, &home, "after the reload");
     assert!(!pacemaker_log(&lab, &home).lines().any(|l| l.contains(&r.id) && l.contains("(TLS)")), "a TLS migration before any move");
     // The next migration goes with the new value.
@@ -392,6 +384,36 @@ fn a_reloadable_change_runs_reload_agent_leaves_qemu_alone_and_applies_at_the_ne
     assert_only_on(&g, to, "after the move");
     assert!(pacemaker_log(&lab, &home).lines().any(|l| l.contains(&r.id) && l.contains("(TLS)")), "the move after the reload was not TLS");
     lab.crm("nodea", &["crm_resource", "--clear", "-r", &r.id]);
+}
+
+#[test]
+fn pcs_resource_update_of_a_reloadable_parameter_draws_no_warning_and_reloads_in_place() {
+    // pcs checks the names against the meta-data (0.12 also runs
+    // validate-all): the README's own example of a reloadable change.
+    let lab = Lab::from_env();
+    let (g, r, home, pid) = running_vm(&lab, "pcsupdate");
+    let out = lab.on("nodea", &["pcs", "resource", "update", &r.id, "migration_speed=200"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "pcs resource update failed: {said}");
+    let warnings: Vec<&str> = said.lines().filter(|l| l.to_lowercase().contains("warning")).collect();
+    assert!(warnings.is_empty(), "pcs resource update drew warnings:\n{}", warnings.join("\n"));
+    assert!(r.settle(SETTLE), "the update did not settle");
+    let value = lab.crm("nodea", &["crm_resource", "-r", &r.id, "--get-parameter", "migration_speed"]);
+    assert_eq!(value.trim(), "200", "the CIB holds {value:?}");
+    assert_reloaded_in_place(&g, &r, &home, pid);
+}
+
+/// Pacemaker ran reload-agent (ferry's word on it is in the node's log), and
+/// no stop: a restart would have ended the guest's QEMU process `pid`.
+fn assert_reloaded_in_place(g: &LabGuest, r: &ClusterResource, home: &str, pid: u32) {
+    let lab = g.lab;
+    assert!(
+        wait_for(Duration::from_secs(30), || pacemaker_log(lab, home).lines().any(|l| l.contains(&r.id) && l.contains("reloaded: the new parameters apply"))),
+        "no reload-agent in {home}'s pacemaker.log; operations: {:?}",
+        lab.ops(&r.id)
+    );
+    assert_eq!(lab.qemu_pid(home, g.name()), Some(pid), "the guest's QEMU process changed");
+    assert_eq!(boots(g), 1, "the guest rebooted");
 }
 
 #[test]
