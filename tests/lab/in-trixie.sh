@@ -39,6 +39,8 @@
 set -euo pipefail
 
 die() { echo "in-trixie: $*" >&2; exit 1; }
+# shellcheck source=tests/lab/pivot.sh
+. "$(dirname "$0")/pivot.sh"
 
 # Inside the new namespaces, before and after pivot_root.
 setup() {
@@ -55,18 +57,9 @@ setup() {
   mkdir -p "$root/run/lock"
   # The project, the guest images (build/guest may be a link out of the
   # worktree) and the target directory, each at its host path.
-  for p in "$repo" "$(readlink -f "$repo/build/guest" 2>/dev/null || true)" "${CARGO_TARGET_DIR:-}" \
-           "${CARGO_HOME:-$HOME/.cargo}" "${RUSTUP_HOME:-$HOME/.rustup}"; do
-    [ -n "$p" ] && [ -d "$p" ] || continue
-    mkdir -p "$root$p"
-    mount --bind "$p" "$root$p"
-  done
-  cd "$root"
-  # pivot_root(".", "."): the old root ends up stacked under the new one and
-  # is detached at once; no directory for it is needed in the root.
-  pivot_root . .
-  umount -l .
-  cd /
+  bind_at_host_paths "$root" "$repo" "$(readlink -f "$repo/build/guest" 2>/dev/null || true)" "${CARGO_TARGET_DIR:-}" \
+    "${CARGO_HOME:-$HOME/.cargo}" "${RUSTUP_HOME:-$HOME/.rustup}"
+  pivot_into "$root"
   hostname trixie
   ip link set lo up
 }

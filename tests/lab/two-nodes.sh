@@ -55,6 +55,8 @@ declare -A ADDR=([nodea]=10.213.77.1 [nodeb]=10.213.77.2 [solo]=127.0.0.1)
 declare -A MIGRATION_ADDR=([nodea]=10.213.78.1 [nodeb]=10.213.78.2)
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/lab/pivot.sh
+. "$repo/tests/lab/pivot.sh"
 trixie_root=$(readlink -f "${FERRY_TRIXIE_ROOT:-$repo/build/trixie-root}")
 
 usage() { sed -n '/^#   two-nodes/p' "$0" >&2; exit 2; }
@@ -169,7 +171,7 @@ is_trixie() { case " ${FERRY_LAB_TRIXIE:-} " in *" $1 "*) return 0 ;; esac; retu
 # node's as on a Debian 12 node: the host's PID namespace (the lab ends a
 # node's processes by PID from outside), the network namespace's sysfs.
 enter_trixie_root() {
-  local root=$1 p
+  local root=$1
   mount --bind "$root" "$root"
   mount -t proc proc "$root/proc"
   mount --rbind /sys "$root/sys"
@@ -177,15 +179,8 @@ enter_trixie_root() {
   mount --make-rslave "$root/dev"
   mount --rbind /tmp "$root/tmp"
   mkdir -p "$root/etc/pki"
-  for p in "$repo" "$(readlink -f "$repo/build/guest" 2>/dev/null || true)" "${CARGO_TARGET_DIR:-}"; do
-    [ -n "$p" ] && [ -d "$p" ] || continue
-    mkdir -p "$root$p"
-    mount --bind "$p" "$root$p"
-  done
-  cd "$root"
-  pivot_root . .
-  umount -l .
-  cd /
+  bind_at_host_paths "$root" "$repo" "$(readlink -f "$repo/build/guest" 2>/dev/null || true)" "${CARGO_TARGET_DIR:-}"
+  pivot_into "$root"
 }
 
 # The first process of a node: private mounts, hostname, then the daemons.
