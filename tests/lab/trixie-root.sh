@@ -89,9 +89,13 @@ trap 'exit 143' INT TERM
 
 started=$SECONDS
 echo "trixie-root: debootstrap $suite from $mirror into $tmp" >&2
+# A failed build's log is kept beside the root (the cleanup removes the
+# build's own): one debootstrap exited non-zero right after printing
+# "Base system installed successfully", and its log was gone.
 unshare --mount --propagation private -- \
   debootstrap --variant=minbase "$suite" "$tmp" "$mirror" >"$tmp.log" 2>&1 ||
-  { tail -n 20 "$tmp.log" >&2; die "debootstrap failed"; }
+  { rc=$?; cp "$tmp.log" "$root.debootstrap-failed.log"; tail -n 20 "$tmp.log" >&2
+    die "debootstrap failed (exit $rc; its log: $root.debootstrap-failed.log)"; }
 rm -f "$tmp.log"
 
 # No daemon may start while packages are configured (there is no init here),
