@@ -47,17 +47,6 @@ fn vm<'l>(lab: &'l Lab, tag: &str, dirty: Option<u32>, extra: &[(&str, &str)], o
     (g, r)
 }
 
-fn boots(g: &LabGuest) -> usize {
-    g.g.console_text().matches("ferry-guest: up").count()
-}
-
-fn assert_only_on(g: &LabGuest, node: &str, step: &str) {
-    assert_eq!(g.lab.active_on(g.name()), vec![node], "{step}: the guest must run on exactly {node}");
-    // On failure, what each node says of it: a paused domain and a dead
-    // kernel look alike to the list above.
-    assert!(g.ticks_on(Duration::from_secs(15)), "{step}: the serial counter stopped at {:?}\n{}", g.last_tick(), g.diagnosis());
-}
-
 /// The last operation of `name` recorded for the resource on `node`.
 fn last_op(lab: &Lab, rsc: &str, node: &str) -> Option<Op> {
     lab.ops(rsc).into_iter().find(|o| o.node == node && o.id == format!("{rsc}_last_0"))

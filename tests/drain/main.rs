@@ -32,10 +32,6 @@ fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn boots(g: &LabGuest) -> usize {
-    g.g.console_text().matches("ferry-guest: up").count()
-}
-
 /// Caps nodea's egress on the link; removed when dropped.
 struct CappedLink<'l> {
     lab: &'l Lab,

@@ -359,10 +359,6 @@ fn wait_placed(lab: &Lab, ids: &[String], only: Option<&str>) -> Result<HashMap<
     }
 }
 
-fn boots(g: &LabGuest) -> usize {
-    g.g.console_text().matches("ferry-guest: up").count()
-}
-
 #[test]
 fn a_hundred_guests_start_survive_a_probe_storm_and_drain_live() {
     let lab = Lab::from_env();

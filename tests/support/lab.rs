@@ -223,12 +223,16 @@ impl Lab {
     /// Not online, rather than a panic, while nodea's own Pacemaker is
     /// not up to answer.
     pub fn online(&self, node: &str) -> bool {
-        let out = self.on("nodea", &["crm_mon", "-1", "--output-as=xml"]);
-        let xml = String::from_utf8_lossy(&out.stdout);
+        let xml = self.status_xml("nodea");
         xml.split("<node ").skip(1).any(|n| {
             let tag = format!(" {}", n.split('>').next().unwrap_or(""));
             attr(&tag, "name").as_deref() == Some(node) && attr(&tag, "online").as_deref() == Some("true")
         })
+    }
+
+    /// crm_mon's XML on `node`; empty while its Pacemaker does not answer.
+    fn status_xml(&self, node: &str) -> String {
+        String::from_utf8_lossy(&self.on(node, &["crm_mon", "-1", "--output-as=xml"]).stdout).into_owned()
     }
 
     /// The downtime of the last migration `name` made into `node`, as its
@@ -240,8 +244,7 @@ impl Lab {
 
     /// The DC and its Pacemaker version, as crm_mon on `node` reports them.
     pub fn dc(&self, node: &str) -> Option<(String, String)> {
-        let out = self.on(node, &["crm_mon", "-1", "--output-as=xml"]);
-        let xml = String::from_utf8_lossy(&out.stdout);
+        let xml = self.status_xml(node);
         let tag = format!(" {}", xml.split("<current_dc ").nth(1)?.split('>').next()?);
         (attr(&tag, "present").as_deref() == Some("true")).then(|| (attr(&tag, "name").unwrap_or_default(), attr(&tag, "version").unwrap_or_default()))
     }
@@ -464,6 +467,19 @@ impl Drop for LabGuest<'_> {
             let _ = self.lab.virsh(node, &["destroy", &self.g.name]);
         }
     }
+}
+
+/// How many times the guest booted, by its console.
+pub fn boots(g: &LabGuest) -> usize {
+    g.g.console_text().matches("ferry-guest: up").count()
+}
+
+/// The guest runs on `node` alone, and counts.
+pub fn assert_only_on(g: &LabGuest, node: &str, step: &str) {
+    assert_eq!(g.lab.active_on(g.name()), vec![node], "{step}: the guest must run on exactly {node}");
+    // On failure, what each node says of it: a paused domain and a dead
+    // kernel look alike to the list above.
+    assert!(g.ticks_on(Duration::from_secs(15)), "{step}: the serial counter stopped at {:?}\n{}", g.last_tick(), g.diagnosis());
 }
 
 /// The whole machine's CPU (both lab nodes share it), sampled each second:

@@ -44,10 +44,6 @@ fn vm<'l>(lab: &'l Lab, tag: &str, home: &str) -> (LabGuest<'l>, ClusterResource
     (g, r)
 }
 
-fn boots(g: &LabGuest) -> usize {
-    g.g.console_text().matches("ferry-guest: up").count()
-}
-
 fn dc(lab: &Lab, node: &str) -> (String, String) {
     lab.dc(node).expect("the cluster has no DC")
 }
@@ -74,13 +70,8 @@ fn machine(lab: &Lab, node: &str, name: &str) -> String {
     xml.split("machine='").nth(1).or_else(|| xml.split("machine=\"").nth(1)).and_then(|m| m.split(['\'', '"']).next()).unwrap_or("?").to_string()
 }
 
-fn assert_only_on(g: &LabGuest, node: &str, step: &str) {
-    assert_eq!(g.lab.active_on(g.name()), vec![node], "{step}: the guest must run on exactly {node}");
-    assert!(g.ticks_on(Duration::from_secs(15)), "{step}: the serial counter stopped at {:?}\n{}", g.last_tick(), g.diagnosis());
-}
-
 /// Watches that a guest never runs on both nodes while `f` runs; returns
-/// what `f` returned, and the longest moment it ran on neither.
+/// what `f` returned.
 fn never_twice<T>(g: &LabGuest, f: impl FnOnce() -> T) -> T {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (lab_dir, name) = (g.lab.dir.clone(), g.name().to_string());
