@@ -24,7 +24,7 @@ inside() {
   find /usr/lib/ocf /usr/share/man /usr/share/doc /usr/share/lintian /usr/lib/systemd/system | sort >"$before"
   echo "== dpkg -i"
   dpkg --log=/dev/null -i "$deb"
-  dpkg-query -W -f='${Status}\n' ferry | grep -q "install ok installed" || fail "dpkg does not list ferry as installed"
+  dpkg-query -W -f='${Status}\n' ferry | grep "install ok installed" >/dev/null || fail "dpkg does not list ferry as installed"
   for agent in $(/usr/lib/ocf/lib/ferry/ferry list); do
     echo "== crm_resource --show-metadata ocf:ferry:$agent"
     md=$(crm_resource --show-metadata "ocf:ferry:$agent") || fail "crm_resource --show-metadata ocf:ferry:$agent"
@@ -59,7 +59,7 @@ inside() {
   grep -q "^After=resource-agents-deps.target" /lib/systemd/system/pacemaker.service || fail "pacemaker.service is not After=resource-agents-deps.target"
   echo "== dpkg --purge"
   dpkg --log=/dev/null --purge ferry
-  ! dpkg-query -W -f='${Status}\n' ferry 2>/dev/null | grep -q "installed" || fail "ferry is still listed as installed"
+  ! dpkg-query -W -f='${Status}\n' ferry 2>/dev/null | grep "installed" >/dev/null || fail "ferry is still listed as installed"
   find /usr/lib/ocf /usr/share/man /usr/share/doc /usr/share/lintian /usr/lib/systemd/system | sort >"$after"
   diff "$before" "$after" || fail "dpkg --purge left the files above"
 }

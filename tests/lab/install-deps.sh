@@ -11,7 +11,7 @@ packages=(
 )
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$p")
 done
 command -v cargo >/dev/null || { echo "install-deps: cargo is required (rustup)" >&2; exit 1; }
 [ ${#missing[@]} -eq 0 ] && exit 0

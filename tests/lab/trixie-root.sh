@@ -54,7 +54,7 @@ fi
 # The build's mounts die with its mount namespace; check anyway before
 # deleting, since rm -rf through a bind of /dev would wipe the host's.
 remove_tree() {
-  if findmnt -rn -o TARGET | grep -qF "$1"; then
+  if findmnt -rn -o TARGET | grep -F "$1" >/dev/null; then
     echo "trixie-root: $1 still has mounts; left in place" >&2
   else
     rm -rf "$1" "$1.log"

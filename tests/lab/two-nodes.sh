@@ -315,7 +315,7 @@ up() {
 # Ends every process in network namespace NS by PID, then deletes it.
 end_netns() {
   local ns=$1 pid pids round
-  ip netns list 2>/dev/null | grep -qw "$ns" || return 0
+  ip netns list 2>/dev/null | grep -w "$ns" >/dev/null || return 0
   for round in TERM TERM TERM KILL KILL KILL; do
     pids=$(ip netns pids "$ns" 2>/dev/null || true)
     [ -n "$pids" ] || break
@@ -471,7 +471,15 @@ upgrade() {
   echo "two-nodes: $n upgraded to Debian 13" >&2
 }
 
-cluster_online() { (on_node nodea crm_mon -1 2>/dev/null) | grep -q "Online: \[ nodea nodeb \]"; }
+# crm_mon's whole answer is read before it is matched. Under pipefail,
+# `crm_mon | grep -q` fails whenever grep exits before crm_mon's last write:
+# Pacemaker 3.0's crm_mon writes a line at a time, so a slow tail dies of
+# SIGPIPE (141) after the match was seen, and once this ended a lab at `up`.
+cluster_online() {
+  local status
+  status=$(on_node nodea crm_mon -1 2>/dev/null) || return 1
+  [[ $status == *"Online: [ nodea nodeb ]"* ]]
+}
 
 cluster() {
   command -v pacemakerd >/dev/null && command -v corosync >/dev/null || die "pacemaker and corosync are not installed (make deps)"
