@@ -277,7 +277,8 @@ impl Metadata {
             .filter(|spec| !spec.replaced_with.is_empty() && given.get(&spec.name).is_some_and(|v| !v.is_empty()))
             .map(|spec| (spec.name.clone(), spec.replaced_with.clone()))
             .collect();
-        Params { values, defaults, invalid, lenient: false, unknown, deprecated, read: RefCell::new(BTreeSet::new()) }
+        let given = self.params.iter().filter(|spec| given.get(&spec.name).is_some_and(|v| !v.is_empty())).map(|spec| spec.name.clone()).collect();
+        Params { values, defaults, invalid, lenient: false, unknown, deprecated, given, read: RefCell::new(BTreeSet::new()) }
     }
 }
 
@@ -327,6 +328,8 @@ pub struct Params {
     pub unknown: Vec<String>,
     /// Deprecated parameters the CIB sets, each with its replacements.
     pub deprecated: Vec<(String, Vec<String>)>,
+    /// Declared parameters the environment set (to a non-empty value).
+    given: BTreeSet<String>,
     read: RefCell<BTreeSet<String>>,
 }
 
@@ -384,6 +387,14 @@ impl Params {
 
     fn differs_from_default(&self, name: &str) -> bool {
         self.values.get(name) != self.defaults.get(name)
+    }
+
+    /// Whether the environment set the parameter at all. Pacemaker sets
+    /// none for the stop of a resource deleted from the CIB whose history
+    /// on the node is gone (crm_resource --cleanup drops it).
+    pub fn given(&self, name: &str) -> bool {
+        self.lookup(name);
+        self.given.contains(name)
     }
 
     /// Whether the parameter has its declared default (unset, or set to it).

@@ -172,10 +172,20 @@ impl Agent for Xen {
 
     fn reload(&self, ctx: &Context) -> Result<(), OcfError> {
         // Every action reads its parameters afresh; a reload checks the new
-        // values and never touches the guest. Utilization is set at start,
-        // from the running domain, and the next start applies a change.
-        ctx.params.settings(Settings::from_params)?;
+        // values and never touches the guest. Utilization with autoset on is
+        // the one value kept outside the agent: it is set again from the
+        // running domain, as VirtualDomain's reload does, so turning
+        // autoset_utilization_* on takes effect now and not at the next
+        // start. A guest that is not here (or not known) keeps what it has.
+        let settings = ctx.params.settings(Settings::from_params)?;
         common::refuse_clone(ctx, "Xen")?;
+        if settings.utilization_cpu || settings.utilization_hv_memory {
+            if let Ok(DomainName::Known(name)) = settings.domain_name(&ctx.env.instance, ctx.deadline) {
+                if let Some(domain) = self.domain(&self.xl(&settings), &name, ctx.deadline) {
+                    self.set_utilization(ctx, &settings, &domain);
+                }
+            }
+        }
         log::info("reloaded: the new parameters apply from the next action; the guest was not touched");
         Ok(())
     }
@@ -212,15 +222,9 @@ impl Agent for Xen {
         }
         lifecycle::wait_started(&xl, &name, ctx.deadline, || matches!(common::run_monitor_scripts(&*self.runner, &settings.monitor_scripts, ctx.deadline), Ok(None)))?;
         let domain = self.domain(&xl, &name, ctx.deadline);
-        let policy = |on: bool| if on { UtilizationPolicy::Set } else { UtilizationPolicy::Keep };
-        common::update_utilization(
-            &*self.runner,
-            ctx,
-            &[
-                ("cpu", policy(settings.utilization_cpu), domain.as_ref().map(|d| d.vcpus.to_string())),
-                ("hv_memory", policy(settings.utilization_hv_memory), domain.as_ref().map(|d| d.memory_mib.to_string())),
-            ],
-        );
+        if let Some(domain) = &domain {
+            self.set_utilization(ctx, &settings, domain);
+        }
         log::info(&format!("started {name}{}", domain.map(|d| format!(" (domain {})", d.id)).unwrap_or_default()));
         Ok(())
     }
@@ -365,6 +369,20 @@ impl Agent for Xen {
 }
 
 impl Xen {
+    /// The guest's vCPUs and memory as its resource's utilization, for each
+    /// autoset_utilization_* that is on.
+    fn set_utilization(&self, ctx: &Context, settings: &Settings, domain: &XlDomain) {
+        let policy = |on: bool| if on { UtilizationPolicy::Set } else { UtilizationPolicy::Keep };
+        common::update_utilization(
+            &*self.runner,
+            ctx,
+            &[
+                ("cpu", policy(settings.utilization_cpu), Some(domain.vcpus.to_string())),
+                ("hv_memory", policy(settings.utilization_hv_memory), Some(domain.memory_mib.to_string())),
+            ],
+        );
+    }
+
     /// Stop, the guest's name known: graceful while it runs, destroy
     /// otherwise, and every name xl gave it cleared.
     fn stop_named(&self, xl: &Xl, settings: &Settings, name: &str, deadline: Deadline) -> Result<(), OcfError> {

@@ -13,6 +13,8 @@ use crate::ocf::OcfError;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub xmfile: PathBuf,
+    /// Whether the CIB set xmfile at all (see `domain_name`).
+    pub xmfile_given: bool,
     pub name: Option<String>,
     /// `None`: two thirds of the stop budget.
     pub shutdown_timeout: Option<Duration>,
@@ -39,6 +41,7 @@ fn valid_domain_name(name: &str) -> bool {
 impl Settings {
     pub fn from_params(p: &Params) -> Result<Settings, OcfError> {
         let xmfile = absolute_path(p, "xmfile")?.unwrap_or_default();
+        let xmfile_given = p.given("xmfile");
         let name = p.str("name").map(String::from);
         if let Some(n) = &name {
             if !valid_domain_name(n) {
@@ -64,6 +67,7 @@ impl Settings {
         };
         Ok(Settings {
             xmfile,
+            xmfile_given,
             name,
             shutdown_timeout,
             shutdown_acpi: p.bool("shutdown_acpi"),
@@ -90,6 +94,18 @@ impl Settings {
     pub fn domain_name(&self, instance: &str, deadline: crate::ocf::Deadline) -> Result<DomainName, OcfError> {
         if let Some(n) = &self.name {
             return Ok(DomainName::Known(n.clone()));
+        }
+        // Neither file nor name given: the stop Pacemaker runs for a
+        // resource deleted from the CIB once the node's history of it is
+        // gone (crm_resource --cleanup), which carries no parameters at
+        // all. The resource's name is then the only identity left, and
+        // heartbeat's rule takes it too. Refusing would fail the stop and
+        // fence the node; and no resource is left to start a second copy.
+        if !self.xmfile_given {
+            crate::ocf::log::warn(&format!(
+                "no xmfile or name was given (as for a resource deleted from the CIB); taking the resource's name, {instance}, for the domain's"
+            ));
+            return Ok(DomainName::Known(instance.to_string()));
         }
         let text = match crate::fsread::read_to_string(&self.xmfile, deadline) {
             Ok(text) => text,

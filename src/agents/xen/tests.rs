@@ -52,28 +52,32 @@ impl Fixture {
     }
 
     fn run_within(&self, budget: Duration, runner: &Rc<RecordingRunner>, action: &str, extra: &[(&str, &str)]) -> Result<Health, OcfError> {
-        let env = self.env(extra);
-        let md = Metadata::parse(METADATA).unwrap();
-        // As ocf::agent::run reads them: stop and monitor go on without a
-        // value they cannot use, every other action refuses it.
-        let mut params = md.resolve_all(&env.params);
-        if matches!(action, "stop" | "monitor") {
-            params.lenient = true;
-        } else if let Some((_, why)) = params.invalid.first() {
-            return Err(OcfError::configured(why.clone()));
-        }
-        let ctx = Context { env: &env, params: &params, deadline: Deadline::after(budget) };
-        let agent = Xen { runner: Box::new(runner.clone()) };
-        let as_health = |r: Result<(), OcfError>| r.map(|()| Health::Running);
-        match action {
-            "monitor" => agent.monitor(&ctx),
-            "stop" => as_health(agent.stop(&ctx)),
-            "migrate_to" => as_health(agent.migrate_to(&ctx)),
-            "migrate_from" => as_health(agent.migrate_from(&ctx)),
-            "validate-all" => as_health(agent.validate(&ctx)),
-            "reload-agent" => as_health(agent.reload(&ctx)),
-            other => panic!("{other}"),
-        }
+        run_env(budget, runner, action, self.env(extra))
+    }
+}
+
+/// One action with exactly this environment, as ocf::agent::run reads it.
+fn run_env(budget: Duration, runner: &Rc<RecordingRunner>, action: &str, env: OcfEnv) -> Result<Health, OcfError> {
+    let md = Metadata::parse(METADATA).unwrap();
+    // As ocf::agent::run reads them: stop and monitor go on without a
+    // value they cannot use, every other action refuses it.
+    let mut params = md.resolve_all(&env.params);
+    if matches!(action, "stop" | "monitor") {
+        params.lenient = true;
+    } else if let Some((_, why)) = params.invalid.first() {
+        return Err(OcfError::configured(why.clone()));
+    }
+    let ctx = Context { env: &env, params: &params, deadline: Deadline::after(budget) };
+    let agent = Xen { runner: Box::new(runner.clone()) };
+    let as_health = |r: Result<(), OcfError>| r.map(|()| Health::Running);
+    match action {
+        "monitor" => agent.monitor(&ctx),
+        "stop" => as_health(agent.stop(&ctx)),
+        "migrate_to" => as_health(agent.migrate_to(&ctx)),
+        "migrate_from" => as_health(agent.migrate_from(&ctx)),
+        "validate-all" => as_health(agent.validate(&ctx)),
+        "reload-agent" => as_health(agent.reload(&ctx)),
+        other => panic!("{other}"),
     }
 }
 
@@ -472,6 +476,33 @@ fn stop_gives_xl_a_moment_then_destroys_what_it_left_shut_down() {
     assert!(!dying.called(&["xl", "destroy"]));
 }
 
+/// Pacemaker stops a resource deleted from the CIB with no parameters at
+/// all once `crm_resource --cleanup` has dropped the node's history of it
+/// (seen in the Xen lab's cluster: xmfile fell back to its default, and the
+/// stop failed, which fences the node). With neither xmfile nor name given,
+/// the resource's name is the domain's, as heartbeat takes it.
+#[test]
+fn the_stop_of_a_deleted_resource_without_parameters_stops_the_domain_named_like_it() {
+    let bare = || OcfEnv::from_vars(vec![("OCF_RESOURCE_INSTANCE".to_string(), "vm1".to_string())]);
+    let runner = Rc::new(
+        RecordingRunner::new()
+            .reply_once(&["xl", "list"], 0, &listing("vm1  3  128  1  -b----  9.0\nother  4  128  1  -b----  9.0\n"), "")
+            .reply(&["xl", "list"], 0, &listing("other  4  128  1  -b----  9.0\n"), "")
+            .reply(&["xl", "shutdown"], 0, "", ""),
+    );
+    assert_eq!(run_env(Duration::from_secs(3), &runner, "stop", bare()), Ok(Health::Running));
+    assert!(runner.called(&["xl", "shutdown", "vm1"]), "{:?}", runner.calls.borrow());
+    assert!(!runner.called(&["xl", "shutdown", "other"]) && !runner.called(&["xl", "destroy", "other"]));
+    // Its monitor reads the same name: another guest is not this one.
+    let others = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("other  4  128  1  -b----  9.0\n"), ""));
+    assert_eq!(run_env(Duration::from_secs(3), &others, "monitor", bare()), Ok(Health::NotRunning));
+    // A given xmfile that cannot be read is another matter: the guest may
+    // run under the name inside it, so stop still refuses to guess.
+    let f = Fixture::new("orphan");
+    let unreadable = [("OCF_RESKEY_xmfile", "/nonexistent/vm1.cfg")];
+    assert_eq!(f.run(&others, "stop", &unreadable).unwrap_err().code, OcfCode::ErrGeneric);
+}
+
 #[test]
 fn stop_lets_a_rebooting_guest_come_back_and_shuts_it_down_instead_of_racing_xl() {
     // Destroying it while xl restarts it could leave a new domain behind.
@@ -510,6 +541,23 @@ fn reload_agent_checks_the_values_and_never_asks_xl() {
     let md = Metadata::parse(METADATA).unwrap();
     let restart: Vec<&str> = md.params.iter().filter(|p| !p.reloadable).map(|p| p.name.as_str()).collect();
     assert_eq!(restart, ["xmfile", "name"], "only the guest's identity needs a restart");
+}
+
+/// With autoset_utilization_* on, reload-agent sets the running guest's
+/// vCPUs and memory as its utilization (as a start does), so the change
+/// applies now; a guest that is not here changes nothing.
+#[test]
+fn reload_agent_refreshes_utilization_from_the_running_domain() {
+    let f = Fixture::new("reload-util");
+    let on = [("OCF_RESKEY_crm_feature_set", "3.16.2"), ("OCF_RESKEY_autoset_utilization_cpu", "true"), ("OCF_RESKEY_autoset_utilization_hv_memory", "true")];
+    let runner = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing("vm1  3  256  2  -b----  0.9\n"), "").reply(&["crm_resource"], 0, "", ""));
+    assert_eq!(f.run(&runner, "reload-agent", &on), Ok(Health::Running));
+    assert!(runner.called(&["crm_resource", "-Q", "-r", "r1", "-z", "-p", "cpu", "-v", "2"]), "{:?}", runner.calls.borrow());
+    assert!(runner.called(&["crm_resource", "-Q", "-r", "r1", "-z", "-p", "hv_memory", "-v", "256"]), "{:?}", runner.calls.borrow());
+    assert!(!runner.called(&["xl", "create"]) && !runner.called(&["xl", "shutdown"]), "reload touched the guest: {:?}", runner.calls.borrow());
+    let absent = Rc::new(RecordingRunner::new().reply(&["xl", "list"], 0, &listing(""), "").reply(&["crm_resource"], 0, "", ""));
+    assert_eq!(f.run(&absent, "reload-agent", &on), Ok(Health::Running));
+    assert!(!absent.called(&["crm_resource"]), "utilization set for a guest that is not here: {:?}", absent.calls.borrow());
 }
 
 /// Issue 24 for the Xen agent: every value validate-all refuses, for every
