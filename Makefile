@@ -3,7 +3,8 @@
 #                  then move it by live migration in a two-node Pacemaker cluster
 #   make test      every test: unit, real libvirt/QEMU integration, live migration
 #                  and a Pacemaker cluster in a two-node lab, Xen booted under
-#                  QEMU (make test-xen), ocf-tester, ocft, and the fault
+#                  QEMU (make test-xen; its stage 3 a Pacemaker cluster of two
+#                  Xen hosts), ocf-tester, ocft, and the fault
 #                  injection suite (make test-faults)
 #   make fuzz      the parser property tests, a million cases per parser
 #   make soak      hang/panic rates after migration, ferry against raw virsh

@@ -37,7 +37,7 @@ suite() {
 # up, a process killed by a signal), and what the kernel said of killed or
 # crashed processes while the suite ran.
 why() {
-  grep -a -E -A5 "panicked at|^test .* FAILED|FAIL|not ok|error:|^(two-nodes|in-trixie|trixie-root): |^(drain-result|scale-phase)" "$logs/$1.log" |
+  grep -a -E -A5 "panicked at|^test .* FAILED|FAIL|not ok|error:|^(two-nodes|in-trixie|trixie-root|xen-cluster-root): |^(drain-result|scale-phase)" "$logs/$1.log" |
     grep -a -v -E "^(stack backtrace|note: run with|--$)" | cut -c1-300 | head -n 18
   echo "-- the last lines of its log:"
   tail -n 12 "$logs/$1.log" | cut -c1-300

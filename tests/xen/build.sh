@@ -8,6 +8,10 @@
 #                        guest (tests/guest) as a PVH domU (xguest) and as a PV
 #                        one (xpv), and tests/xen/dom0 (init and the test
 #                        scripts run inside dom0)
+#   OUT/cluster-root     Debian 12's userland for the cluster stage: corosync,
+#                        Pacemaker, pcs, crmsh and xen-utils, debootstrapped
+#                        from Debian's archive (tests/lab/debian-root.sh,
+#                        cached); dom0 mounts it read-only over 9p
 #   OUT/tester.cpio.gz   resource-agents' ocf-tester with what it runs (bash,
 #                        xmllint and their libraries, ra-api-1.dtd); appended
 #                        to dom0's initramfs for the one-host stage only, as
@@ -88,13 +92,15 @@ for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_
          net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
   cp "$kmod/$m.ko" "$root/lib/modules/"
 done
+# overlayfs: the cluster stage's writable layer over the shared userland.
+cp "$kmod/fs/overlayfs/overlay.ko" "$root/lib/modules/"
 
 cp "$ferry" "$root/usr/lib/ocf/lib/ferry/ferry"
 ln -s ../../lib/ferry/ferry "$root/usr/lib/ocf/resource.d/ferry/Xen"
 cp "$out/vmlinuz" "$root/guest/vmlinuz"
 cp "$guest/initrd.img" "$root/guest/initrd.img"
-cp "$here/dom0/init" "$here/dom0/cases.sh" "$here/dom0/lifecycle.sh" "$here/dom0/migration.sh" "$root/"
-chmod +x "$root/init" "$root/lifecycle.sh" "$root/migration.sh"
+cp "$here/dom0/init" "$here/dom0/cases.sh" "$here/dom0/lifecycle.sh" "$here/dom0/migration.sh" "$here/dom0/cluster.sh" "$root/"
+chmod +x "$root/init" "$root/lifecycle.sh" "$root/migration.sh" "$root/cluster.sh"
 # The test guest (tests/guest) twice. xguest is PVH, the lab's main guest:
 # Debian's Xen 4.17.7 is built without shadow paging (XSA-495), so only a
 # guest on hardware-assisted paging (HAP, here TCG's emulated AMD NPT) has
@@ -128,6 +134,9 @@ guest_cfg xcrash pvh preserve ferry.crash=4 > "$root/etc/xen/guest-crash.cfg"
 # reboots a guest (kept so by on_reboot="preserve") and saves one.
 guest_cfg xodd pvh destroy "" preserve > "$root/etc/xen/guest-odd.cfg"
 guest_cfg xsave pvh > "$root/etc/xen/guest-save.cfg"
+# The cluster stage's guest, as the README names it; a crash keeps it
+# (on_crash="preserve") for the monitor to find and stop to clear.
+guest_cfg guest1 pvh preserve > "$root/etc/xen/guest1.cfg"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/dom0.cpio.gz.tmp"
 mv "$out/dom0.cpio.gz.tmp" "$out/dom0.cpio.gz"
 
@@ -152,4 +161,8 @@ if [ ! -s "$out/tester.cpio.gz" ] || [ "$out/tester.cpio.gz" -ot /usr/sbin/ocf-t
   rm -rf "$troot"
   mv "$out/tester.cpio.gz.tmp" "$out/tester.cpio.gz"
 fi
+# The cluster stage's userland, the KVM lab's package versions (this
+# machine's suite), with xen-utils for the xl Pacemaker's agents run.
+"$here/../lab/debian-root.sh" xen-cluster-root "$(. /etc/os-release && echo "$VERSION_CODENAME")" "$out/cluster-root" \
+  pacemaker pacemaker-cli-utils corosync pcs crmsh resource-agents xen-utils-4.17 iproute2 procps
 echo "xen build: $out (Xen $(ls "$pkgroot"/boot/xen-4.17-amd64.gz >/dev/null && dpkg-deb -f "$out"/debs/xen-hypervisor-4.17-amd64_*.deb Version), kernel $kver, dom0 initramfs $(du -h "$out/dom0.cpio.gz" | cut -f1))"

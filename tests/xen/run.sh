@@ -15,8 +15,16 @@
 # dom0 reports every case on the serial console, which this script stamps
 # with the host's clock as it arrives, and asserts. Every QEMU runs under
 # `timeout` and is ended by the PID started here.
+#   stage 3: the same two hosts as a corosync + Pacemaker cluster, each
+#            dom0 running Debian 12's cluster userland over 9p
+#            (tests/xen/dom0/cluster.sh): the README's marked Xen block
+#            creates the resource, then start, a live move, standby,
+#            reload-agent, recovery from xl destroy and from a crash, and
+#            the xmfile hidden under the running guest, all by Pacemaker.
 # FERRY_XEN_STAGE=1 runs stage 1 alone, a shorter check of the agent's
-# own cases on one host.
+# own cases on one host; FERRY_XEN_STAGE=3 runs stage 3 alone.
+# FERRY_XEN_DEBUG=1 has stage 3's dom0s print what runs and what the
+# cluster logged every 20 s.
 # FERRY_XEN_LOGS names the directory for the serial logs, each guest's
 # console and xl's output; by default a temporary one, deleted on success
 # and kept (and named) on failure.
@@ -81,6 +89,20 @@ watch_boot() {
   sleep 1   # the stamping reader's last lines
 }
 
+# boot_pair ROLE_A ROLE_B LOG_PREFIX QEMU_ARGS...: two Xen hosts, each with
+# QEMU_ARGS, joined by a private link (a QEMU socket netdev on loopback: a
+# listens, b connects); their serial logs are PREFIXa.log and PREFIXb.log.
+# Waits for both to power off.
+boot_pair() {
+  local role_a=$1 role_b=$2 prefix=$3; shift 3
+  local port=$((20000 + RANDOM % 20000))
+  boot "$role_a" "$logs/${prefix}a.log" 1500 "$out/dom0.cpio.gz" "$@" -netdev "socket,id=n0,listen=127.0.0.1:$port" -device e1000,netdev=n0,mac=52:54:00:fe:00:01
+  sleep 2
+  boot "$role_b" "$logs/${prefix}b.log" 1500 "$out/dom0.cpio.gz" "$@" -netdev "socket,id=n0,connect=127.0.0.1:$port" -device e1000,netdev=n0,mac=52:54:00:fe:00:02
+  watch_boot "$logs/${prefix}a.log" "$logs/${prefix}b.log"
+  pids=()
+}
+
 failures=0
 finish() {
   if [ "$failures" -ne 0 ]; then
@@ -95,7 +117,7 @@ fail() { echo "xen: $*"; failures=$((failures + 1)); }
 # verdict LOG CASES...: every named case reported, each with its expected code
 verdict() {
   local log=$1; shift
-  grep -a 'FERRY-XEN-' "$log" | grep -av 'FERRY-XEN-DOM0\|FERRY-XEN-GUEST\|FERRY-XEN-TESTER\|FERRY-XEN-XL' | cut -d' ' -f2- | sed 's/^/    /'
+  grep -a 'FERRY-XEN-' "$log" | grep -av 'FERRY-XEN-DOM0\|FERRY-XEN-GUEST\|FERRY-XEN-TESTER\|FERRY-XEN-XL\|FERRY-XEN-DEBUG\|FERRY-XEN-PCMK' | cut -d' ' -f2- | sed 's/^/    /'
   grep -qa 'FERRY-XEN-DONE' "$log" || fail "$log: dom0 did not finish"
   local case
   for case in "$@"; do
@@ -116,12 +138,44 @@ keep() {
   done
   grep -a 'FERRY-XEN-XL ' "$log" | sed 's/ FERRY-XEN-XL / /' > "$logs/$host-xl.log" || true
   grep -a 'FERRY-XEN-AGENT ' "$log" | sed 's/ FERRY-XEN-AGENT / /' > "$logs/$host-agent.log" || true
+  grep -a 'FERRY-XEN-PCMK ' "$log" | sed 's/ FERRY-XEN-PCMK / /' > "$logs/$host-pacemaker.log" || true
+  grep -a 'FERRY-XEN-DEBUG ' "$log" | sed 's/ FERRY-XEN-DEBUG / /' > "$logs/$host-debug.log" || true
 }
 # tick LOG GUEST first|last: the tick number and host time of a guest's first or last tick on a host
 tick() {
   grep -a "FERRY-XEN-GUEST $2\(--incoming\)\?: ferry-tick " "$1" | { if [ "$3" = first ]; then head -1; else tail -1; fi; } | awk '{print $NF, $1}'
 }
 
+# judge_ticks GUEST BOOTS LOG...: the guest's console across hosts, merged
+# by the host's clock: it booted BOOTS times, and within each boot its
+# counter never repeats a number and never skips one, whichever host it ran
+# on. Two running copies would print the same numbers twice; a move that
+# restarted it would start again at 1 with a boot between. Prints the gap
+# at each change of host (the downtime the counter saw, to within a tick).
+judge_ticks() {
+  local guest=$1 boots=$2; shift 2
+  local verdict
+  verdict=$(for log in "$@"; do
+      grep -a "FERRY-XEN-GUEST $guest\(--incoming\)\?: \(ferry-tick [0-9]*\|ferry-guest: up\)" "$log" |
+        awk -v host="$(basename "$log" .log)" '{ if ($NF == "up") print $1, host, "up"; else print $1, host, $NF }'
+    done | sort -n -k1,1 | awk -v want="$boots" '
+      $3 == "up" { boots++; next }
+      { n = $3; seen[boots, n]++; if (!((boots) in lo) || n < lo[boots]) lo[boots] = n; if (n > hi[boots]) hi[boots] = n
+        if (host != "" && $2 != host && boots == hostboot) moves = moves sprintf(" %s->%s at tick %d, gap %.1f s;", host, $2, n, $1 - at - 1)
+        host = $2; at = $1; hostboot = boots }
+      END {
+        for (b = 1; b <= boots; b++) for (n = lo[b]; n <= hi[b]; n++)
+          if (seen[b, n] != 1) bad = bad sprintf(" boot %d tick %d seen %d times;", b, n, seen[b, n])
+        printf "boots=%d moves:%s", boots, moves
+        if (bad != "") printf " BAD:%s", bad
+        if (boots != want) printf " BAD: %d boots, expected %d", boots, want
+        print "" }')
+  echo "xen: $guest's counter: $verdict"
+  case $verdict in *BAD*) fail "$guest's counter: $verdict" ;; esac
+}
+
+want_stage() { [ -z "${FERRY_XEN_STAGE:-}" ] || [ "$FERRY_XEN_STAGE" = "$1" ]; }
+if want_stage 1; then
 echo "== xen stage 1: one host, the agent's lifecycle, ocf-tester"
 boot single "$logs/single.log" 900 "$out/dom0-tester.cpio.gz" -nic none
 watch_boot "$logs/single.log"
@@ -140,19 +194,14 @@ verdict "$logs/single.log" probe validate validate-deep start monitor start-agai
   migrate-without-target unknown-action meta-data ocf-tester ocf-tester-passed ocf-tester-left-nothing
 grep -a 'FERRY-XEN-TESTER' "$logs/single.log" | cut -d' ' -f2- | sed 's/^FERRY-XEN-TESTER /    ocf-tester: /' | tail -3
 keep single "$logs/single.log"
-[ "${FERRY_XEN_STAGE:-}" != 1 ] || finish
+fi
 
+if want_stage 2; then
 echo "== xen stage 2: two hosts; PV save migration, a cut link, PVH live migration a -> b"
-port=$((20000 + RANDOM % 20000))
 shared=$(mktemp -d /tmp/ferry-xen-shared.XXXXXX)
-share=(-virtfs "local,path=$shared,mount_tag=shared,security_model=none,id=shared"
-       -virtfs "local,path=$shared,mount_tag=images,security_model=none,id=images")
 started=$SECONDS
-boot a "$logs/a.log" 1500 "$out/dom0.cpio.gz" "${share[@]}" -netdev "socket,id=n0,listen=127.0.0.1:$port" -device e1000,netdev=n0,mac=52:54:00:fe:00:01
-sleep 2
-boot b "$logs/b.log" 1500 "$out/dom0.cpio.gz" "${share[@]}" -netdev "socket,id=n0,connect=127.0.0.1:$port" -device e1000,netdev=n0,mac=52:54:00:fe:00:02
-watch_boot "$logs/a.log" "$logs/b.log"
-pids=()
+boot_pair a b "" -virtfs "local,path=$shared,mount_tag=shared,security_model=none,id=shared" \
+  -virtfs "local,path=$shared,mount_tag=images,security_model=none,id=images"
 echo "xen: stage 2 took $((SECONDS - started)) s"
 verdict "$logs/a.log" peer-ready pv-start pv-guest-runs pv-live-migrate_to pv-live-failed-guest-here pv-live-failed-guest-runs \
   pv-migrate_to pv-gone-here start guest-runs peer-watching cut-migrate_to cut-in-budget cut-guest-here cut-guest-runs \
@@ -163,6 +212,7 @@ verdict "$logs/b.log" probe pv-image-arrived pv-migrate_from pv-monitor pv-guest
 keep a "$logs/a.log"
 keep b "$logs/b.log"
 for log in "$logs/single.log" "$logs/a.log" "$logs/b.log"; do
+  [ -e "$log" ] || continue
   grep -a 'FERRY-XEN-TIME' "$log" | awk -v host="$(basename "$log" .log)" '{printf "xen: %s: %s took %.1f s (dom0 clock)\n", host, $3, $5 - $4}'
 done
 # The live migration as the guest saw it: its counter goes on from a to b
@@ -177,5 +227,40 @@ elif [ "$first_b" -ne $((last_a + 1)) ]; then
   fail "the guest's counter did not go on across the live migration: last tick on a $last_a, first on b $first_b"
 else
   echo "xen: live migration: counter $last_a on a, then $first_b on b; downtime seen by the counter ~$(awk -v a="$at_a" -v b="$at_b" 'BEGIN { d = b - a - 1; printf "%.1f", d < 0 ? 0 : d }') s (+-1 s)"
+fi
+rm -rf "$shared"; shared=
+fi
+
+if want_stage 3; then
+echo "== xen stage 3: the two hosts as a Pacemaker cluster; ocf:ferry:Xen driven by it"
+shared=$(mktemp -d /tmp/ferry-xen-shared.XXXXXX)
+# ferry as an operator installs it: dpkg -i of its .deb, here into the
+# userland both dom0s share (read-only to them), in a private mount
+# namespace. (dpkg run in dom0, over 9p, took python3 for not installed.)
+"$repo/packaging/deb.sh" "$repo/build/ferry" "$shared" >/dev/null
+unshare --mount --propagation private -- sh -c '
+  mount --bind "$2" "$1/tmp" && chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg -i /tmp/"$3"' \
+  sh "$out/cluster-root" "$shared" "$(basename "$shared"/ferry_*.deb)" > "$logs/dpkg.log" 2>&1 ||
+  { cat "$logs/dpkg.log"; fail "dpkg -i of ferry into the cluster userland failed"; finish; }
+awk '/^```sh xen-cluster-lab$/ {on = 1; next} on && /^```$/ {on = 0; next} on' "$repo/README.md" > "$shared/readme-xen.sh"
+[ -s "$shared/readme-xen.sh" ] || fail "README.md has no block marked sh xen-cluster-lab"
+[ -z "${FERRY_XEN_DEBUG:-}" ] || touch "$shared/debug"
+started=$SECONDS
+boot_pair ca cb cluster- -virtfs "local,path=$shared,mount_tag=shared,security_model=none,id=shared" \
+  -virtfs "local,path=$out/cluster-root,mount_tag=userland,security_model=none,readonly=on,id=userland"
+echo "xen: stage 3 took $((SECONDS - started)) s"
+verdict "$logs/cluster-a.log" ferry-installed corosync cluster-online cluster-properties readme-block readme-no-warning \
+  started start-settled start-recorded guest-runs monitor-recurring \
+  move move-settled move-migrate_to move-migrate_from move-booted-once move-clear \
+  standby standby-settled standby-migrate_to standby-migrate_from standby-booted-once unstandby unstandby-stays \
+  reload reload-settled reload-ran reload-same-domain reload-utilization \
+  destroy destroy-restarted destroy-settled crash crash-restarted crash-settled \
+  hidden-refresh hidden-settled hidden-no-second-copy hidden-probe-running hidden-still-here delete deleted-nothing-left
+verdict "$logs/cluster-b.log" ferry-installed corosync cluster-online
+keep cluster-a "$logs/cluster-a.log"
+keep cluster-b "$logs/cluster-b.log"
+grep -a 'FERRY-XEN-OP \|FERRY-XEN-BOOTS \|FERRY-XEN-DOMID \|FERRY-XEN-UTILIZATION ' "$logs/cluster-a.log" | cut -d' ' -f2- | sed 's/^FERRY-XEN-/    /'
+grep -a 'FERRY-XEN-TIME' "$logs/cluster-a.log" | awk '{printf "xen: cluster: %s took %.1f s (dom0 clock)\n", $3, $5 - $4}'
+judge_ticks guest1 3 "$logs/cluster-a.log" "$logs/cluster-b.log"
 fi
 finish

@@ -24,32 +24,17 @@ SAVE="OCF_RESKEY_migration_mode=save OCF_RESKEY_migration_state_dir=/images"
 MONITOR="OCF_RESKEY_CRM_meta_timeout=30000 OCF_RESKEY_CRM_meta_interval=10000"
 PROBE="OCF_RESKEY_CRM_meta_timeout=30000 OCF_RESKEY_CRM_meta_interval=0"
 
-insmod /lib/modules/e1000.ko
-ip link set lo up
-ip link set eth0 up
-if [ "$role" = a ]; then ip addr add 10.77.0.1/24 dev eth0; else ip addr add 10.77.0.2/24 dev eth0; fi
+lab_link "$role"
 # xl migrate -s CMD runs: CMD HOST xl migrate-receive
 printf '#!/bin/sh\nexec nc "$1" 8002\n' > /bin/xen-lab-transport
-# Each incoming stream gets its own receiver, whose messages are kept (and
-# whose PID is known, so a stuck one can be ended by it).
-mkdir -p /run/receive
-cat > /bin/xl-receive <<'SH'
-#!/bin/sh
-echo $$ > /run/receiver.pid
-exec xl migrate-receive 2>/run/receive/$$.log
-SH
-chmod +x /bin/xl-receive /bin/xen-lab-transport
+chmod +x /bin/xen-lab-transport
 
 # Shared storage for the save model: the same host directory in both QEMUs.
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p; do
-  insmod /lib/modules/$m.ko
-done
 # Two views of it: /shared uncached, for the hand-shake files, and /images
 # for the guest's image. a, which saves, mounts /images through the page
 # cache: xl save writes straight from mapped guest pages, which 9p's
 # zero-copy path refuses (EFAULT). b, which restores, reads it uncached.
-mkdir -p /shared /images
-mount -t 9p -o trans=virtio,version=9p2000.L shared /shared
+mkdir -p /images
 if [ "$role" = a ]; then cache=,cache=loose; else cache=; fi
 mount -t 9p -o trans=virtio,version=9p2000.L$cache images /images
 
@@ -57,7 +42,6 @@ mount -t 9p -o trans=virtio,version=9p2000.L$cache images /images
 within() { awk -v t0="$1" -v limit="$2" -v now="$(now)" 'BEGIN { exit !(now - t0 < limit) }'; }
 wait_ping() { for _ in $(seq "$2"); do ping -c 1 -W 1 "$1" >/dev/null 2>&1 && return 0; sleep 1; done; return 1; }
 wait_incoming() { for _ in $(seq "$1"); do xl list | grep -q "^$2--incoming " && return 0; sleep 1; done; return 1; }
-time_of() { echo "FERRY-XEN-TIME $1 $2 $(now)"; }
 
 if [ "$role" = b ]; then
   (while :; do nc -l -p 8002 -e /bin/xl-receive; done) &
