@@ -244,34 +244,31 @@ wait_monitor() { for _ in $(seq 30); do monitor_recorded && return 0; sleep 1; d
 check monitor-recurring 0 wait_monitor
 echo "FERRY-XEN-BOOTS after-start $(boots)"
 
-# A move: Pacemaker migrates it live.
-to=$(other "$home")
-t0=$(now)
-check move 0 in_root crm_resource --move -r "$G" -N "$to"
-check move-settled 0 settled_on "$to"
-time_of move "$t0"
-check move-migrate_to 0 op_ok "$home" migrate_to
-check move-migrate_from 0 op_ok "$to" migrate_from
-echo "FERRY-XEN-OP move migrate_to $home $(op_record "$home" migrate_to)"
-echo "FERRY-XEN-OP move migrate_from $to $(op_record "$to" migrate_from)"
-check move-booted-once 0 test "$(boots)" = 1
+# live_move CASE COMMAND...: COMMAND makes Pacemaker move the guest away
+# from its host; it must go live: settled on the other host alone, the CIB
+# recording migrate_to on the source and migrate_from on the target (rc 0),
+# and no new boot.
+live_move() {
+  case=$1; shift
+  to=$(other "$home")
+  t0=$(now)
+  check "$case" 0 "$@"
+  check "$case-settled" 0 settled_on "$to"
+  time_of "$case" "$t0"
+  check "$case-migrate_to" 0 op_ok "$home" migrate_to
+  check "$case-migrate_from" 0 op_ok "$to" migrate_from
+  echo "FERRY-XEN-OP $case migrate_to $home $(op_record "$home" migrate_to)"
+  echo "FERRY-XEN-OP $case migrate_from $to $(op_record "$to" migrate_from)"
+  check "$case-booted-once" 0 test "$(boots)" = 1
+  from=$home home=$to
+}
+# A move by constraint, then cleared.
+live_move move in_root crm_resource --move -r "$G" -N "$(other "$home")"
 check move-clear 0 in_root crm_resource --clear -r "$G"
-home=$to
-
-# Standby of its host: it moves live; back online, it stays.
-to=$(other "$home")
-t0=$(now)
-check standby 0 in_root crm_attribute --node "$home" --name standby --update on
-check standby-settled 0 settled_on "$to"
-time_of standby "$t0"
-check standby-migrate_to 0 op_ok "$home" migrate_to
-check standby-migrate_from 0 op_ok "$to" migrate_from
-echo "FERRY-XEN-OP standby migrate_to $home $(op_record "$home" migrate_to)"
-echo "FERRY-XEN-OP standby migrate_from $to $(op_record "$to" migrate_from)"
-check standby-booted-once 0 test "$(boots)" = 1
-check unstandby 0 in_root crm_attribute --node "$home" --name standby --update off
-check unstandby-stays 0 settled_on "$to"
-home=$to
+# Standby of its host; back online, the guest stays where it went.
+live_move standby in_root crm_attribute --node "$home" --name standby --update on
+check unstandby 0 in_root crm_attribute --node "$from" --name standby --update off
+check unstandby-stays 0 settled_on "$home"
 
 # reload-agent: a reloadable parameter changed in the CIB (autoset of the
 # guest's memory as its utilization); the domain stays, and the reload sets
