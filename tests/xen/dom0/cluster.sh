@@ -9,8 +9,9 @@
 # (overlayfs) and runs the cluster in a chroot of that: the same packages as
 # the KVM lab's nodes with every dependency (pcs and crmsh are Python), where
 # copying binaries and libraries into the initramfs, as ocf-tester is, would
-# have meant chasing Python's modules by hand. ferry goes in with dpkg -i of
-# its .deb, as an operator installs it. xenstored, xenconsoled and the
+# have meant chasing Python's modules by hand. ferry is in it by dpkg -i of
+# its .deb (tests/xen/run.sh, on the host before the boot). xenstored,
+# xenconsoled and the
 # migration receiver stay the initramfs's (the same Xen 4.17 build).
 #
 # Host a drives: it runs the README's marked Xen block, then start, move,
