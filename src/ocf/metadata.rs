@@ -241,10 +241,14 @@ impl Metadata {
         let mut values = BTreeMap::new();
         let mut defaults = BTreeMap::new();
         let mut invalid = Vec::new();
+        let mut set = BTreeSet::new();
         for spec in &self.params {
             let default = spec.default.clone().filter(|d| !d.is_empty());
             defaults.insert(spec.name.clone(), default.clone());
             let value = given.get(&spec.name).cloned().filter(|v| !v.is_empty());
+            if value.is_some() {
+                set.insert(spec.name.clone());
+            }
             if value.is_none() && spec.required {
                 invalid.push((spec.name.clone(), format!("required parameter '{}' is not set", spec.name)));
             }
@@ -274,11 +278,10 @@ impl Metadata {
         let deprecated = self
             .params
             .iter()
-            .filter(|spec| !spec.replaced_with.is_empty() && given.get(&spec.name).is_some_and(|v| !v.is_empty()))
+            .filter(|spec| !spec.replaced_with.is_empty() && set.contains(&spec.name))
             .map(|spec| (spec.name.clone(), spec.replaced_with.clone()))
             .collect();
-        let given = self.params.iter().filter(|spec| given.get(&spec.name).is_some_and(|v| !v.is_empty())).map(|spec| spec.name.clone()).collect();
-        Params { values, defaults, invalid, lenient: false, unknown, deprecated, given, read: RefCell::new(BTreeSet::new()) }
+        Params { values, defaults, invalid, lenient: false, unknown, deprecated, given: set, read: RefCell::new(BTreeSet::new()) }
     }
 }
 
